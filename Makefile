@@ -1,0 +1,62 @@
+# cardano-forge: one entry point for building the test bed, linting, testing and the demo.
+# Every target bootstraps what it needs (virtualenv, tools) on a fresh machine.
+include tools/versions.env
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+SERVICES := services/forge-manager services/health-endpoint
+TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)
+
+.PHONY: help venv tools cluster-up cluster-down lint unit integration chart alerts test test-fast demo chaos bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(VENV)/.installed: requirements-dev.txt services/forge-manager/pyproject.toml services/health-endpoint/pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: no $(PYTHON) on PATH: install Python 3.11 or newer"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: $(PYTHON) is older than 3.11: install Python 3.11 or newer, or run make PYTHON=python3.12"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt $(foreach s,$(SERVICES),-e $(s))
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv with both services (editable) and the test tools
+
+$(TOOL_STAMP): tools/versions.env tools/build-tools.sh
+	bash tools/build-tools.sh
+	@rm -f .tools/bin/.stamp-*; touch $@
+
+tools: $(TOOL_STAMP) ## build kube-apiserver, etcd, kubectl, helm (cached by version); install prometheus
+
+cluster-up: venv tools ## start etcd + kube-apiserver on loopback; kubeconfig in .cluster/kubeconfig
+	$(PY) -m tests.harness.controlplane up --dir .cluster
+
+cluster-down: venv ## stop what cluster-up started and remove its state
+	$(PY) -m tests.harness.controlplane down --dir .cluster
+
+lint: venv ## ruff and mypy --strict on both services and the tests
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy services/forge-manager/src services/health-endpoint/src
+
+unit: venv ## fast unit tests of both services
+	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests
+
+integration: venv tools ## tests against the real control plane, Prometheus, helm and promtool
+	$(PYTEST) tests
+
+test: venv tools ## everything CI runs: lint, unit, integration
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory integration
+
+clean: cluster-down ## remove .venv, .tools links and the cluster state (the tool cache stays)
+	rm -rf $(VENV) .tools .cluster

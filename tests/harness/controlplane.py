@@ -1,0 +1,535 @@
+"""A real Kubernetes control plane on loopback: etcd + kube-apiserver, nothing mocked.
+
+Used three ways:
+
+* ``make cluster-up`` / ``make cluster-down`` (``python -m tests.harness.controlplane up|down``),
+  which keep their state in ``.cluster/`` and leave the processes running in the background;
+* the session-scoped pytest fixture ``control_plane`` (``tests/conftest.py``), which starts a
+  private instance on free ports in a temporary directory and stops it at the end;
+* the demo and the fault-injection suite, which stop and restart the API server on purpose.
+
+Security is the real thing in miniature: TLS with a throwaway CA, an admin client certificate in
+``system:masters``, RBAC authorization (not AlwaysAllow) and service-account tokens signed by a key
+of the control plane, so the TokenRequest API works and a test can act as a ServiceAccount.
+There is no controller manager, scheduler or kubelet: objects are stored and validated, nothing
+runs them (namespaces that are deleted stay ``Terminating``, pods are never scheduled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+STOP_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 90.0
+
+
+class ControlPlaneError(RuntimeError):
+    """A one-line explanation of what is wrong and what to run."""
+
+
+def tool(name: str) -> str:
+    """Path of a test-bed tool: ``.tools/bin`` first, then PATH."""
+    candidate = TOOLS_BIN / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ControlPlaneError(f"{name} not found in .tools/bin or on PATH: run 'make tools'")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check_port_free(port: int, what: str, variable: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ControlPlaneError(
+                    f"port {port} ({what}) is already in use on 127.0.0.1: stop what listens "
+                    f"there or choose another port, e.g. 'make cluster-up {variable}={port + 1}'"
+                ) from None
+            raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) counts as dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _pid_is(pid: int, binary: str) -> bool:
+    """True when ``pid`` still runs ``binary`` (guards against PID reuse)."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+    except OSError:
+        return False
+    return Path(argv0).name == Path(binary).name
+
+
+def _terminate(
+    pid: int,
+    binary: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = STOP_TIMEOUT_S,
+) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; reaps through ``proc`` when we are the parent."""
+    if proc is not None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return
+    if not _pid_alive(pid) or not _pid_is(pid, binary):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(pki: Path) -> None:
+    """A throwaway CA, the API server's serving certificate, an admin client certificate and
+    the service-account signing key."""
+    if shutil.which("openssl") is None:
+        raise ControlPlaneError("openssl not found: run 'apt-get install openssl'")
+    pki.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+             "-subj", "/CN=cardano-forge-test-ca", cwd=pki)  # fmt: skip
+    leaf = {
+        "apiserver": (
+            "/CN=kube-apiserver",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
+            "extendedKeyUsage=serverAuth\n",
+        ),
+        "admin": ("/O=system:masters/CN=cardano-forge-admin", "extendedKeyUsage=clientAuth\n"),
+    }
+    for name, (subject, ext) in leaf.items():
+        (pki / f"{name}.ext").write_text(ext)
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject,
+                 cwd=pki)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "365",
+                 "-extfile", f"{name}.ext", cwd=pki)  # fmt: skip
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    for key in pki.glob("*.key"):
+        key.chmod(0o600)
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver rooted in ``root``; ports 0 mean 'pick a free one'."""
+
+    root: Path
+    apiserver_port: int = 0
+    etcd_port: int = 0
+    etcd_peer_port: int = 0
+    pids: dict[str, int] = field(default_factory=dict)
+    _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+
+    # ---- paths -------------------------------------------------------------------------------
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    def log(self, component: str) -> Path:
+        return self.root / f"{component}.log"
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start etcd and kube-apiserver and wait until ``/readyz`` answers ok.
+
+        On failure nothing is left running and the error carries the component's log tail."""
+        if self.apiserver_port:
+            check_port_free(self.apiserver_port, "kube-apiserver", "APISERVER_PORT")
+        if self.etcd_port:
+            check_port_free(self.etcd_port, "etcd client", "ETCD_PORT")
+        if self.etcd_peer_port:
+            check_port_free(self.etcd_peer_port, "etcd peer", "ETCD_PEER_PORT")
+        self.apiserver_port = self.apiserver_port or free_port()
+        self.etcd_port = self.etcd_port or free_port()
+        self.etcd_peer_port = self.etcd_peer_port or free_port()
+        etcd_bin, apiserver_bin = tool("etcd"), tool("kube-apiserver")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.pki / "sa.pub").exists():
+            make_pki(self.pki)
+        try:
+            self._spawn("etcd", etcd_bin, self._etcd_args())
+            self._wait_etcd()
+            self.start_apiserver(apiserver_bin)
+        except BaseException:
+            self.stop(remove=False)
+            raise
+        self._write_kubeconfig()
+        self.save_state()
+
+    def _etcd_args(self) -> list[str]:
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        client = f"http://127.0.0.1:{self.etcd_port}"
+        return [
+            "--name=default",
+            f"--data-dir={self.root / 'etcd-data'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--log-level=warn",
+            # Test bed only: state is thrown away after each run, so skip fsync for speed.
+            "--unsafe-no-fsync",
+        ]
+
+    def _apiserver_args(self) -> list[str]:
+        pki = self.pki
+        return [
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={self.root / 'apiserver-certs'}",
+            "--v=1",
+        ]
+
+    def _spawn(self, name: str, binary: str, args: list[str]) -> None:
+        logf = self.log(name).open("ab")
+        proc = subprocess.Popen(
+            [binary, *args],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        logf.close()
+        self._children[name] = proc
+        self.pids[name] = proc.pid
+
+    def _wait_etcd(self) -> None:
+        deadline = time.monotonic() + 30
+        url = f"http://127.0.0.1:{self.etcd_port}/health"
+        while time.monotonic() < deadline:
+            self._check_alive("etcd")
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(url, timeout=2) as resp,
+            ):
+                if json.load(resp).get("health") == "true":
+                    return
+            time.sleep(0.2)
+        raise ControlPlaneError(
+            f"etcd did not become healthy within 30 s; its log ends:\n{_tail(self.log('etcd'))}"
+        )
+
+    def _check_alive(self, name: str) -> None:
+        pid = self.pids.get(name)
+        if pid is None or not _pid_alive(pid):
+            raise ControlPlaneError(
+                f"{name} exited during start-up; its log ends:\n{_tail(self.log(name))}"
+            )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def is_ready(self, timeout: float = 2.0) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{self.url}/readyz", timeout=timeout, context=self.ssl_context()
+            ) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError, ssl.SSLError):
+            return False
+
+    def start_apiserver(self, binary: str | None = None) -> None:
+        """(Re)start kube-apiserver against the running etcd and wait for ``/readyz``."""
+        self._spawn("kube-apiserver", binary or tool("kube-apiserver"), self._apiserver_args())
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive("kube-apiserver")
+            if self.is_ready():
+                self.save_state()
+                return
+            time.sleep(0.25)
+        raise ControlPlaneError(
+            f"kube-apiserver not ready within {READY_TIMEOUT_S:.0f} s; its log ends:\n"
+            f"{_tail(self.log('kube-apiserver'))}"
+        )
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only (etcd keeps the state): an API outage for the managers."""
+        pid = self.pids.pop("kube-apiserver", None)
+        if pid is not None:
+            _terminate(pid, "kube-apiserver", self._children.pop("kube-apiserver", None))
+        self.save_state()
+
+    def stop(self, *, remove: bool = True) -> None:
+        for name in ("kube-apiserver", "etcd"):
+            pid = self.pids.pop(name, None)
+            if pid is not None:
+                _terminate(pid, name, self._children.pop(name, None))
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # ---- clients -----------------------------------------------------------------------------
+    def _write_kubeconfig(self) -> None:
+        self.write_kubeconfig(
+            self.kubeconfig,
+            user={
+                "client-certificate-data": _b64(self.pki / "admin.crt"),
+                "client-key-data": _b64(self.pki / "admin.key"),
+            },
+            user_name="admin",
+        )
+
+    def write_kubeconfig(
+        self,
+        path: Path,
+        *,
+        user: dict[str, str],
+        user_name: str,
+        namespace: str = "default",
+        server: str | None = None,
+    ) -> Path:
+        """Write a kubeconfig for this control plane with the given credentials.
+
+        ``server`` overrides the URL (a test routing through a loopback proxy)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "cardano-forge-test",
+                    "cluster": {
+                        "server": server or self.url,
+                        "certificate-authority-data": _b64(self.pki / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [{"name": user_name, "user": user}],
+            "contexts": [
+                {
+                    "name": user_name,
+                    "context": {
+                        "cluster": "cardano-forge-test",
+                        "user": user_name,
+                        "namespace": namespace,
+                    },
+                }
+            ],
+            "current-context": user_name,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+        path.chmod(0o600)
+        return path
+
+    def token_kubeconfig(self, path: Path, token: str, namespace: str = "default") -> Path:
+        """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+        return self.write_kubeconfig(
+            path, user={"token": token}, user_name="token-user", namespace=namespace
+        )
+
+    def api_client(self, kubeconfig: Path | None = None) -> Any:
+        """A ``kubernetes.client.ApiClient`` for the admin (or the given kubeconfig)."""
+        from kubernetes import config  # noqa: PLC0415 (the CLI works without the client)
+
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig or self.kubeconfig)
+        )
+
+    # ---- state for the CLI ---------------------------------------------------------------------
+    def save_state(self) -> None:
+        state = {
+            "apiserver_port": self.apiserver_port,
+            "etcd_port": self.etcd_port,
+            "etcd_peer_port": self.etcd_peer_port,
+            "pids": self.pids,
+        }
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, root: Path) -> ControlPlane:
+        state = json.loads((root / "state.json").read_text())
+        return cls(
+            root=root,
+            apiserver_port=state["apiserver_port"],
+            etcd_port=state["etcd_port"],
+            etcd_peer_port=state["etcd_peer_port"],
+            pids={k: int(v) for k, v in state["pids"].items()},
+        )
+
+    def running(self) -> bool:
+        return all(
+            name in self.pids and _pid_alive(self.pids[name]) and _pid_is(self.pids[name], name)
+            for name in ("etcd", "kube-apiserver")
+        )
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    if (root / "state.json").exists():
+        existing = ControlPlane.load(root)
+        if existing.running() and existing.is_ready():
+            print(f"control plane already running at {existing.url}; kubeconfig: {root}/kubeconfig")
+            return 0
+        raise ControlPlaneError(
+            f"stale {root}/ state from a control plane that is no longer running: "
+            "run 'make cluster-down' and then 'make cluster-up'"
+        )
+    if root.exists() and any(root.iterdir()):
+        raise ControlPlaneError(
+            f"{root}/ exists without a state file (an interrupted start?): "
+            "run 'make cluster-down' and then 'make cluster-up'"
+        )
+    cp = ControlPlane(
+        root=root,
+        apiserver_port=args.apiserver_port,
+        etcd_port=args.etcd_port,
+        etcd_peer_port=args.etcd_peer_port,
+    )
+    started = time.monotonic()
+    try:
+        cp.start()
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    print(
+        f"control plane ready at {cp.url} in {time.monotonic() - started:.1f} s "
+        f"(etcd 127.0.0.1:{cp.etcd_port}); "
+        f"export KUBECONFIG={root}/kubeconfig"
+    )
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    if (root / "state.json").exists():
+        ControlPlane.load(root).stop(remove=True)
+        print(f"control plane stopped; {root}/ removed")
+    elif root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"no running control plane; {root}/ removed")
+    else:
+        print("no control plane state; nothing to stop")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    if not (root / "state.json").exists():
+        print("not running")
+        return 1
+    cp = ControlPlane.load(root)
+    ok = cp.running() and cp.is_ready()
+    print(f"{'ready' if ok else 'NOT ready'} at {cp.url}; pids {cp.pids}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start etcd + kube-apiserver on loopback")
+    up.add_argument("--apiserver-port", type=int, default=int(os.environ.get("APISERVER_PORT", 0)))
+    up.add_argument("--etcd-port", type=int, default=int(os.environ.get("ETCD_PORT", 0)))
+    up.add_argument("--etcd-peer-port", type=int, default=int(os.environ.get("ETCD_PEER_PORT", 0)))
+    for p in (up, sub.add_parser("down", help="stop it"), sub.add_parser("status")):
+        p.add_argument("--dir", default=".cluster")
+    args = parser.parse_args(argv)
+    handler = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status}[args.command]
+    try:
+        return handler(args)
+    except ControlPlaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+module cardano-forge/forge-guard
+
+go 1.22

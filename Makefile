@@ -34,7 +34,11 @@ $(TOOL_STAMP): tools/versions.env tools/build-tools.sh
 	bash tools/build-tools.sh
 	@rm -f .tools/bin/.stamp-*; touch $@
 
-tools: $(TOOL_STAMP) ## build kube-apiserver, etcd, kubectl, helm (cached by version); install prometheus
+tools: $(TOOL_STAMP) .tools/bin/forge-guard ## build kube-apiserver, etcd, kubectl, helm (cached by version); install prometheus
+
+.tools/bin/forge-guard: services/forge-guard/main.go services/forge-guard/go.mod
+	@mkdir -p .tools/bin
+	cd services/forge-guard && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ .
 
 cluster-up: venv tools ## start etcd + kube-apiserver on loopback; kubeconfig in .cluster/kubeconfig
 	$(PY) -m tests.harness.controlplane up --dir .cluster
@@ -46,8 +50,10 @@ lint: venv ## ruff and mypy --strict on both services and the tests
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy services/forge-manager/src services/health-endpoint/src
+	@test -z "$$(gofmt -l services/forge-guard)" || { echo "gofmt: run 'gofmt -w services/forge-guard'"; exit 1; }
 
-unit: venv ## fast unit tests of both services
+unit: venv ## fast unit tests of the services (Python) and of forge-guard (Go)
+	cd services/forge-guard && go vet ./... && go test -count=1 ./...
 	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests
 
 integration: venv tools ## tests against the real control plane, Prometheus, helm and promtool

@@ -272,7 +272,7 @@ OFFLINE_INVALID = {
         {**minimal(), "spec": {"priority": 1}},
         "spec",
     ),
-    "region-not-a-dns-label": (minimal(region="US East"), "spec.region"),
+    "region-not-a-name": (minimal(region="US East"), "spec.region"),
 }
 
 

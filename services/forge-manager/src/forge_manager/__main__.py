@@ -1,0 +1,106 @@
+"""Entry point: ``forge-manager`` / ``python -m forge_manager``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from forge_manager import __version__
+from forge_manager.config import ConfigError, Settings, load_settings
+from forge_manager.credentials import CredentialFiles
+from forge_manager.logs import setup_logging
+from forge_manager.manager import ForgeManager
+from forge_manager.metrics import ForgeMetrics
+from forge_manager.node_signal import NodeWatcher, send_sighup
+from forge_manager.server import Endpoints, MetricsServer
+
+log = logging.getLogger("forge_manager")
+
+
+def _fail(message: str) -> int:
+    print(f"forge-manager: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def build(settings: Settings) -> tuple[ForgeManager, MetricsServer]:
+    from forge_manager.lease import LeaseClient, api_client  # noqa: PLC0415 (slow import)
+
+    lease = LeaseClient(
+        api_client(),
+        namespace=settings.namespace,
+        name=settings.lease_name,
+        identity=settings.pod_name,
+        lease_duration=settings.lease_duration,
+        request_timeout=settings.request_timeout,
+    )
+    files = CredentialFiles(sources=settings.sources, targets=settings.targets)
+    node = NodeWatcher(settings.node_process_name, settings.node_pid_file, settings.node_socket)
+    registry = CollectorRegistry()
+    manager = ForgeManager(settings, lease=lease, files=files, node=node, signal_node=send_sighup)
+    manager.metrics = ForgeMetrics(
+        registry, pod=settings.pod_name, cluster=settings.cluster_name, sample=manager.sample
+    )
+    server = MetricsServer(
+        settings.metrics_bind_address,
+        settings.metrics_port,
+        Endpoints(
+            startup_ready=manager.startup_ready,
+            seconds_since_cycle=manager.seconds_since_cycle,
+            renew_deadline=settings.renew_deadline,
+            registry=registry,
+        ),
+    )
+    return manager, server
+
+
+def main() -> int:
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        manager, server = build(settings)
+    except OSError as exc:
+        return _fail(f"cannot listen on METRICS_PORT={settings.metrics_port}: {exc.strerror}")
+    except Exception as exc:  # kubeconfig missing or invalid
+        return _fail(
+            "no Kubernetes configuration: neither in-cluster service account nor KUBECONFIG "
+            f"usable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        )
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stale = manager.remove_stale_temporaries()
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted install", stale)
+    server.start()
+    log.info(
+        "forge-manager %s started as %s (lease %s/%s, duration %d s, renew deadline %g s, "
+        "retry %g s, request timeout %g s)",
+        __version__, settings.pod_name, settings.namespace, settings.lease_name,
+        settings.lease_duration, settings.renew_deadline, settings.retry_period,
+        settings.request_timeout,
+    )  # fmt: skip
+    try:
+        manager.run(stop)
+    finally:
+        server.stop()
+    log.info("forge-manager stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

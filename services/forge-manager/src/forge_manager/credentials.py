@@ -1,0 +1,149 @@
+"""The credential files cardano-node reads: KES key, VRF key, operational certificate.
+
+Install: for each file, a temporary file in the *target* directory is written, fsynced and set to
+mode 0600; then the three are renamed into place and the directories fsynced. All three or none:
+if anything fails, every temporary file and every target is removed. Sources are only read.
+
+Remove: unlink all three targets (a missing one is fine).
+
+cardano-node treats a missing file as "disable forging" and any other problem (a half-written
+file, a permission error) as "keep the previous state", so files must appear complete or not at
+all; a rename in one directory is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+NAMES = ("KES key", "VRF key", "operational certificate")
+SOURCE_VARS = ("SOURCE_KES_KEY", "SOURCE_VRF_KEY", "SOURCE_OP_CERT")
+
+
+class SourceError(Exception):
+    """A source file is missing, empty or unreadable; the pod stays out of the election."""
+
+
+class CredentialError(Exception):
+    """Writing or removing target files failed."""
+
+
+@dataclass(frozen=True)
+class CredentialFiles:
+    sources: tuple[Path, Path, Path]
+    targets: tuple[Path, Path, Path]
+
+    def read_sources(self) -> tuple[bytes, bytes, bytes]:
+        """The three source contents; :class:`SourceError` names the bad one."""
+        out: list[bytes] = []
+        for name, var, path in zip(NAMES, SOURCE_VARS, self.sources, strict=True):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise SourceError(f"source {name} {path} ({var}) does not exist") from None
+            except OSError as exc:
+                raise SourceError(
+                    f"source {name} {path} ({var}) is unreadable: {exc.strerror}"
+                ) from None
+            if not data.strip():
+                raise SourceError(f"source {name} {path} ({var}) is empty")
+            out.append(data)
+        return (out[0], out[1], out[2])
+
+    def any_present(self) -> bool:
+        return any(os.path.lexists(p) for p in self.targets)
+
+    def all_present(self) -> bool:
+        """All three targets exist and are non-empty (the seed's startup-status rule)."""
+        try:
+            return all(p.stat().st_size > 0 for p in self.targets)
+        except OSError:
+            return False
+
+    def _matches(self, contents: tuple[bytes, bytes, bytes]) -> bool:
+        try:
+            return all(
+                p.read_bytes() == c and (p.stat().st_mode & 0o777) == 0o600
+                for p, c in zip(self.targets, contents, strict=True)
+            )
+        except OSError:
+            return False
+
+    def install(self) -> bool:
+        """Make the targets equal to the sources. Returns True when files were written.
+
+        Raises :class:`SourceError` (targets removed) or :class:`CredentialError` (targets
+        removed as far as possible)."""
+        try:
+            contents = self.read_sources()
+        except SourceError:
+            self.remove()
+            raise
+        if self._matches(contents):
+            return False
+        temps: list[Path] = []
+        try:
+            for target, data in zip(self.targets, contents, strict=True):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+                temps.append(Path(tmp_name))
+                try:
+                    os.fchmod(fd, 0o600)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for written, target in zip(temps, self.targets, strict=True):
+                written.replace(target)
+            for directory in {t.parent for t in self.targets}:
+                _fsync_dir(directory)
+        except OSError as exc:
+            for leftover in temps:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            with contextlib.suppress(CredentialError):
+                self.remove()
+            raise CredentialError(f"installing credentials failed: {exc}") from exc
+        return True
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files an interrupted install left in the target directories."""
+        count = 0
+        for target in self.targets:
+            for stale in target.parent.glob(f".{target.name}.*"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+                    count += 1
+        return count
+
+    def remove(self) -> bool:
+        """Unlink all three targets. Returns True when at least one existed."""
+        removed = False
+        errors: list[str] = []
+        for target in self.targets:
+            try:
+                target.unlink()
+                removed = True
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                errors.append(f"{target}: {exc.strerror}")
+        for directory in {t.parent for t in self.targets}:
+            with contextlib.suppress(OSError):
+                _fsync_dir(directory)
+        if errors:
+            raise CredentialError("removing credentials failed: " + "; ".join(errors))
+        return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

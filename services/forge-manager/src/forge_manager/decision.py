@@ -1,0 +1,224 @@
+"""The pure decision core: an immutable snapshot in, an action and a reason string out.
+
+No I/O happens here (in the manner of Patroni's ``Ha.run_cycle``); ``manager.py`` takes the
+snapshots, performs the actions and logs the reasons. Two decisions are taken per cycle:
+
+* :func:`decide_election` — what to do with the Lease (acquire, renew, release, nothing);
+* :func:`decide_forging` — whether the node should forge, what to do with the credential files,
+  and whether the node must be signalled.
+
+The one property: at most one node of a pool holds the credentials while it could forge. The
+forging decision therefore wants credentials only while (a) this pod's own leadership deadline
+(monotonic time the last successful renew was *sent* + renew deadline) lies in the future, (b) the
+cluster permit is granted (always, until cluster-wide coordination adds its own input), (c) the
+source credentials are sound and (d) the manager is not shutting down. Everything else — an
+expired deadline, an API error, a lost Lease, an exception — ends in "remove and signal".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Permission from a level above the local Lease (cluster-wide coordination) to forge."""
+
+    granted: bool
+    reason: str
+
+
+PERMIT_LOCAL_ONLY = Permit(granted=True, reason="cluster management disabled")
+
+
+# ---- election --------------------------------------------------------------------------------
+class LeaseAction(enum.Enum):
+    NONE = "none"
+    ACQUIRE = "acquire"
+    RENEW = "renew"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """The Lease record as last read, with when this pod saw it change (its own clock)."""
+
+    holder: str | None
+    resource_version: str
+    duration: float
+    """Seconds: max(the record's leaseDurationSeconds, our own LEASE_DURATION)."""
+    observed_change_at: float
+    """Monotonic time at which this pod first saw this resourceVersion."""
+    ours: bool
+    """Written by this process (not merely carrying our name, e.g. a previous incarnation's)."""
+
+
+@dataclass(frozen=True)
+class ElectionSnapshot:
+    now: float
+    identity: str
+    lease: LeaseView | None
+    """None when the Lease does not exist (``lease_error`` is None) or could not be read."""
+    lease_error: str | None
+    eligible: bool
+    ineligible_reason: str
+    shutting_down: bool
+    leading_until: float | None
+
+
+@dataclass(frozen=True)
+class ElectionDecision:
+    action: LeaseAction
+    reason: str
+
+
+def decide_election(s: ElectionSnapshot) -> ElectionDecision:
+    holds = s.lease is not None and s.lease.ours and s.lease.holder == s.identity
+    if s.shutting_down:
+        if holds:
+            return ElectionDecision(LeaseAction.RELEASE, "releasing the lease on shutdown")
+        return ElectionDecision(LeaseAction.NONE, "shutting down; not holding the lease")
+    if s.lease_error is not None:
+        if s.leading_until is not None and s.now < s.leading_until:
+            return ElectionDecision(
+                LeaseAction.NONE,
+                f"lease API failed ({s.lease_error}); leading for at most "
+                f"{s.leading_until - s.now:.1f} s more unless a renew succeeds",
+            )
+        return ElectionDecision(
+            LeaseAction.NONE, f"lease API failed ({s.lease_error}); not leading"
+        )
+    if not s.eligible:
+        if holds:
+            return ElectionDecision(
+                LeaseAction.RELEASE, f"releasing the lease: {s.ineligible_reason}"
+            )
+        return ElectionDecision(
+            LeaseAction.NONE, f"staying out of the election: {s.ineligible_reason}"
+        )
+    lease = s.lease
+    if lease is None:
+        return ElectionDecision(LeaseAction.ACQUIRE, "no lease exists; creating it")
+    if holds:
+        return ElectionDecision(LeaseAction.RENEW, "renewing the lease")
+    if not lease.holder:
+        return ElectionDecision(LeaseAction.ACQUIRE, "lease was released; acquiring it")
+    unchanged_for = s.now - lease.observed_change_at
+    if unchanged_for >= lease.duration:
+        who = "a previous incarnation of this pod" if lease.holder == s.identity else lease.holder
+        return ElectionDecision(
+            LeaseAction.ACQUIRE,
+            f"lease of {who} expired (unchanged for {unchanged_for:.1f} s >= "
+            f"{lease.duration:g} s in our observation); acquiring it",
+        )
+    return ElectionDecision(
+        LeaseAction.NONE,
+        f"following {lease.holder}; lease expires in {lease.duration - unchanged_for:.1f} s "
+        "unless renewed",
+    )
+
+
+# ---- forging ---------------------------------------------------------------------------------
+class CredentialAction(enum.Enum):
+    NONE = "none"
+    INSTALL = "install"
+    """Make the three target files equal to the sources (atomically; a no-op when they are)."""
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the manager knows of cardano-node in this pod."""
+
+    pids: tuple[int, ...]
+    """Processes found by exact name or PID file; empty when none is found."""
+    socket_up: bool
+    """A connect() to the node's socket succeeded."""
+    booted: bool
+    """The socket has answered while the current processes ran (it is not starting up)."""
+    flag_missing: bool
+    """This node (or an earlier one in this pod) runs without --start-as-non-producing-node."""
+
+
+@dataclass(frozen=True)
+class Signalled:
+    """The forging state the node processes ``pids`` were last successfully signalled with."""
+
+    pids: tuple[int, ...]
+    forging: bool
+
+
+@dataclass(frozen=True)
+class ForgingSnapshot:
+    now: float
+    leading_until: float | None
+    permit: Permit
+    eligible: bool
+    ineligible_reason: str
+    shutting_down: bool
+    node: NodeView
+    credentials_present: bool
+    """Any of the three target files exists."""
+    signalled: Signalled | None
+
+
+@dataclass(frozen=True)
+class ForgingDecision:
+    forge: bool
+    credentials: CredentialAction
+    signal: bool
+    """Send SIGHUP to the node after the credential action (it reads the files on SIGHUP)."""
+    reason: str
+
+
+def is_leading(leading_until: float | None, now: float) -> bool:
+    return leading_until is not None and now < leading_until
+
+
+def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
+    leading = is_leading(s.leading_until, s.now)
+    if s.shutting_down:
+        forge, why = False, "shutting down"
+    elif not s.eligible:
+        forge, why = False, s.ineligible_reason
+    elif not leading:
+        if s.leading_until is not None:
+            forge, why = False, "leadership deadline passed without a successful renew"
+        else:
+            forge, why = False, "not the leader"
+    elif not s.permit.granted:
+        forge, why = False, f"leader, but not permitted to forge: {s.permit.reason}"
+    else:
+        forge, why = True, f"leader ({s.permit.reason})"
+
+    node = s.node
+    if forge:
+        action = CredentialAction.INSTALL
+    else:
+        startup_window = (
+            not node.socket_up and not node.booted and s.eligible and not s.shutting_down
+        )
+        if startup_window and node.flag_missing:
+            action = CredentialAction.REMOVE if s.credentials_present else CredentialAction.NONE
+            why += (
+                "; not provisioning for start-up: the node runs without "
+                "--start-as-non-producing-node and would forge"
+            )
+        elif startup_window:
+            action = CredentialAction.INSTALL
+            why += "; node not running: provisioning credentials so it can boot non-producing"
+        else:
+            action = CredentialAction.REMOVE if s.credentials_present else CredentialAction.NONE
+
+    # A node that has not yet answered on its socket ignores the forging part of a SIGHUP;
+    # signal it once it is up. A booted node whose socket stopped answering is still signalled.
+    wanted = Signalled(node.pids, forge)
+    needs_signal = (node.booted or node.socket_up) and s.signalled != wanted
+    if needs_signal and not node.pids:
+        why += "; node process not found, cannot signal it"
+    elif needs_signal:
+        why += "; signalling the node to " + ("enable" if forge else "disable") + " forging"
+    elif forge and not node.booted and not node.socket_up:
+        why += "; node not up yet, will signal it once its socket answers"
+    return ForgingDecision(forge=forge, credentials=action, signal=needs_signal, reason=why)

@@ -1,0 +1,166 @@
+"""Lease I/O on ``coordination.k8s.io/v1`` with the official client.
+
+* Every write (create, acquire, renew, release) is made against the ``resourceVersion`` last read
+  (or returned by our own last write); HTTP 409 Conflict means the Lease was lost.
+* Every call carries ``_request_timeout`` (at most the retry period) and the client is built
+  without urllib3 retries, so no call can block the loop for longer than the request timeout.
+* ``renewTime``/``acquireTime`` are written for operators (``kubectl get lease``); nobody judges
+  expiry by them. Followers judge expiry on their own monotonic clock from when they saw the
+  record change (see :mod:`forge_manager.decision`).
+* Release clears ``holderIdentity`` so a standby acquires at once instead of waiting for expiry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+
+class LeaseError(Exception):
+    """The API call failed (timeout, connection error, unexpected status)."""
+
+
+class LeaseLost(LeaseError):
+    """409 Conflict: someone else wrote the Lease since we read it."""
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    holder: str | None
+    resource_version: str
+    duration_seconds: int | None
+    renew_time: str | None
+    """The renewTime as written (RFC 3339 with microseconds); lets us recognise our own write."""
+    transitions: int
+
+
+def _micro_time(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(value)
+
+
+def _record(lease: Any) -> LeaseRecord:
+    spec = lease.spec
+    return LeaseRecord(
+        holder=(spec.holder_identity or None) if spec else None,
+        resource_version=str(lease.metadata.resource_version),
+        duration_seconds=spec.lease_duration_seconds if spec else None,
+        renew_time=_micro_time(spec.renew_time) if spec else None,
+        transitions=(spec.lease_transitions or 0) if spec else 0,
+    )
+
+
+def api_client() -> Any:
+    """An ApiClient: in-cluster configuration when present, else KUBECONFIG; no retries."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.retries = False  # one attempt per call: the timeout bounds the whole call
+    return client.ApiClient(configuration)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class LeaseClient:
+    """Read/acquire/renew/release one Lease as ``identity``."""
+
+    def __init__(
+        self,
+        api: Any,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration: int,
+        request_timeout: float,
+    ) -> None:
+        self._api = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.lease_duration = lease_duration
+        self.request_timeout = request_timeout
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args, _request_timeout=self.request_timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LeaseLost(f"lease {self.name} changed since it was read (409)") from None
+            raise LeaseError(f"HTTP {exc.status} {exc.reason}") from None
+        except Exception as exc:  # urllib3 timeouts, connection errors, TLS errors
+            raise LeaseError(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+    def read(self) -> LeaseRecord | None:
+        """The current record, or None when the Lease does not exist."""
+        try:
+            lease = self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.request_timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise LeaseError(f"HTTP {exc.status} {exc.reason}") from None
+        except Exception as exc:
+            raise LeaseError(f"{type(exc).__name__}: {exc}"[:300]) from None
+        return _record(lease)
+
+    def _body(self, current: LeaseRecord | None, *, holder: str | None, renew: str) -> Any:
+        now = _now()
+        transitions = current.transitions if current else 0
+        acquire = None
+        if holder is not None and (current is None or current.holder != holder):
+            transitions += 1 if current is not None and current.holder else 0
+            acquire = now
+        spec = client.V1LeaseSpec(
+            holder_identity=holder,
+            lease_duration_seconds=self.lease_duration,
+            lease_transitions=transitions,
+            renew_time=dt.datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC),
+        )
+        if acquire is not None:
+            spec.acquire_time = acquire
+        metadata = client.V1ObjectMeta(
+            name=self.name,
+            resource_version=current.resource_version if current else None,
+            labels={"app.kubernetes.io/managed-by": "cardano-forge-manager"},
+        )
+        return client.V1Lease(metadata=metadata, spec=spec)
+
+    @staticmethod
+    def new_renew_stamp() -> str:
+        return _micro_time(_now()) or ""
+
+    def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
+        """Create the Lease (``current`` None) or take it over against ``current``'s version."""
+        body = self._body(current, holder=self.identity, renew=stamp)
+        if current is None:
+            return _record(self._call(self._api.create_namespaced_lease, self.namespace, body))
+        return _record(
+            self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
+        )
+
+    def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord:
+        body = self._body(current, holder=self.identity, renew=stamp)
+        return _record(
+            self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
+        )
+
+    def release(self, current: LeaseRecord) -> LeaseRecord:
+        """Clear holderIdentity against ``current``'s version."""
+        body = self._body(current, holder=None, renew=self.new_renew_stamp())
+        return _record(
+            self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
+        )

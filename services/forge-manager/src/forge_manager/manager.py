@@ -1,0 +1,566 @@
+"""The control loop: snapshots in, decisions out, side effects performed here.
+
+Safety design (see also ``README.md``):
+
+* **Leadership is a deadline, not a flag.** The leader believes it leads only until
+  ``t_sent + renew_deadline``, ``t_sent`` being the monotonic time its last *successful* renew (or
+  acquire) request was sent. The deadline is checked before and after every API call (each one
+  bounded by the request timeout) and by an independent guard thread that wakes at the deadline
+  even when the loop is blocked. Past it, the credentials are removed and the node is signalled.
+  Followers take over only when they have seen no change of the Lease for the lease duration,
+  counted from when *they* saw the change; :mod:`forge_manager.timing` refuses timings in which
+  demotion would not finish first.
+* **Writes only against the version last read.** 409 means lost: demote at once.
+* **SIGHUP after every change of the desired forging state,** tracked per node instance (its PIDs):
+  a restarted node is signalled again once its socket answers. No node found = no success: the
+  failure is counted and retried every cycle.
+* **Every error path ends in "not forging".** An exception in a cycle demotes; SIGTERM removes the
+  credentials, signals the node, waits for the node to act, then releases the Lease.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from forge_manager.config import Settings
+from forge_manager.credentials import CredentialError, CredentialFiles, SourceError
+from forge_manager.decision import (
+    PERMIT_LOCAL_ONLY,
+    CredentialAction,
+    ElectionDecision,
+    ElectionSnapshot,
+    ForgingDecision,
+    ForgingSnapshot,
+    LeaseAction,
+    LeaseView,
+    NodeView,
+    Permit,
+    Signalled,
+    decide_election,
+    decide_forging,
+    is_leading,
+)
+from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+from forge_manager.metrics import ForgeMetrics, StateSample
+from forge_manager.node_signal import SignalError
+from forge_manager.timing import DEMOTION_BUDGET_S
+
+log = logging.getLogger("forge_manager")
+
+
+class LeaseBackend(Protocol):
+    """The seam to the API (``lease.LeaseClient``); unit tests provide their own."""
+
+    def read(self) -> LeaseRecord | None: ...
+    def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord: ...
+    def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
+    def release(self, current: LeaseRecord) -> LeaseRecord: ...
+    def new_renew_stamp(self) -> str: ...
+
+
+class NodeObserver(Protocol):
+    def observe(self) -> NodeView: ...
+
+
+class ForgeManager:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lease: LeaseBackend,
+        files: CredentialFiles,
+        node: NodeObserver,
+        signal_node: Callable[[tuple[int, ...]], None],
+        metrics: ForgeMetrics | None = None,
+        permit: Callable[[], Permit] = lambda: PERMIT_LOCAL_ONLY,
+        clock: Callable[[], float] = time.monotonic,
+        settle: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._lease = lease
+        self._files = files
+        self._node = node
+        self._signal_node = signal_node
+        self._permit = permit
+        self._clock = clock
+        self._settle = settle
+        self.metrics = metrics
+        self.identity = settings.pod_name
+
+        self._lock = threading.RLock()
+        self._leading_until: float | None = None
+        self._view: LeaseView | None = None
+        self._record: LeaseRecord | None = None
+        self._own_rv: str | None = None
+        self._need_read = True
+        self._sent: collections.deque[tuple[str, float]] = collections.deque(maxlen=8)
+        self._signalled: Signalled | None = None
+        self._eligible = True
+        self._ineligible_reason = ""
+        self._write_error_until = 0.0
+        self._write_error = ""
+        self._shutting_down = False
+        self._last_node = NodeView(pids=(), socket_up=False, booted=False, flag_missing=False)
+        self._last_forge_decision = False
+        self._forging = False
+        self._was_leading = False
+        self._flag_reported: tuple[int, ...] | None = None
+        self._last_signal_error = ""
+        self.startup_credentials_provisioned = False
+        self.last_cycle_completed = clock()
+        self._last_reason = ""
+
+        self._guard_wake = threading.Event()
+        self._guard_stop = threading.Event()
+        self._guard_thread: threading.Thread | None = None
+
+    # ---- state for the server and the metrics -----------------------------------------------
+    def is_local_leader(self) -> bool:
+        """Holds the local Lease within its deadline (the input cluster coordination builds on)."""
+        with self._lock:
+            return is_leading(self._leading_until, self._clock())
+
+    def sample(self) -> StateSample:
+        with self._lock:
+            return StateSample(
+                leader=is_leading(self._leading_until, self._clock()),
+                forging=self._forging,
+                credentials_present=self._files.any_present(),
+                sources_ok=self._eligible or not self._ineligible_reason.startswith("source"),
+                node_socket_up=self._last_node.socket_up,
+                node_flag_missing=self._last_node.flag_missing,
+                seconds_since_cycle=max(0.0, self._clock() - self.last_cycle_completed),
+            )
+
+    def remove_stale_temporaries(self) -> int:
+        return self._files.remove_stale_temporaries()
+
+    def startup_ready(self) -> bool:
+        return self.startup_credentials_provisioned or self._files.all_present()
+
+    def seconds_since_cycle(self) -> float:
+        return self._clock() - self.last_cycle_completed
+
+    # ---- the cycle -------------------------------------------------------------------------------
+    def run_cycle(self) -> str:
+        """One pass: check sources, reconcile, lease I/O, reconcile. Returns the reason."""
+        self._check_sources()
+        with self._lock:
+            self._reconcile()
+        election = self._election()
+        with self._lock:
+            forging = self._reconcile()
+        self.last_cycle_completed = self._clock()
+        return f"{election.reason}; {forging.reason}"
+
+    def _check_sources(self) -> None:
+        try:
+            self._files.read_sources()
+            problem = ""
+        except SourceError as exc:
+            problem = str(exc)
+            if self.metrics:
+                self.metrics.source_errors.inc()
+        now = self._clock()
+        if not problem and now < self._write_error_until:
+            problem = self._write_error
+        with self._lock:
+            if problem and problem != self._ineligible_reason:
+                log.error("credentials unusable, staying out of the election: %s", problem)
+            elif not problem and not self._eligible:
+                log.info("credentials usable again; taking part in the election")
+            self._eligible = not problem
+            self._ineligible_reason = problem
+
+    # ---- election ------------------------------------------------------------------------------
+    def _observe_record(self, rec: LeaseRecord | None, seen_at: float) -> None:
+        """Record a read; must hold the lock."""
+        self._record = rec
+        if rec is None:
+            self._view = None
+            if self._own_rv is not None:
+                self._lost("the lease was deleted")
+            return
+        ours = rec.resource_version == self._own_rv
+        if not ours and rec.holder == self.identity and rec.renew_time is not None:
+            sent = dict(self._sent).get(rec.renew_time)
+            if sent is not None:  # our write whose response we never got
+                ours = True
+                self._own_rv = rec.resource_version
+                deadline = sent + self.settings.renew_deadline
+                if self._leading_until is None or deadline > self._leading_until:
+                    self._leading_until = deadline
+        if not ours and self._own_rv is not None:
+            self._lost(f"the lease is now held by {rec.holder or 'nobody'}")
+        prev = self._view
+        same = prev is not None and prev.resource_version == rec.resource_version
+        self._view = LeaseView(
+            holder=rec.holder,
+            resource_version=rec.resource_version,
+            duration=float(max(rec.duration_seconds or 0, self.settings.lease_duration)),
+            observed_change_at=prev.observed_change_at if prev is not None and same else seen_at,
+            ours=ours,
+        )
+
+    def _lost(self, why: str) -> None:
+        if is_leading(self._leading_until, self._clock()):
+            log.warning("lost the lease: %s; demoting", why)
+        self._own_rv = None
+        self._leading_until = None
+        self._guard_wake.set()
+
+    def _election(self) -> ElectionDecision:
+        error: str | None = None
+        with self._lock:
+            skip_read = (
+                not self._need_read and self._own_rv is not None and self._record is not None
+            )
+        if not skip_read:
+            try:
+                rec = self._lease.read()
+            except LeaseError as exc:
+                error = str(exc)
+                if self.metrics:
+                    self.metrics.lease_errors.labels("read").inc()
+            else:
+                with self._lock:
+                    self._observe_record(rec, self._clock())
+                    self._need_read = False
+        with self._lock:
+            snap = ElectionSnapshot(
+                now=self._clock(),
+                identity=self.identity,
+                lease=self._view,
+                lease_error=error,
+                eligible=self._eligible,
+                ineligible_reason=self._ineligible_reason,
+                shutting_down=self._shutting_down,
+                leading_until=self._leading_until,
+            )
+            decision = decide_election(snap)
+            current = self._record
+        if decision.action is LeaseAction.ACQUIRE:
+            return self._write(decision, lambda stamp: self._lease.acquire(current, stamp))
+        if decision.action is LeaseAction.RENEW and current is not None:
+            return self._write(decision, lambda stamp: self._lease.renew(current, stamp))
+        elif decision.action is LeaseAction.RELEASE:
+            return self._release()
+        return decision
+
+    def _write(
+        self, decision: ElectionDecision, call: Callable[[str], LeaseRecord]
+    ) -> ElectionDecision:
+        op = decision.action.value
+        stamp = self._lease.new_renew_stamp()
+        t_sent = self._clock()
+        with self._lock:
+            self._sent.append((stamp, t_sent))
+        try:
+            rec = call(stamp)
+        except LeaseLost as exc:
+            with self._lock:
+                self._need_read = True
+                self._lost(str(exc))
+            if self.metrics:
+                self.metrics.lease_errors.labels(op).inc()
+            log.info("%s failed: %s", op, exc)
+            return ElectionDecision(LeaseAction.NONE, f"{op} failed, lease lost: {exc}")
+        except LeaseError as exc:
+            with self._lock:
+                self._need_read = True
+            if self.metrics:
+                self.metrics.lease_errors.labels(op).inc()
+                if decision.action is LeaseAction.RENEW:
+                    self.metrics.lease_renew_latency.observe(self._clock() - t_sent)
+            log.warning("%s failed: %s", op, exc)
+            with self._lock:
+                until = self._leading_until
+            left = "" if until is None else f"; leading for at most {until - self._clock():.1f} s"
+            return ElectionDecision(LeaseAction.NONE, f"{op} failed ({exc}){left}")
+        received = self._clock()
+        if self.metrics and decision.action is LeaseAction.RENEW:
+            self.metrics.lease_renew_latency.observe(received - t_sent)
+        with self._lock:
+            self._own_rv = rec.resource_version
+            self._observe_record(rec, received)
+            self._leading_until = t_sent + self.settings.renew_deadline
+            self._guard_wake.set()
+        return decision
+
+    def _demotion_confirmed(self) -> tuple[bool, str]:
+        """Credentials gone and the running node told so (must hold the lock)."""
+        if self._files.any_present():
+            return False, "credential files are still present"
+        node = self._last_node
+        if node.pids and self._signalled != Signalled(node.pids, False):
+            return False, "the node has not been signalled to stop forging"
+        if not node.pids and node.socket_up:
+            return False, "the node answers on its socket but its process cannot be signalled"
+        return True, ""
+
+    def _release(self) -> ElectionDecision:
+        with self._lock:
+            self._reconcile()
+            ok, why = self._demotion_confirmed()
+            current = self._record
+            self._leading_until = None
+        if not ok or current is None:
+            return ElectionDecision(
+                LeaseAction.NONE,
+                f"not releasing the lease ({why}); it will expire instead",
+            )
+        try:
+            rec = self._lease.release(current)
+        except LeaseError as exc:
+            if self.metrics:
+                self.metrics.lease_errors.labels("release").inc()
+            with self._lock:
+                self._need_read = True
+            return ElectionDecision(
+                LeaseAction.NONE, f"releasing the lease failed ({exc}); it will expire instead"
+            )
+        with self._lock:
+            self._own_rv = None
+            self._observe_record(rec, self._clock())
+        return ElectionDecision(LeaseAction.RELEASE, "released the lease")
+
+    # ---- forging -------------------------------------------------------------------------------
+    def _forging_snapshot(self, node: NodeView) -> ForgingSnapshot:
+        return ForgingSnapshot(
+            now=self._clock(),
+            leading_until=self._leading_until,
+            permit=self._permit(),
+            eligible=self._eligible,
+            ineligible_reason=self._ineligible_reason,
+            shutting_down=self._shutting_down,
+            node=node,
+            credentials_present=self._files.any_present(),
+            signalled=self._signalled,
+        )
+
+    def _reconcile(self) -> ForgingDecision:
+        """Bring files and node in line with the decision; must hold the lock."""
+        node = self._node.observe()
+        self._last_node = node
+        self._report_flag(node)
+        decision = decide_forging(self._forging_snapshot(node))
+        wrote = False
+        if decision.credentials is CredentialAction.INSTALL:
+            try:
+                wrote = self._files.install()
+            except (SourceError, CredentialError) as exc:
+                self._credential_failure("install", exc)
+                decision = decide_forging(self._forging_snapshot(node))
+            else:
+                self.startup_credentials_provisioned = True
+                if wrote:
+                    self._count_credentials("install")
+                    log.info("credentials installed (%s)", decision.reason)
+        if decision.credentials is CredentialAction.REMOVE:
+            try:
+                if self._files.remove():
+                    self._count_credentials("remove")
+                    log.info("credentials removed (%s)", decision.reason)
+            except CredentialError as exc:
+                self._credential_failure("remove", exc)
+
+        wanted = Signalled(node.pids, decision.forge)
+        rotated = wrote and decision.forge and self._signalled == wanted and node.booted
+        if decision.signal or rotated:
+            reason = (
+                "credentials_updated"
+                if rotated and not decision.signal
+                else ("enable" if decision.forge else "disable")
+            )
+            self._sighup(node, wanted, reason)
+
+        self._track_transitions(decision, node)
+        self._last_forge_decision = decision.forge
+        return decision
+
+    def _sighup(self, node: NodeView, wanted: Signalled, reason: str) -> None:
+        try:
+            self._signal_node(node.pids)
+        except SignalError as exc:
+            if self.metrics:
+                self.metrics.signal_failures.labels(exc.reason).inc()
+            if str(exc) != self._last_signal_error:
+                log.error("cannot signal cardano-node to %s forging: %s; retrying", reason, exc)
+            self._last_signal_error = str(exc)
+            return
+        self._last_signal_error = ""
+        self._signalled = wanted
+        if self.metrics:
+            self.metrics.sighup_signals.labels(reason).inc()
+        log.info("sent SIGHUP to cardano-node %s (%s forging)", list(node.pids), reason)
+
+    def _count_credentials(self, op: str) -> None:
+        if self.metrics:
+            self.metrics.credential_operations.labels(op).inc()
+
+    def _credential_failure(self, op: str, exc: Exception) -> None:
+        if self.metrics:
+            self.metrics.credential_failures.labels(op).inc()
+        log.error("credential %s failed: %s", op, exc)
+        if op == "install":
+            self._eligible = False
+            self._ineligible_reason = str(exc)
+            if isinstance(exc, CredentialError):
+                self._write_error = str(exc)
+                self._write_error_until = self._clock() + self.settings.lease_duration
+
+    def _report_flag(self, node: NodeView) -> None:
+        if node.flag_missing and node.pids and self._flag_reported != node.pids:
+            self._flag_reported = node.pids
+            if self.metrics:
+                self.metrics.flag_missing_events.inc()
+            log.error(
+                "cardano-node %s runs WITHOUT --start-as-non-producing-node: it forges whenever "
+                "it boots with credentials present; add the flag to its command line",
+                list(node.pids),
+            )
+
+    def _track_transitions(self, decision: ForgingDecision, node: NodeView) -> None:
+        leading = is_leading(self._leading_until, self._clock())
+        if leading != self._was_leading:
+            self._was_leading = leading
+            if self.metrics:
+                self.metrics.leadership_changes.inc()
+            log.info("leadership %s", "gained" if leading else "lost")
+        forging = (
+            decision.forge
+            and self._files.all_present()
+            and self._signalled == Signalled(node.pids, True)
+            and bool(node.pids)
+        )
+        if self._forging and not forging and self.metrics:
+            self.metrics.demotions.labels(self._demotion_cause()).inc()
+        self._forging = forging
+
+    def _demotion_cause(self) -> str:
+        if self._shutting_down:
+            return "shutdown"
+        if not self._eligible:
+            return "credentials"
+        if self._leading_until is None:
+            return "lease_lost"
+        if not is_leading(self._leading_until, self._clock()):
+            return "renew_deadline"
+        return "not_permitted"
+
+    # ---- the guard -----------------------------------------------------------------------------
+    def _guard(self) -> None:
+        """Demote at the leadership deadline even while the loop is blocked."""
+        while not self._guard_stop.is_set():
+            with self._lock:
+                until = self._leading_until
+            wait = 1.0 if until is None else min(1.0, max(0.0, until - self._clock()) + 0.001)
+            self._guard_wake.wait(wait)
+            self._guard_wake.clear()
+            with self._lock:
+                if (
+                    self._leading_until is not None
+                    and self._last_forge_decision
+                    and not is_leading(self._leading_until, self._clock())
+                ):
+                    decision = self._reconcile()
+                    log.warning("deadline guard: %s", decision.reason)
+
+    def start_guard(self) -> None:
+        self._guard_thread = threading.Thread(
+            target=self._guard, name="deadline-guard", daemon=True
+        )
+        self._guard_thread.start()
+
+    def stop_guard(self) -> None:
+        self._guard_stop.set()
+        self._guard_wake.set()
+        if self._guard_thread is not None:
+            self._guard_thread.join(timeout=2)
+
+    # ---- running ---------------------------------------------------------------------------------
+    def emergency_demote(self, why: str) -> None:
+        """After an unexpected error: forget leadership, remove credentials, signal the node."""
+        with self._lock:
+            self._leading_until = None
+            self._own_rv = None
+            self._need_read = True
+            try:
+                self._reconcile()
+                return
+            except Exception:
+                log.exception("reconciling after %s failed; removing credentials directly", why)
+            try:
+                self._files.remove()
+            except CredentialError as exc:
+                log.critical("cannot remove credentials: %s", exc)
+            node = self._last_node
+            if node.pids:
+                try:
+                    self._signal_node(node.pids)
+                    self._signalled = Signalled(node.pids, False)
+                except SignalError as exc:
+                    log.critical("cannot signal cardano-node: %s", exc)
+            self._forging = False
+
+    def step(self) -> str:
+        """One cycle, with any exception turned into demotion."""
+        try:
+            reason = self.run_cycle()
+        except Exception:
+            log.exception("control loop cycle failed; demoting")
+            if self.metrics:
+                self.metrics.loop_exceptions.inc()
+            self.emergency_demote("an exception")
+            return "cycle failed with an exception; demoted"
+        if reason != self._last_reason:
+            log.info("%s", reason)
+            self._last_reason = reason
+        else:
+            log.debug("%s", reason)
+        return reason
+
+    def run(self, stop: threading.Event) -> None:
+        """Cycle every retry period until ``stop`` is set, then shut down."""
+        self.start_guard()
+        try:
+            while not stop.is_set():
+                started = self._clock()
+                self.step()
+                with self._lock:
+                    until = self._leading_until
+                pause = self.settings.retry_period - (self._clock() - started)
+                if until is not None and until > self._clock():
+                    pause = min(pause, until - self._clock())
+                stop.wait(max(0.0, pause))
+        finally:
+            self.shutdown()
+            self.stop_guard()
+
+    def shutdown(self) -> str:
+        """Remove credentials, signal the node, let it act, then release the lease."""
+        with self._lock:
+            self._shutting_down = True
+            signalled_before = self._signalled
+            try:
+                self._reconcile()
+            except Exception:
+                log.exception("reconciling on shutdown failed")
+                self.emergency_demote("shutdown")
+            signalled_now = self._signalled
+        if signalled_now != signalled_before:
+            # The node reconfigures asynchronously after SIGHUP; give it time before a standby
+            # may acquire.
+            self._settle(DEMOTION_BUDGET_S)
+        try:
+            decision = self._election()
+        except Exception:
+            log.exception("releasing the lease on shutdown failed")
+            decision = ElectionDecision(LeaseAction.NONE, "release failed; the lease will expire")
+        log.info("shutdown: %s", decision.reason)
+        return decision.reason

@@ -1,0 +1,115 @@
+"""The threaded HTTP server on METRICS_PORT: /startup-status, /health, /metrics.
+
+* ``/startup-status`` is the seed's startup-probe endpoint: 200 ``ready`` once credentials have
+  been provisioned (or all three target files exist and are non-empty), else 503 ``not_ready``.
+* ``/health`` is a liveness check: 503 when the control loop has not completed a cycle for longer
+  than the renew deadline (a wedged manager is restarted), 200 otherwise.
+* ``/metrics`` is the Prometheus exposition of the manager's own registry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    startup_ready: Callable[[], bool]
+    seconds_since_cycle: Callable[[], float]
+    renew_deadline: float
+    registry: CollectorRegistry
+
+
+def _timestamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def startup_status(ready: bool) -> tuple[int, dict[str, Any]]:
+    if ready:
+        return 200, {
+            "status": "ready",
+            "message": "Startup credentials provisioned successfully",
+            "credentials_provisioned": True,
+            "timestamp": _timestamp(),
+        }
+    return 503, {
+        "status": "not_ready",
+        "message": "Startup credentials not yet provisioned",
+        "credentials_provisioned": False,
+        "timestamp": _timestamp(),
+    }
+
+
+def health(since_cycle: float, renew_deadline: float) -> tuple[int, dict[str, Any]]:
+    ok = since_cycle <= renew_deadline
+    return (200 if ok else 503), {
+        "status": "healthy" if ok else "unhealthy",
+        "seconds_since_last_cycle": round(since_cycle, 3),
+        "limit_seconds": renew_deadline,
+        "timestamp": _timestamp(),
+    }
+
+
+def _handler(endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "cardano-forge-manager"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/startup-status":
+                self._json(*startup_status(endpoints.startup_ready()))
+            elif path == "/health":
+                self._json(*health(endpoints.seconds_since_cycle(), endpoints.renew_deadline))
+            elif path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(endpoints.registry))
+            else:
+                self._json(
+                    404,
+                    {"status": "not_found", "paths": ["/startup-status", "/health", "/metrics"]},
+                )
+
+        def _json(self, code: int, body: dict[str, Any]) -> None:
+            self._send(code, "application/json", json.dumps(body).encode())
+
+        def _send(self, code: int, content_type: str, data: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes every few seconds would drown the decisions in the log
+
+    return Handler
+
+
+class MetricsServer:
+    def __init__(self, address: str, port: int, endpoints: Endpoints) -> None:
+        self._httpd = ThreadingHTTPServer((address, port), _handler(endpoints))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            name="http",
+            kwargs={"poll_interval": 0.2},
+            daemon=True,
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,105 @@
+"""Test doubles at the project's own seams (LeaseBackend, NodeObserver, signalling)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from forge_manager.decision import NodeView
+from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+from forge_manager.node_signal import SignalError
+
+
+class Clock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class LeaseStore:
+    """One Lease with optimistic concurrency, shared by several FakeLease clients."""
+
+    record: LeaseRecord | None = None
+    _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    down: bool = False
+
+    def write(self, expected_rv: str | None, holder: str | None, stamp: str) -> LeaseRecord:
+        if self.down:
+            raise LeaseError("ConnectionRefusedError: connection refused")
+        current_rv = self.record.resource_version if self.record else None
+        if expected_rv != current_rv:
+            raise LeaseLost("lease changed since it was read (409)")
+        transitions = self.record.transitions if self.record else 0
+        self.record = LeaseRecord(
+            holder=holder,
+            resource_version=str(next(self._versions)),
+            duration_seconds=15,
+            renew_time=stamp,
+            transitions=transitions,
+        )
+        return self.record
+
+
+class FakeLease:
+    def __init__(self, store: LeaseStore, identity: str) -> None:
+        self.store = store
+        self.identity = identity
+        self.calls: list[str] = []
+        self._stamps = itertools.count()
+        self.apply_but_fail = False
+
+    def read(self) -> LeaseRecord | None:
+        self.calls.append("read")
+        if self.store.down:
+            raise LeaseError("ConnectionRefusedError: connection refused")
+        return self.store.record
+
+    def _write(self, current: LeaseRecord | None, holder: str | None, stamp: str) -> LeaseRecord:
+        rec = self.store.write(current.resource_version if current else None, holder, stamp)
+        if self.apply_but_fail:
+            raise LeaseError("ReadTimeoutError: read timed out")
+        return rec
+
+    def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
+        self.calls.append("acquire")
+        return self._write(current, self.identity, stamp)
+
+    def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord:
+        self.calls.append("renew")
+        return self._write(current, self.identity, stamp)
+
+    def release(self, current: LeaseRecord) -> LeaseRecord:
+        self.calls.append("release")
+        return self._write(current, None, self.new_renew_stamp())
+
+    def new_renew_stamp(self) -> str:
+        return f"{self.identity}-{next(self._stamps)}"
+
+
+@dataclass
+class FakeNode:
+    view: NodeView = field(
+        default_factory=lambda: NodeView(
+            pids=(42,), socket_up=True, booted=True, flag_missing=False
+        )
+    )
+
+    def observe(self) -> NodeView:
+        return self.view
+
+
+@dataclass
+class Signals:
+    sent: list[tuple[int, ...]] = field(default_factory=list)
+    fail: bool = False
+
+    def __call__(self, pids: tuple[int, ...]) -> None:
+        if not pids or self.fail:
+            raise SignalError("not_found", "cardano-node process not found")
+        self.sent.append(pids)

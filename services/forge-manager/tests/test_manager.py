@@ -1,0 +1,357 @@
+"""The loop glue against in-memory doubles of the Lease, the node and the clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from forge_manager.config import Settings, load_settings
+from forge_manager.credentials import CredentialFiles
+from forge_manager.decision import NodeView, Permit
+from forge_manager.manager import ForgeManager
+from forge_manager.metrics import ForgeMetrics
+from prometheus_client import CollectorRegistry
+
+from .fakes import Clock, FakeLease, FakeNode, LeaseStore, Signals
+
+
+def settings_for(tmp: Path, pod: str) -> Settings:
+    src = tmp / "secret"
+    return load_settings(
+        {
+            "POD_NAME": pod,
+            "NAMESPACE": "cardano",
+            "SOURCE_KES_KEY": str(src / "kes.skey"),
+            "SOURCE_VRF_KEY": str(src / "vrf.skey"),
+            "SOURCE_OP_CERT": str(src / "node.cert"),
+            "TARGET_KES_KEY": str(tmp / pod / "kes.skey"),
+            "TARGET_VRF_KEY": str(tmp / pod / "vrf.skey"),
+            "TARGET_OP_CERT": str(tmp / pod / "node.cert"),
+            "NODE_SOCKET": str(tmp / pod / "node.socket"),
+        }
+    )
+
+
+class Pod:
+    def __init__(self, tmp: Path, store: LeaseStore, clock: Clock, name: str = "pod-0") -> None:
+        self.settings = settings_for(tmp, name)
+        self.lease = FakeLease(store, name)
+        self.node = FakeNode()
+        self.signals = Signals()
+        self.files = CredentialFiles(self.settings.sources, self.settings.targets)
+        self.registry = CollectorRegistry()
+        self.permit = Permit(True, "cluster management disabled")
+        self.manager = ForgeManager(
+            self.settings,
+            lease=self.lease,
+            files=self.files,
+            node=self.node,
+            signal_node=self.signals,
+            permit=lambda: self.permit,
+            clock=clock,
+            settle=lambda _s: None,
+        )
+        self.manager.metrics = ForgeMetrics(
+            self.registry, pod=name, cluster="c1", sample=self.manager.sample
+        )
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+    def sighups(self) -> tuple[int, int]:
+        """(disable, enable) signals delivered."""
+        return tuple(  # type: ignore[return-value]
+            int(self.metric("cardano_sighup_signals_total", reason=r) or 0)
+            for r in ("disable", "enable")
+        )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Path, LeaseStore, Clock]:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    for name in ("kes.skey", "vrf.skey", "node.cert"):
+        (secret / name).write_text(f'{{"type": "{name}", "cborHex": "5820"}}\n')
+    return tmp_path, LeaseStore(), Clock()
+
+
+def test_first_pod_creates_lease_installs_and_signals(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    reason = pod.manager.step()
+    assert reason == (
+        "no lease exists; creating it; leader (cluster management disabled); "
+        "signalling the node to enable forging"
+    )
+    # A node of unknown state is first told to stop, then (as leader) to start.
+    assert pod.files.all_present() and pod.sighups() == (1, 1)
+    assert pod.metric("cardano_leader_status", pod="pod-0", cluster="c1") == 1
+    assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 1
+    assert pod.metric("cardano_sighup_signals_total", reason="enable") == 1
+    assert pod.metric("cardano_credential_operations_total", operation="install") == 1
+    assert pod.metric("cardano_leadership_changes_total") == 1
+    # The next cycle renews without reading and does not signal again.
+    clock.advance(2)
+    assert pod.manager.step().startswith("renewing the lease; leader")
+    assert pod.lease.calls == ["read", "acquire", "renew"]
+    assert pod.sighups() == (1, 1)
+    assert pod.metric("cardano_lease_renew_duration_seconds_count") == 1
+
+
+def test_follower_removes_credentials_and_waits_for_expiry(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    a.manager.step()
+    b.files.install()  # left from the startup window
+    reason = b.manager.step()
+    assert reason.startswith(
+        "following pod-0; lease expires in 15.0 s unless renewed; not the leader"
+    )
+    assert not b.files.any_present()
+    assert b.signals.sent == [(42,)]  # told to disable once
+    assert b.metric("cardano_forging_enabled", pod="pod-1", cluster="c1") == 0
+    # The leader stalls (no more cycles); pod-1 takes over only after lease duration.
+    for _ in range(7):
+        clock.advance(2)
+        assert b.manager.step().startswith("following pod-0")
+    clock.advance(2)
+    assert b.manager.step().startswith("lease of pod-0 expired")
+    assert (
+        b.files.all_present() and b.metric("cardano_leader_status", pod="pod-1", cluster="c1") == 1
+    )
+
+
+def test_leader_demotes_at_renew_deadline_during_api_outage(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    store.down = True
+    for _ in range(4):
+        clock.advance(2)
+        reason = pod.manager.step()
+        assert "failed (ConnectionRefusedError: connection refused); leading for at most" in reason
+        assert pod.files.all_present()
+    clock.advance(2)  # 10 s after the last successful renew was sent
+    reason = pod.manager.step()
+    assert reason == (
+        "lease API failed (ConnectionRefusedError: connection refused); not leading; "
+        "leadership deadline passed without a successful renew"
+    )
+    assert not pod.files.any_present() and pod.sighups() == (2, 1)
+    assert pod.metric("cardano_forge_demotions_total", cause="renew_deadline") == 1
+    # The API returns; nobody else wrote, so the same pod renews and forges again.
+    store.down = False
+    clock.advance(2)
+    assert pod.manager.step().startswith("renewing the lease; leader")
+    assert pod.files.all_present() and pod.sighups() == (2, 2)
+
+
+def test_conflict_on_renew_demotes_at_once(world: tuple[Path, LeaseStore, Clock]) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    assert store.record is not None
+    store.write(store.record.resource_version, "intruder", "x")
+    clock.advance(2)
+    pod.manager.step()
+    assert not pod.files.any_present()
+    assert pod.metric("cardano_forge_demotions_total", cause="lease_lost") == 1
+    assert pod.metric("cardano_leader_status", pod="pod-0", cluster="c1") == 0
+
+
+def test_a_renew_applied_without_response_is_recognised_as_ours(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    pod.lease.apply_but_fail = True
+    clock.advance(2)
+    pod.manager.step()
+    pod.lease.apply_but_fail = False
+    clock.advance(2)
+    assert pod.manager.step().startswith("renewing the lease; leader")
+    assert pod.files.all_present() and pod.sighups() == (1, 1)
+
+
+def test_shutdown_removes_signals_then_releases(world: tuple[Path, LeaseStore, Clock]) -> None:
+    tmp, store, clock = world
+    a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    a.manager.step()
+    b.manager.step()
+    assert a.manager.shutdown() == "released the lease"
+    assert not a.files.any_present() and a.sighups() == (2, 1)
+    assert store.record is not None and store.record.holder is None
+    clock.advance(2)
+    assert b.manager.step().startswith("lease was released; acquiring it")
+    assert b.files.all_present()
+
+
+def test_shutdown_does_not_release_when_the_node_cannot_be_signalled(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    pod.signals.fail = True
+    reason = pod.manager.shutdown()
+    assert reason == (
+        "not releasing the lease (the node has not been signalled to stop forging); "
+        "it will expire instead"
+    )
+    assert store.record is not None and store.record.holder == "pod-0"
+    assert not pod.files.any_present()
+    assert (pod.metric("cardano_node_signal_failures_total", reason="not_found") or 0) >= 1
+
+
+def test_node_not_found_is_counted_and_retried_never_reported_as_forging(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.node.view = NodeView(pids=(), socket_up=True, booted=True, flag_missing=False)
+    failures = []
+    for _ in range(3):
+        assert pod.manager.step().endswith("node process not found, cannot signal it")
+        failures.append(pod.metric("cardano_node_signal_failures_total", reason="not_found") or 0)
+        clock.advance(2)
+    assert failures[0] and failures[0] < failures[1] < failures[2]  # retried every cycle
+    assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0
+    pod.node.view = NodeView(pids=(42,), socket_up=True, booted=True, flag_missing=False)
+    pod.manager.step()
+    assert pod.signals.sent == [(42,)] and pod.sighups() == (0, 1)
+    assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 1
+
+
+def test_startup_window_and_restart(world: tuple[Path, LeaseStore, Clock]) -> None:
+    tmp, store, clock = world
+    leader, standby = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    leader.manager.step()
+    standby.node.view = NodeView(pids=(), socket_up=False, booted=False, flag_missing=False)
+    assert not standby.manager.startup_ready()
+    standby.manager.step()
+    assert standby.files.all_present() and standby.manager.startup_ready()
+    assert standby.signals.sent == []
+    standby.node.view = NodeView(pids=(7,), socket_up=False, booted=False, flag_missing=False)
+    clock.advance(2)
+    standby.manager.step()
+    assert standby.files.all_present()  # still booting
+    standby.node.view = NodeView(pids=(7,), socket_up=True, booted=True, flag_missing=False)
+    clock.advance(2)
+    standby.manager.step()
+    assert not standby.files.any_present() and standby.signals.sent == [(7,)]
+    # The node crashes and restarts: the window opens again, and closes with a new signal.
+    standby.node.view = NodeView(pids=(8,), socket_up=False, booted=False, flag_missing=False)
+    clock.advance(2)
+    standby.manager.step()
+    assert standby.files.all_present()
+    standby.node.view = NodeView(pids=(8,), socket_up=True, booted=True, flag_missing=False)
+    clock.advance(2)
+    standby.manager.step()
+    assert not standby.files.any_present() and standby.signals.sent == [(7,), (8,)]
+
+
+def test_missing_source_keeps_the_pod_out_and_releases(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    (tmp / "secret" / "vrf.skey").unlink()
+    clock.advance(2)
+    reason = pod.manager.step()
+    assert reason.startswith("released the lease; source VRF key")
+    assert "(SOURCE_VRF_KEY) does not exist" in reason
+    assert not pod.files.any_present()
+    assert pod.metric("cardano_source_credential_errors_total") == 1
+    assert pod.metric("cardano_forge_source_credentials_ok", pod="pod-0", cluster="c1") == 0
+    assert store.record is not None and store.record.holder is None
+    assert (tmp / "secret" / "kes.skey").exists()  # sources untouched
+
+
+def test_permit_withdrawn_stops_forging_but_keeps_local_leadership(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    pod.permit = Permit(False, "another region forges")
+    clock.advance(2)
+    assert "not permitted to forge: another region forges" in pod.manager.step()
+    assert not pod.files.any_present() and pod.manager.is_local_leader()
+
+
+def test_key_rotation_while_leading_is_signalled(world: tuple[Path, LeaseStore, Clock]) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    (tmp / "secret" / "node.cert").write_text('{"type": "cert", "cborHex": "82"}\n')
+    clock.advance(2)
+    pod.manager.step()
+    assert pod.settings.target_op_cert.read_text().endswith('"82"}\n')
+    assert pod.metric("cardano_sighup_signals_total", reason="credentials_updated") == 1
+
+
+def test_an_exception_in_a_cycle_demotes(
+    world: tuple[Path, LeaseStore, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+
+    def boom() -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(pod.lease, "renew", lambda *_a: boom())
+    clock.advance(2)
+    assert pod.manager.step() == "cycle failed with an exception; demoted"
+    assert not pod.files.any_present() and pod.sighups() == (2, 1)
+    assert pod.metric("cardano_forge_manager_loop_exceptions_total") == 1
+
+
+def test_guard_demotes_while_the_loop_is_blocked(world: tuple[Path, LeaseStore, Clock]) -> None:
+    tmp, store, _ = world
+
+    clock = Clock(time.monotonic())
+    pod = Pod(tmp, store, clock)
+    pod.manager.step()
+    assert pod.files.all_present()
+    pod.manager.start_guard()
+    try:
+        clock.advance(10.5)  # the loop is stuck somewhere; only the guard runs
+        deadline = time.monotonic() + 5
+        while pod.files.any_present() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not pod.files.any_present()
+        assert pod.sighups() == (2, 1)
+    finally:
+        pod.manager.stop_guard()
+
+
+def test_run_stops_and_releases_on_event(world: tuple[Path, LeaseStore, Clock]) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    stop = threading.Event()
+    calls = 0
+    original = pod.manager.run_cycle
+
+    def counted() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            stop.set()
+        return original()
+
+    pod.manager.run_cycle = counted  # type: ignore[method-assign]
+    pod.manager.run(stop)
+    assert calls == 2
+    assert store.record is not None and store.record.holder is None
+    assert not pod.files.any_present()

@@ -33,6 +33,7 @@ class Lookup(enum.StrEnum):
 @dataclass
 class _Flight(Generic[V]):
     done: threading.Event = field(default_factory=threading.Event)
+    waiters: int = 0
     value: V | None = None
     error: BaseException | None = None
 
@@ -74,8 +75,13 @@ class SingleFlightCache(Generic[K, V]):
             leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
+            else:
+                flight.waiters += 1
         if not leader:
-            if not flight.done.wait(wait_timeout):
+            finished = flight.done.wait(wait_timeout)
+            with self._lock:
+                flight.waiters -= 1
+            if not finished:
                 raise TimeoutError(f"waited {wait_timeout:g} s for a computation in flight")
             if flight.error is not None:
                 raise flight.error
@@ -105,6 +111,12 @@ class SingleFlightCache(Generic[K, V]):
             while len(self._entries) >= self.max_entries:
                 del self._entries[next(iter(self._entries))]
         self._entries[key] = entry
+
+    def waiting(self, key: K) -> int:
+        """How many callers are waiting for the computation of ``key`` now in flight."""
+        with self._lock:
+            flight = self._flights.get(key)
+            return flight.waiters if flight is not None else 0
 
     def __len__(self) -> int:
         with self._lock:

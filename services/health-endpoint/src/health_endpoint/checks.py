@@ -50,7 +50,14 @@ class Direction(enum.StrEnum):
 
 
 # Placeholders a query may use; see ``render_query``.
-QUERY_VARIABLES = ("selector", "cluster", "node_job", "wallclock_slot", "slot_length_seconds")
+QUERY_VARIABLES = (
+    "selector",
+    "cluster",
+    "node_job",
+    "wallclock_slot",
+    "slot_length_seconds",
+    "rate_window",
+)
 
 CHECK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -64,9 +71,9 @@ class Rule:
     name: str
     """Name of the rule inside its check (unique per check)."""
     query: str
-    """PromQL template; ``$selector``, ``$cluster``, ``$node_job``, ``$wallclock_slot`` and
-    ``$slot_length_seconds`` are substituted (``$$`` is a literal ``$``). Should yield one number;
-    when it yields several series the worst value counts."""
+    """PromQL template; ``$selector``, ``$cluster``, ``$node_job``, ``$wallclock_slot``,
+    ``$slot_length_seconds`` and ``$rate_window`` are substituted (``$$`` is a literal ``$``).
+    Should yield one number; when it yields several series the worst value counts."""
     description: str
     """What the value is, for sentences such as "<description>: no data in Prometheus"."""
     message: str = ""
@@ -177,7 +184,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         name="cpu_usage",
         query=(
             "max(100 * (1 - avg by (instance)"
-            ' (rate(node_cpu_seconds_total{mode="idle",$selector}[5m]))))'
+            ' (rate(node_cpu_seconds_total{mode="idle",$selector}[$rate_window]))))'
         ),
         description="CPU usage",
         message="High CPU usage: {value}",
@@ -212,6 +219,7 @@ class QueryContext:
     cluster_label: str | None
     node_job: str
     network: Network
+    rate_window: str = "5m"
 
     @property
     def selector(self) -> str:
@@ -228,6 +236,7 @@ def render_query(template: str, ctx: QueryContext) -> str:
         node_job=_promql_string(ctx.node_job),
         wallclock_slot=ctx.network.promql_wallclock_slot(),
         slot_length_seconds=f"{ctx.network.slot_length_seconds:g}",
+        rate_window=ctx.rate_window,
     )
 
 

@@ -81,6 +81,7 @@ class ServiceConfig:
     rules: tuple[Rule, ...]
     network: Network
     node_job: str = "cardano-node"
+    rate_window: str = "5m"
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -193,7 +194,8 @@ def load_config(env: Mapping[str, str]) -> ServiceConfig:
         raise ConfigError(f"{where}{exc}") from None
 
 
-_TOP_LEVEL = {"defaults", "cardano_node_job", "networks", "checks"}
+_TOP_LEVEL = {"defaults", "cardano_node_job", "rate_window", "networks", "checks"}
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 _RULE_FIELDS = {f.name for f in dataclasses.fields(Rule)} - {"check", "name"}
 _NETWORK_FIELDS = {"shelley_start_slot", "shelley_start_time", "slot_length_seconds",
                    "slots_per_kes_period"}  # fmt: skip
@@ -209,6 +211,9 @@ def build_config(settings: Settings, document: Any) -> ServiceConfig:
     node_job = doc.get("cardano_node_job", "cardano-node")
     if not isinstance(node_job, str) or not node_job:
         raise ConfigError("cardano_node_job: must be a job name")
+    rate_window = doc.get("rate_window", "5m")
+    if not isinstance(rate_window, str) or not _DURATION.match(rate_window):
+        raise ConfigError(f"rate_window: {rate_window!r} is not a Prometheus duration like 5m")
 
     networks = dict(BUILT_IN)
     for name, spec in _mapping(doc.get("networks") or {}, "networks").items():
@@ -241,7 +246,7 @@ def build_config(settings: Settings, document: Any) -> ServiceConfig:
     if not any(rule.has_thresholds for rule in rules.values()):
         raise ConfigError("no check is configured: keep the defaults or define checks")
     ctx = QueryContext(cluster="example", cluster_label=settings.cluster_label,
-                       node_job=node_job, network=network)  # fmt: skip
+                       node_job=node_job, network=network, rate_window=rate_window)  # fmt: skip
     metrics: dict[str, str] = {}
     for (check, name), rule in rules.items():
         where = f"checks.{check}.{name}"
@@ -259,7 +264,7 @@ def build_config(settings: Settings, document: Any) -> ServiceConfig:
                 )
             metrics[rule.metric] = where
     return ServiceConfig(settings=settings, rules=tuple(rules.values()), network=network,
-                         node_job=node_job)  # fmt: skip
+                         node_job=node_job, rate_window=rate_window)  # fmt: skip
 
 
 def _rule(check: str, name: str, fields: Any, base: Rule | None, where: str) -> Rule:

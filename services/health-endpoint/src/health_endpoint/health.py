@@ -113,6 +113,7 @@ class HealthService:
             cluster_label=self.config.settings.cluster_label,
             node_job=self.config.node_job,
             network=self.config.network,
+            rate_window=self.config.rate_window,
         )
         queries = {rule.rule_id: render_query(rule.query, ctx) for rule in self.config.rules}
         probe = cluster_probe_query(ctx)

@@ -44,10 +44,14 @@ class Network:
         return self.shelley_start_slot + math.floor(elapsed / self.slot_length_seconds)
 
     def promql_wallclock_slot(self, time_expr: str = "time()") -> str:
-        """The same arithmetic as a PromQL expression, evaluated at query time."""
+        """The same arithmetic as a PromQL scalar expression, evaluated at query time.
+
+        The slot is not rounded down (PromQL's ``floor`` takes vectors, not scalars): the
+        fraction of the current slot does not matter for a lag measured in seconds.
+        """
         return (
-            f"({self.shelley_start_slot} + floor(({time_expr} - {self.shelley_start_time})"
-            f" / {_number(self.slot_length_seconds)}))"
+            f"({self.shelley_start_slot} + ({time_expr} - {self.shelley_start_time})"
+            f" / {_number(self.slot_length_seconds)})"
         )
 
     @property

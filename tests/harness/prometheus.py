@@ -1,0 +1,241 @@
+"""A real Prometheus on loopback for the integration tier.
+
+``PrometheusServer`` runs the ``prometheus`` binary (``.tools/bin`` first, then ``PATH``) on a free
+loopback port with a private data directory and the scrape configuration a test gives it, waits
+until it is ready, and stops it by PID. ``prometheus_factory`` is the pytest fixture: it starts as
+many servers as a test asks for and stops them all at teardown.
+
+Prometheus' scrape manager waits about five seconds before the first scrape of a new
+configuration; :meth:`PrometheusServer.wait_for` polls a query until its result is what a test
+needs, so tests wait for a condition, never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+ScrapeConfig = dict[str, Any]
+
+
+class PrometheusError(RuntimeError):
+    """A one-line explanation of what went wrong with the test Prometheus."""
+
+
+def prometheus_binary() -> str:
+    """Path of the prometheus binary: ``.tools/bin`` first, then ``PATH``."""
+    candidate = TOOLS_BIN / "prometheus"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("prometheus")
+    if found is None:
+        raise PrometheusError("prometheus not found in .tools/bin or on PATH: run 'make tools'")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def static_job(
+    job: str, targets: list[str], labels: dict[str, str] | None = None, **extra: Any
+) -> ScrapeConfig:
+    """A scrape config for ``targets`` (``host:port``) with extra target labels."""
+    config: ScrapeConfig = {
+        "job_name": job,
+        "static_configs": [{"targets": targets, "labels": labels or {}}],
+    }
+    config.update(extra)
+    return config
+
+
+class PrometheusServer:
+    """One Prometheus process on ``127.0.0.1``; use as a context manager or call start/stop."""
+
+    def __init__(
+        self,
+        root: Path,
+        scrape_configs: list[ScrapeConfig],
+        *,
+        scrape_interval: str = "1s",
+    ) -> None:
+        self.root = root
+        self.scrape_configs = scrape_configs
+        self.scrape_interval = scrape_interval
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.config_file = root / "prometheus.yml"
+        self.log_file = root / "prometheus.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> None:
+        document = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "scrape_configs": self.scrape_configs,
+        }
+        self.config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    def start(self) -> PrometheusServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        binary = prometheus_binary()
+        for _attempt in range(3):  # a free port can be taken between probe and bind
+            self.port = free_port()
+            data = self.root / f"data-{self.port}"
+            with self.log_file.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        binary,
+                        f"--config.file={self.config_file}",
+                        f"--storage.tsdb.path={data}",
+                        f"--web.listen-address=127.0.0.1:{self.port}",
+                        "--web.enable-lifecycle",
+                        "--log.level=warn",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            if self._wait_ready():
+                return self
+            self.stop()
+            if "address already in use" not in self._log_tail():
+                break
+        raise PrometheusError(f"prometheus did not become ready: {self._log_tail()}")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return True
+            time.sleep(0.1)
+        return False
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-5:]) or "(empty log)"
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM the process (by PID), SIGKILL it if it does not exit in time."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT_S)
+
+    def reload(self, scrape_configs: list[ScrapeConfig]) -> None:
+        """Replace the scrape configuration of the running server (``/-/reload``)."""
+        self.scrape_configs = scrape_configs
+        self._write_config()
+        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if response.status != 200:
+                raise PrometheusError(f"reload answered HTTP {response.status}")
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The ``result`` of an instant query (vector results; a scalar as one item)."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            payload = json.load(response)
+        data = payload["data"]
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def values(self, promql: str) -> list[float]:
+        return [float(item["value"][1]) for item in self.query(promql)]
+
+    def wait_for(
+        self,
+        promql: str,
+        predicate: Callable[[list[float]], bool],
+        *,
+        timeout: float = 60.0,
+        what: str = "",
+    ) -> list[float]:
+        """Poll ``promql`` until ``predicate(values)`` holds; fail the test after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        values: list[float] = []
+        while time.monotonic() < deadline:
+            with contextlib.suppress(urllib.error.URLError, OSError):
+                values = self.values(promql)
+                if predicate(values):
+                    return values
+            time.sleep(0.2)
+        raise PrometheusError(
+            f"timed out after {timeout:g} s waiting for {what or promql}: last values {values}"
+        )
+
+    def __enter__(self) -> PrometheusServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def prometheus_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., PrometheusServer]]:
+    """``start(scrape_configs, scrape_interval="1s")`` -> a ready :class:`PrometheusServer`."""
+    servers: list[PrometheusServer] = []
+
+    def start(
+        scrape_configs: list[ScrapeConfig], *, scrape_interval: str = "1s"
+    ) -> PrometheusServer:
+        server = PrometheusServer(
+            tmp_path_factory.mktemp("prometheus"), scrape_configs, scrape_interval=scrape_interval
+        )
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from forge_manager.cluster.model import parse_region
 from forge_manager.cluster.policy import (
     ClusterAction,

@@ -24,6 +24,8 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 DEFAULT_POOL_LEASE_NAME = "cardano-forge-pool"
+MAX_PRIORITY = 99
+"""The CRD's bound: the +100 of an unhealthy region puts it behind every healthy one."""
 
 
 class ClusterConfigError(ValueError):
@@ -166,16 +168,27 @@ def load_cluster_settings(env: Mapping[str, str]) -> ClusterSettings:
     try:
         priority = int(raw_priority)
     except ValueError:
+        priority = 0
+    if not 1 <= priority <= MAX_PRIORITY:
         raise ClusterConfigError(
-            f"CLUSTER_PRIORITY={raw_priority!r} is not valid: expected a whole number, "
-            "lower forges first, e.g. 1"
-        ) from None
+            f"CLUSTER_PRIORITY={raw_priority!r} is not valid: expected a whole number from 1 to "
+            f"{MAX_PRIORITY}, lower forges first, e.g. 1"
+        )
     heartbeat = _seconds(env, "CLUSTER_HEARTBEAT_INTERVAL", "5")
     stale_after = _seconds(env, "CLUSTER_STALE_AFTER", "20")
     if not stale_after > 2 * heartbeat:
         raise ClusterConfigError(
             f"CLUSTER_STALE_AFTER={stale_after:g} must exceed twice CLUSTER_HEARTBEAT_INTERVAL="
             f"{heartbeat:g}: raise CLUSTER_STALE_AFTER or lower the heartbeat interval"
+        )
+    pool_lease_name = _name(
+        _get(env, "POOL_LEASE_NAME", DEFAULT_POOL_LEASE_NAME), "POOL_LEASE_NAME", label=True
+    )
+    crd_name = _name(_get(env, "CLUSTER_CRD_NAME", cluster_name), "CLUSTER_CRD_NAME")
+    if len(pool_lease_name) + 1 + len(crd_name) > 253:
+        raise ClusterConfigError(
+            f"POOL_LEASE_NAME and CLUSTER_CRD_NAME are too long together: the heartbeat Lease "
+            f"{pool_lease_name}-{crd_name} must be at most 253 characters"
         )
     return ClusterSettings(
         enabled=enabled,
@@ -193,7 +206,7 @@ def load_cluster_settings(env: Mapping[str, str]) -> ClusterSettings:
             "CLUSTER_CRD_PLURAL",
             label=True,
         ),
-        crd_name=_name(_get(env, "CLUSTER_CRD_NAME", cluster_name), "CLUSTER_CRD_NAME"),
+        crd_name=crd_name,
         coordination_kubeconfig=_file(env, "COORDINATION_KUBECONFIG"),
         coordination_namespace=_name(
             _get(env, "COORDINATION_NAMESPACE", namespace), "COORDINATION_NAMESPACE", label=True

@@ -1,0 +1,138 @@
+"""Finding the node by exact name or PID file, socket liveness, SIGHUP, restart detection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from forge_manager.node_signal import (
+    NodeWatcher,
+    SignalError,
+    find_node_pids,
+    runs_non_producing,
+    send_sighup,
+    socket_answers,
+)
+
+# A process that renames itself (comm) and counts SIGHUPs into a file.
+CHILD = """
+import ctypes, signal, sys, time
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+out = open(sys.argv[2], "a")
+def hup(*_):
+    out.write("hup\\n"); out.flush()
+signal.signal(signal.SIGHUP, hup)
+out.write("ready\\n"); out.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def spawn(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    out = tmp / f"{name}.out"
+    out.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, name, str(out), *extra])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ready" not in (out.read_text() if out.exists() else ""):
+        time.sleep(0.02)
+    return proc, out
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        p.kill()
+        p.wait()
+
+
+def test_found_by_exact_comm_not_by_argument_substring(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    node, _ = spawn(tmp_path, "cn-exact-1", "--start-as-non-producing-node")
+    # Has the name only inside its arguments: must not match.
+    decoy, _ = spawn(tmp_path, "decoy-proc", "cn-exact-1")
+    procs += [node, decoy]
+    assert find_node_pids("cn-exact-1", None) == (node.pid,)
+    assert find_node_pids("cn-exact", None) == ()  # a prefix is not the name
+    assert runs_non_producing(node.pid) is True
+    assert runs_non_producing(decoy.pid) is False
+
+
+def test_pid_file(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    node, _ = spawn(tmp_path, "whatever")
+    procs.append(node)
+    pid_file = tmp_path / "node.pid"
+    pid_file.write_text(f"{node.pid}\n")
+    assert find_node_pids("cardano-node", pid_file) == (node.pid,)
+    pid_file.write_text("garbage")
+    assert find_node_pids("cardano-node", pid_file) == ()
+    node.kill()
+    node.wait()
+    pid_file.write_text(f"{node.pid}\n")
+    assert find_node_pids("cardano-node", pid_file) == ()
+
+
+def test_sighup_is_delivered_or_reported(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    node, out = spawn(tmp_path, "cn-hup-1")
+    procs.append(node)
+    send_sighup((node.pid,))
+    deadline = time.monotonic() + 5
+    while "hup" not in out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "hup" in out.read_text()
+    with pytest.raises(SignalError) as exc:
+        send_sighup(())
+    assert exc.value.reason == "not_found"
+
+
+def test_socket_liveness_needs_a_listener_not_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "node.socket"
+    assert not socket_answers(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    try:
+        assert socket_answers(path)
+    finally:
+        srv.close()
+    assert path.exists() and not socket_answers(path)  # stale socket file of a dead node
+
+
+def test_watcher_tracks_boot_restart_and_missing_flag(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    path = tmp_path / "node.socket"
+    watcher = NodeWatcher("cn-watch-1", None, path)
+    assert watcher.observe().pids == ()
+    first, _ = spawn(tmp_path, "cn-watch-1")  # no --start-as-non-producing-node
+    procs.append(first)
+    view = watcher.observe()
+    assert view.pids == (first.pid,) and not view.socket_up and not view.booted
+    assert view.flag_missing
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    try:
+        assert watcher.observe().booted
+    finally:
+        srv.close()
+    view = watcher.observe()
+    assert view.booted and not view.socket_up  # same instance, socket gone: not "booting"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    os.unlink(path)
+    second, _ = spawn(tmp_path, "cn-watch-1", "--start-as-non-producing-node")
+    procs.append(second)
+    view = watcher.observe()
+    assert view.pids == (second.pid,) and not view.booted and not view.flag_missing

@@ -1,0 +1,109 @@
+"""HTTP endpoints and the metric names the chart, alerts and dashboards rely on."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from forge_manager import __version__
+from forge_manager.metrics import ForgeMetrics, StateSample
+from forge_manager.server import Endpoints, MetricsServer
+from prometheus_client import CollectorRegistry
+
+
+class State:
+    ready = False
+    since_cycle = 0.0
+    sample = StateSample(
+        leader=True,
+        forging=True,
+        credentials_present=True,
+        sources_ok=True,
+        node_socket_up=True,
+        node_flag_missing=False,
+        seconds_since_cycle=0.5,
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[MetricsServer, State, CollectorRegistry]]:
+    state = State()
+    registry = CollectorRegistry()
+    metrics = ForgeMetrics(registry, pod="bp-0", cluster="eu", sample=lambda: state.sample)
+    metrics.sighup_signals.labels("enable").inc()
+    srv = MetricsServer(
+        "127.0.0.1",
+        0,
+        Endpoints(
+            startup_ready=lambda: state.ready,
+            seconds_since_cycle=lambda: state.since_cycle,
+            renew_deadline=10.0,
+            registry=registry,
+        ),
+    )
+    srv.start()
+    yield srv, state, registry
+    srv.stop()
+
+
+def get(srv: MetricsServer, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode()
+        exc.close()
+        return exc.code, body
+
+
+def test_startup_status_exactly_as_the_seed(
+    server: tuple[MetricsServer, State, CollectorRegistry],
+) -> None:
+    srv, state, _ = server
+    code, body = get(srv, "/startup-status")
+    doc = json.loads(body)
+    assert code == 503
+    assert doc == {
+        "status": "not_ready",
+        "message": "Startup credentials not yet provisioned",
+        "credentials_provisioned": False,
+        "timestamp": doc["timestamp"],
+    }
+    state.ready = True
+    code, body = get(srv, "/startup-status")
+    doc = json.loads(body)
+    assert code == 200
+    assert doc == {
+        "status": "ready",
+        "message": "Startup credentials provisioned successfully",
+        "credentials_provisioned": True,
+        "timestamp": doc["timestamp"],
+    }
+    assert doc["timestamp"].endswith("Z") and len(doc["timestamp"]) == 20
+
+
+def test_health_fails_when_the_loop_is_stuck(
+    server: tuple[MetricsServer, State, CollectorRegistry],
+) -> None:
+    srv, state, _ = server
+    state.since_cycle = 3.0
+    assert get(srv, "/health")[0] == 200
+    state.since_cycle = 10.5
+    code, body = get(srv, "/health")
+    assert code == 503 and json.loads(body)["status"] == "unhealthy"
+
+
+def test_metrics_names_and_labels(server: tuple[MetricsServer, State, CollectorRegistry]) -> None:
+    srv, _, registry = server
+    code, body = get(srv, "/metrics")
+    assert code == 200
+    assert 'cardano_leader_status{cluster="eu",pod="bp-0"} 1.0' in body
+    assert 'cardano_forging_enabled{cluster="eu",pod="bp-0"} 1.0' in body
+    assert registry.get_sample_value("cardano_sighup_signals_total", {"reason": "enable"}) == 1
+    assert registry.get_sample_value("cardano_leadership_changes_total") == 0
+    assert registry.get_sample_value("cardano_forge_manager_info", {"version": __version__}) == 1
+    assert "cardano_lease_renew_duration_seconds_bucket" in body
+    assert get(srv, "/nope")[0] == 404

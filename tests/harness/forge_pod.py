@@ -1,0 +1,265 @@
+"""A "pod" as local processes: one forge manager and one cardano-node stand-in in a temp dir.
+
+The pod directory holds what the real pod's volumes would: ``secrets/`` (the emptyDir the manager
+writes the credentials into), ``ipc/node.socket``, the event log of the stand-in and the
+manager's log. The mounted Secret is a directory shared by all pods of a pool.
+
+Like a pod with a native sidecar, :meth:`ForgePod.start` starts the manager, waits until its
+``/startup-status`` answers 200, then starts the node. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.harness.controlplane import free_port
+from tests.harness.forging_log import Interval, intervals, read_events
+from tests.harness.node_standin import now
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Fast but safe timings for tests: 1 + 5 + 0.5 + 0.5 (demotion) + 1 (margin) = 8 <= 8.
+FAST_TIMING = {
+    "LEASE_DURATION": "8",
+    "LEASE_RENEW_DEADLINE": "5",
+    "LEASE_RETRY_PERIOD": "1",
+    "KUBE_REQUEST_TIMEOUT": "0.5",
+}
+
+
+def write_pool_secret(directory: Path) -> Path:
+    """Source credentials (text envelopes, as cardano-cli writes them) shared by a pool's pods."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, kind in (("kes.skey", "KesSigningKey_ed25519_kes_2^6"),
+                       ("vrf.skey", "VrfSigningKey_PraosVRF"),
+                       ("node.cert", "NodeOperationalCertificate")):  # fmt: skip
+        envelope = {"type": kind, "description": "test only", "cborHex": "5820" + "ab" * 32}
+        (directory / name).write_text(json.dumps(envelope) + "\n")
+    return directory
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@dataclass
+class ForgePod:
+    name: str
+    root: Path
+    kubeconfig: Path
+    namespace: str
+    secret_dir: Path
+    lease_name: str = "cardano-node-leader"
+    timing: Mapping[str, str] = field(default_factory=lambda: dict(FAST_TIMING))
+    node_name: str = ""
+    use_pid_file: bool = False
+    non_producing: bool = True
+    startup_delay: float = 0.3
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    port: int = 0
+    manager: subprocess.Popen[bytes] | None = None
+    node: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.dir = self.root / self.name
+        (self.dir / "secrets").mkdir(parents=True, exist_ok=True)
+        (self.dir / "ipc").mkdir(parents=True, exist_ok=True)
+        self.node_name = self.node_name or f"cn-{self.name}"[:15]
+        self.port = self.port or free_port()
+
+    # ---- paths ---------------------------------------------------------------------------------
+    @property
+    def targets(self) -> tuple[Path, Path, Path]:
+        s = self.dir / "secrets"
+        return (s / "kes.skey", s / "vrf.skey", s / "node.cert")
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "ipc" / "node.socket"
+
+    @property
+    def events_file(self) -> Path:
+        return self.dir / "node-events.jsonl"
+
+    @property
+    def manager_log(self) -> Path:
+        return self.dir / "manager.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "node.pid"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        env.update(
+            POD_NAME=self.name,
+            NAMESPACE=self.namespace,
+            LEASE_NAME=self.lease_name,
+            KUBECONFIG=str(self.kubeconfig),
+            METRICS_PORT=str(self.port),
+            METRICS_BIND_ADDRESS="127.0.0.1",
+            SOURCE_KES_KEY=str(self.secret_dir / "kes.skey"),
+            SOURCE_VRF_KEY=str(self.secret_dir / "vrf.skey"),
+            SOURCE_OP_CERT=str(self.secret_dir / "node.cert"),
+            TARGET_KES_KEY=str(self.targets[0]),
+            TARGET_VRF_KEY=str(self.targets[1]),
+            TARGET_OP_CERT=str(self.targets[2]),
+            NODE_SOCKET=str(self.socket),
+            CARDANO_NODE_PROCESS_NAME=self.node_name,
+            CLUSTER_NAME="test",
+            LOG_FORMAT="text",
+            LOG_LEVEL="INFO",
+            **self.timing,
+        )
+        if self.use_pid_file:
+            env["CARDANO_NODE_PID_FILE"] = str(self.pid_file)
+        env.update(self.extra_env)
+        return env
+
+    # ---- processes -----------------------------------------------------------------------------
+    def start_manager(self) -> None:
+        log = self.manager_log.open("ab")
+        self.manager = subprocess.Popen(
+            [sys.executable, "-m", "forge_manager"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+        )
+        log.close()
+
+    def start_node(self) -> None:
+        args = [
+            sys.executable, "-m", "tests.harness.node_standin",
+            "--name", self.node_name,
+            "--socket-path", str(self.socket),
+            "--event-log", str(self.events_file),
+            "--shelley-kes-key", str(self.targets[0]),
+            "--shelley-vrf-key", str(self.targets[1]),
+            "--shelley-operational-certificate", str(self.targets[2]),
+            "--startup-delay", str(self.startup_delay),
+        ]  # fmt: skip
+        if self.non_producing:
+            args.append("--start-as-non-producing-node")
+        if self.use_pid_file:
+            args += ["--pid-file", str(self.pid_file)]
+        log = (self.dir / "node.log").open("ab")
+        self.node = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        log.close()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Manager, then (after its startup probe passes, as with a native sidecar) the node."""
+        self.start_manager()
+        wait_for(self.startup_ready, timeout, f"{self.name} /startup-status 200")
+        self.start_node()
+        wait_for(self.node_up, timeout, f"{self.name} node socket")
+
+    def node_up(self) -> bool:
+        return any(e["event"] == "socket_up" and self.node is not None
+                   and e["pid"] == self.node.pid for e in self.events())  # fmt: skip
+
+    def kill9(self) -> None:
+        """SIGKILL node and manager (the pod's node crashes); records the node's end of forging."""
+        for proc in (self.node, self.manager):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        if self.node is not None:
+            self.record_killed(self.node.pid)
+
+    def kill9_node(self) -> None:
+        if self.node is not None and self.node.poll() is None:
+            self.node.kill()
+            self.node.wait(10)
+            self.record_killed(self.node.pid)
+
+    def record_killed(self, pid: int) -> None:
+        line = json.dumps({"t": now(), "pid": pid, "name": self.node_name, "event": "killed"})
+        with self.events_file.open("a") as f:
+            f.write(line + "\n")
+
+    def sigterm_manager(self, timeout: float = 15.0) -> int:
+        assert self.manager is not None
+        self.manager.send_signal(signal.SIGTERM)
+        return self.manager.wait(timeout)
+
+    def stop(self) -> None:
+        """Pod deletion: the node first, then the sidecar (native sidecar order). Bounded."""
+        for proc in (self.node, self.manager):
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    # ---- observation -----------------------------------------------------------------------------
+    def events(self) -> list[dict[str, Any]]:
+        return read_events([self.events_file])
+
+    def intervals(self) -> list[Interval]:
+        return intervals(self.events())
+
+    def forging(self) -> bool:
+        spans = self.intervals()
+        return bool(spans) and spans[-1].end is None
+
+    def credentials_present(self) -> bool:
+        return any(p.exists() for p in self.targets)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{path}", timeout=2
+            ) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def startup_ready(self) -> bool:
+        if self.manager is not None and self.manager.poll() is not None:
+            raise AssertionError(
+                f"{self.name} manager exited with {self.manager.returncode}:\n{self.log_tail()}"
+            )
+        return self.get("/startup-status")[0] == 200
+
+    def metric(self, name: str) -> float | None:
+        code, body = self.get("/metrics")
+        if code != 200:
+            return None
+        for line in body.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.manager_log.read_text().splitlines()[-lines:])
+        return "(no log)"
+
+
+def all_events(pods: list[ForgePod]) -> list[dict[str, Any]]:
+    return read_events([p.events_file for p in pods])

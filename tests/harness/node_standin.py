@@ -1,0 +1,177 @@
+"""A cardano-node stand-in: the parts of its behaviour the forge manager depends on.
+
+* Refuses to start (exit 1, one log line) when a credential file is missing, like the real node,
+  even with ``--start-as-non-producing-node``.
+* With ``--start-as-non-producing-node`` it boots not forging; without it, it boots forging when
+  the files are present and parseable.
+* After ``--startup-delay`` seconds (the node replaying its chain) it listens on ``--socket-path``.
+  A SIGHUP before that is ignored for forging ("consensus not initialised"), as the real node does.
+* On SIGHUP: all three files present and parseable -> forging; any file missing -> not forging;
+  any other problem (unparsable, unreadable) -> previous state kept.
+* Every change is appended to ``--event-log`` as a JSON line with ``t`` from
+  ``clock_gettime(CLOCK_MONOTONIC)`` (system-wide on Linux, so logs of several processes compare),
+  ``pid``, ``name`` and ``event`` (``started``, ``socket_up``, ``forging_started``,
+  ``forging_stopped``, ``sighup_ignored``, ``reconfig_kept``, ``exited``).
+* ``--name`` sets the process name (``/proc/PID/comm``, via ``prctl(PR_SET_NAME)``), so a manager
+  can find it by exact name; ``--pid-file`` writes its PID.
+
+Run: ``python -m tests.harness.node_standin --name cnode-a --socket-path ... --event-log ...
+--shelley-kes-key ... --shelley-vrf-key ... --shelley-operational-certificate ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+PR_SET_NAME = 15
+
+
+def now() -> float:
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def set_process_name(name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME) failed")
+
+
+def parse_envelope(path: Path) -> None:
+    """Raise unless ``path`` is a cardano text envelope (JSON with type and cborHex)."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or "type" not in data or "cborHex" not in data:
+        raise ValueError(f"{path}: not a text envelope")
+    bytes.fromhex(data["cborHex"])
+
+
+class StandIn:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.name: str = args.name
+        self.files = [Path(args.shelley_kes_key), Path(args.shelley_vrf_key),
+                      Path(args.shelley_operational_certificate)]  # fmt: skip
+        self.event_log = Path(args.event_log)
+        self.forging = False
+        self.initialised = False
+        self.stopping = False
+        self.sock: socket.socket | None = None
+
+    def event(self, event: str, **extra: Any) -> None:
+        line = json.dumps({"t": now(), "pid": os.getpid(), "name": self.name, "event": event,
+                           **extra})  # fmt: skip
+        fd = os.open(self.event_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def set_forging(self, on: bool, why: str) -> None:
+        if on != self.forging:
+            self.forging = on
+            self.event("forging_started" if on else "forging_stopped", reason=why)
+            print(f"{self.name}: Performing block forging reconfiguration: "
+                  f"{'Enabling' if on else 'Disabling'} ({why})", flush=True)  # fmt: skip
+
+    def read_credentials(self) -> str:
+        """'ok', 'missing' or 'error'."""
+        if any(not f.exists() for f in self.files):
+            return "missing"
+        try:
+            for f in self.files:
+                parse_envelope(f)
+        except (OSError, ValueError):
+            return "error"
+        return "ok"
+
+    def on_sighup(self, _signum: int, _frame: FrameType | None) -> None:
+        if not self.initialised:
+            self.event("sighup_ignored")
+            return
+        state = self.read_credentials()
+        if state == "ok":
+            self.set_forging(True, "sighup")
+        elif state == "missing":
+            self.set_forging(False, "sighup")
+        else:
+            self.event("reconfig_kept", forging=self.forging)
+
+    def on_term(self, _signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        set_process_name(self.name)
+        missing = [str(f) for f in self.files if not f.exists()]
+        if missing:
+            print(f"{self.name}: cannot start: credential file(s) missing: {', '.join(missing)}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            self.event("refused_to_start", missing=missing)
+            return 1
+        if self.args.pid_file:
+            Path(self.args.pid_file).write_text(f"{os.getpid()}\n")
+        signal.signal(signal.SIGHUP, self.on_sighup)
+        signal.signal(signal.SIGTERM, self.on_term)
+        signal.signal(signal.SIGINT, self.on_term)
+        self.event("started", non_producing=self.args.start_as_non_producing_node)
+        if not self.args.start_as_non_producing_node and self.read_credentials() == "ok":
+            self.set_forging(True, "boot")
+        deadline = now() + self.args.startup_delay
+        while not self.stopping and now() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - now())))
+        if not self.stopping:
+            self.listen()
+        try:
+            while not self.stopping:
+                assert self.sock is not None
+                ready, _, _ = select.select([self.sock], [], [], 0.2)
+                if ready:
+                    with contextlib.suppress(OSError):
+                        conn, _ = self.sock.accept()
+                        conn.close()
+        finally:
+            self.set_forging(False, "exit")
+            self.event("exited")
+            if self.sock is not None:
+                self.sock.close()
+                with contextlib.suppress(OSError):
+                    Path(self.args.socket_path).unlink()
+        return 0
+
+    def listen(self) -> None:
+        path = Path(self.args.socket_path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket from a crashed instance
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.initialised = True
+        self.event("socket_up")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--name", default="cardano-node")
+    p.add_argument("--socket-path", required=True)
+    p.add_argument("--event-log", required=True)
+    p.add_argument("--shelley-kes-key", required=True)
+    p.add_argument("--shelley-vrf-key", required=True)
+    p.add_argument("--shelley-operational-certificate", required=True)
+    p.add_argument("--start-as-non-producing-node", action="store_true")
+    p.add_argument("--startup-delay", type=float, default=0.5)
+    p.add_argument("--pid-file")
+    return StandIn(p.parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

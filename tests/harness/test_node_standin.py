@@ -1,0 +1,114 @@
+"""The stand-in behaves like cardano-node where the forge manager depends on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness.forge_pod import write_pool_secret
+from tests.harness.forging_log import read_events
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+class Node:
+    def __init__(self, tmp: Path, *flags: str, name: str = "cn-standin-t") -> None:
+        self.tmp = tmp
+        self.log = tmp / "events.jsonl"
+        self.socket = tmp / "node.socket"
+        self.files = [tmp / "kes.skey", tmp / "vrf.skey", tmp / "node.cert"]
+        self.args = [
+            sys.executable, "-m", "tests.harness.node_standin", "--name", name,
+            "--socket-path", str(self.socket), "--event-log", str(self.log),
+            "--shelley-kes-key", str(self.files[0]), "--shelley-vrf-key", str(self.files[1]),
+            "--shelley-operational-certificate", str(self.files[2]), "--startup-delay", "0.5",
+            *flags,
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.DEVNULL)
+
+    def events(self) -> list[str]:
+        return [e["event"] for e in read_events([self.log])]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> Path:
+    src = write_pool_secret(tmp_path / "src")
+    for name in ("kes.skey", "vrf.skey", "node.cert"):
+        (tmp_path / name).write_bytes((src / name).read_bytes())
+    return tmp_path
+
+
+def test_refuses_to_start_without_credentials(tmp_path: Path) -> None:
+    node = Node(tmp_path, "--start-as-non-producing-node")
+    proc = subprocess.run(node.args, cwd=REPO, capture_output=True, timeout=30)
+    assert proc.returncode == 1
+    assert b"credential file(s) missing" in proc.stderr
+    assert node.events() == ["refused_to_start"]
+
+
+def test_non_producing_boot_then_sighup_cycle(creds: Path) -> None:
+    node = Node(creds, "--start-as-non-producing-node")
+    node.start()
+    try:
+        assert node.proc is not None
+        wait(lambda: "started" in node.events())
+        # Before the socket is up a SIGHUP is ignored for forging, as the real node does.
+        node.proc.send_signal(signal.SIGHUP)
+        wait(lambda: "sighup_ignored" in node.events())
+        wait(lambda: "socket_up" in node.events())
+        assert (Path(f"/proc/{node.proc.pid}/comm").read_text().strip()) == "cn-standin-t"
+        assert "forging_started" not in node.events()
+        node.proc.send_signal(signal.SIGHUP)
+        wait(lambda: "forging_started" in node.events())
+        # An unparsable file keeps the previous state; a missing one disables.
+        node.files[0].write_text("garbage")
+        node.proc.send_signal(signal.SIGHUP)
+        wait(lambda: "reconfig_kept" in node.events())
+        assert node.events().count("forging_stopped") == 0
+        node.files[0].unlink()
+        node.proc.send_signal(signal.SIGHUP)
+        wait(lambda: "forging_stopped" in node.events())
+    finally:
+        node.stop()
+    assert node.events()[-1] == "exited"
+    assert not node.socket.exists()
+
+
+def test_without_flag_it_boots_forging(creds: Path) -> None:
+    node = Node(creds, "--pid-file", str(creds / "node.pid"))
+    node.start()
+    try:
+        wait(lambda: "forging_started" in node.events())
+        assert node.proc is not None
+        assert int((creds / "node.pid").read_text()) == node.proc.pid
+        first = json.loads(node.log.read_text().splitlines()[0])
+        assert first["pid"] == node.proc.pid and first["name"] == "cn-standin-t"
+        assert abs(first["t"] - time.clock_gettime(time.CLOCK_MONOTONIC)) < 60
+    finally:
+        node.stop()
+    assert os.path.exists(creds / "kes.skey")  # the node never modifies credentials

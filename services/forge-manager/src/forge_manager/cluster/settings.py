@@ -152,10 +152,10 @@ def load_cluster_settings(env: Mapping[str, str]) -> ClusterSettings:
         )
     interval = _seconds(env, "HEALTH_CHECK_INTERVAL", "30")
     timeout = _seconds(env, "HEALTH_CHECK_TIMEOUT", "10")
-    if timeout > interval:
+    if timeout >= interval:
         raise ClusterConfigError(
-            f"HEALTH_CHECK_TIMEOUT={timeout:g} exceeds HEALTH_CHECK_INTERVAL={interval:g}: "
-            "lower the timeout to at most the interval"
+            f"HEALTH_CHECK_TIMEOUT={timeout:g} must be less than HEALTH_CHECK_INTERVAL="
+            f"{interval:g}: lower the timeout or raise the interval"
         )
     health = HealthCheckSpec(
         enabled=bool(endpoint),

@@ -1,0 +1,389 @@
+"""The cluster-wide loop: read the coordination API, decide (:mod:`.policy`), act.
+
+It runs in a thread of its own beside the forge manager's loop, so a slow coordination API (often
+a shared server in another region) never delays the renewal of the local Lease. The two meet at
+two narrow seams:
+
+* :meth:`ClusterCoordinator.permit` is the manager's ``permit`` input: granted only while this pod
+  holds the pool-wide Lease within its renew deadline and the last decision allowed forging. It
+  does no I/O and reads the monotonic clock at every call, so it turns false by itself at the
+  deadline; the manager re-evaluates it at every reconcile.
+* ``reconcile()`` (the manager's ``reconcile_now``) makes the manager bring the credential files
+  and the node in line with the permit at once, and tells whether the demotion is complete
+  (files gone, node signalled). A hand-over releases the pool-wide Lease only after that.
+
+One cycle, for the local leader: list every CardanoForgeCluster and heartbeat Lease, seed this
+region's resource from the environment if it is absent, read the pool-wide Lease, decide, renew
+this region's heartbeat, write this region's status (before any Lease action, so that peers see
+the new effective priority when the Lease becomes free), then acquire, renew or hand over. A
+follower only reads the pool-wide Lease (so that, should it become the local leader, it already
+knows how long the record has been unchanged) and never writes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from forge_manager.cluster.health_check import HealthChecker, HealthSnapshot
+from forge_manager.cluster.liveness import LivenessTracker
+from forge_manager.cluster.metrics import ClusterMetrics
+from forge_manager.cluster.model import (
+    HEALTH_PENALTY,
+    RegionRecord,
+    effective,
+    format_time,
+    parse_region,
+)
+from forge_manager.cluster.policy import (
+    ClusterAction,
+    ClusterDecision,
+    ClusterView,
+    PeerView,
+    decide,
+)
+from forge_manager.cluster.pool_lease import PoolLease
+from forge_manager.cluster.resource import CoordinationError, ResourceConflict, ResourceNotFound
+from forge_manager.cluster.settings import ClusterSettings
+from forge_manager.decision import Permit
+
+log = logging.getLogger("forge_manager.cluster")
+
+_CONDITION_REASON = {
+    ClusterAction.ACQUIRE: "AcquiredPoolLease",
+    ClusterAction.KEEP: "HoldingPoolLease",
+    ClusterAction.HAND_OVER: "HandedOver",
+    ClusterAction.STEP_DOWN: "SteppedDown",
+    ClusterAction.STAND_BY: "StandingBy",
+}
+
+
+class ResourceStore(Protocol):
+    def list(self) -> list[dict[str, Any]]: ...
+    def create(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Heartbeats(Protocol):
+    def list(self) -> dict[str, str]: ...
+    def beat(self, region: str, pod: str) -> None: ...
+
+
+class ClusterCoordinator:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        *,
+        pod: str,
+        renew_deadline: float,
+        retry_period: float,
+        store: ResourceStore,
+        heartbeats: Heartbeats,
+        pool: PoolLease,
+        health: HealthChecker,
+        seed: dict[str, Any],
+        local_leader: Callable[[], bool],
+        reconcile: Callable[[], tuple[bool, str]],
+        metrics: ClusterMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.region = settings.crd_name
+        self.pod = pod
+        self._renew_deadline = renew_deadline
+        self._retry_period = retry_period
+        self._store = store
+        self._heartbeats = heartbeats
+        self.pool = pool
+        self.health = health
+        self._seed = seed
+        self._local_leader = local_leader
+        self._reconcile = reconcile
+        self.metrics = metrics
+        self._clock = clock
+        self._wall = wall
+
+        self._lock = threading.Lock()
+        self._granted = False
+        self._permit_reason = "cluster coordination has not decided yet"
+        self._liveness = LivenessTracker()
+        self._was_leader = False
+        self._last_read_ok_at: float | None = None
+        self._last_records: list[RegionRecord] = []
+        self._own_obj: dict[str, Any] | None = None
+        self._last_beat: float | None = None
+        self._written_status: dict[str, Any] | None = None
+        self._transition: tuple[str, str] = ("", "")
+        self._last_reason = ""
+        self._peers: tuple[PeerView, ...] = ()
+        self._health_restored = False
+        self.last_decision: ClusterDecision | None = None
+
+    # ---- the seam to the manager -----------------------------------------------------------------
+    def permit(self) -> Permit:
+        """No I/O: granted only while the pool-wide Lease is held within its renew deadline."""
+        with self._lock:
+            granted, reason = self._granted, self._permit_reason
+        if granted and not self.pool.leading():
+            return Permit(False, "pool lease not renewed within the renew deadline")
+        return Permit(granted, reason)
+
+    def _set_permit(self, granted: bool, reason: str) -> None:
+        with self._lock:
+            self._granted, self._permit_reason = granted, reason
+        if self.metrics:
+            self.metrics.forge_enabled(granted)
+
+    # ---- one cycle -----------------------------------------------------------------------------
+    def run_cycle(self) -> str:
+        leader = self._local_leader()
+        self.health.set_active(leader)
+        self.pool.refresh()
+        if leader and not self._was_leader:  # old observations are no evidence: start over
+            self._liveness.forget()
+            self._last_read_ok_at = None
+            self._last_records = []
+            self._peers = ()
+            self._written_status = None
+            self._health_restored = False
+        self._was_leader = leader
+        view = self._view(leader)
+        decision = decide(view)
+        self.last_decision = decision
+        if self.metrics:
+            self.metrics.decision(decision.action.value)
+            if decision.effective is not None:
+                self.metrics.effective_priority(decision.effective.priority)
+        if leader:
+            self._publish(decision, forging=self.permit().granted)
+        outcome = self._act(decision)
+        if leader:
+            self._publish(decision, forging=self.permit().granted)
+        return outcome
+
+    def _read(self) -> tuple[bool, str | None, str | None]:
+        """Returns (read ok, read error, own error); updates the last good records."""
+        try:
+            items = self._store.list()
+            records = [parse_region(i) for i in items]
+            own_items = [i for i in items if (i.get("metadata") or {}).get("name") == self.region]
+            if not own_items:
+                try:
+                    created = self._store.create(self._seed)
+                except CoordinationError as exc:
+                    self._own_obj = None
+                    self._last_records = records
+                    self._last_read_ok_at = self._clock()
+                    return True, None, f"not found, and creating it failed: {exc}"
+                log.info("created CardanoForgeCluster %s from the environment", self.region)
+                items.append(created)
+                records.append(parse_region(created))
+                own_items = [created]
+            heartbeats = self._heartbeats.list()
+        except ResourceNotFound as exc:
+            return False, f"{exc} (is the CardanoForgeCluster CRD installed?)", None
+        except CoordinationError as exc:
+            return False, str(exc), None
+        self._own_obj = own_items[0]
+        self._last_records = records
+        self._last_read_ok_at = self._clock()
+        self._peers = self._liveness.observe(
+            [r for r in records if r.name != self.region], heartbeats, self._clock()
+        )
+        return True, None, None
+
+    def _view(self, leader: bool) -> ClusterView:
+        read_ok: bool = False
+        read_error: str | None = "not the local leader"
+        own_error: str | None = None
+        if leader:
+            read_ok, read_error, own_error = self._read()
+        own = next((r for r in self._last_records if r.name == self.region), None)
+        if own is None and own_error is None:
+            own_error = "not found" if read_ok else (read_error or "not read yet")
+        if leader and own is not None and own.spec is not None:
+            if own.spec.health_check is not None:
+                self.health.configure(own.spec.health_check)
+            if not self._health_restored:
+                self._restore_health(own)
+        now = self._clock()
+        age = float("inf") if self._last_read_ok_at is None else now - self._last_read_ok_at
+        return ClusterView(
+            now=now,
+            now_wall=self._wall(),
+            region=self.region,
+            pod=self.pod,
+            local_leader=leader,
+            own=own,
+            own_error=own_error,
+            peers=self._peers,
+            read_ok=read_ok,
+            read_error=read_error,
+            view_age=age,
+            max_view_age=self._renew_deadline,
+            stale_after=self.settings.stale_after,
+            health=self.health.snapshot().view(),
+            lease=self.pool.view(),
+        )
+
+    def _restore_health(self, own: RegionRecord) -> None:
+        """A new local leader continues the count its predecessor published."""
+        self._health_restored = True
+        st = own.status
+        if st is None or own.spec is None:
+            return
+        base = effective(own.spec, demoted=False, now_wall=self._wall()).priority
+        demoted = (
+            st.effective_priority is not None and st.effective_priority >= base + HEALTH_PENALTY
+        )
+        self.health.tracker.restore(st.consecutive_failures, demoted)
+
+    # ---- writing this region's status ----------------------------------------------------------
+    def _status(self, d: ClusterDecision, forging: bool, snap: HealthSnapshot) -> dict[str, Any]:
+        own = self._own_obj or {}
+        generation = (own.get("metadata") or {}).get("generation")
+        health: dict[str, Any] = {
+            "healthy": snap.healthy,
+            "consecutiveFailures": snap.consecutive_failures,
+            "message": snap.message[:1024],
+        }
+        if snap.last_probe_time is not None:
+            health["lastProbeTime"] = format_time(snap.last_probe_time)
+        if snap.last_success_time is not None:
+            health["lastSuccessTime"] = format_time(snap.last_success_time)
+        status: dict[str, Any] = {
+            "activeLeader": self.pod,
+            "forgingEnabled": forging,
+            "healthStatus": health,
+        }
+        if d.effective is not None:
+            status["effectiveState"] = d.effective.state.value
+            status["effectivePriority"] = d.effective.priority
+        if isinstance(generation, int):
+            status["observedGeneration"] = generation
+        reason = _CONDITION_REASON[d.action]
+        if self._transition[0] != f"{forging}/{reason}":
+            self._transition = (f"{forging}/{reason}", format_time(self._wall()))
+        condition: dict[str, Any] = {
+            "type": "Forging",
+            "status": "True" if forging else "False",
+            "reason": reason,
+            "message": d.reason[:4096],
+            "lastTransitionTime": self._transition[1],
+        }
+        if isinstance(generation, int):
+            condition["observedGeneration"] = generation
+        status["conditions"] = [condition]
+        return status
+
+    def _publish(self, d: ClusterDecision, *, forging: bool) -> None:
+        now = self._clock()
+        if self._last_beat is None or now - self._last_beat >= self.settings.heartbeat_interval:
+            try:
+                self._heartbeats.beat(self.region, self.pod)
+                self._last_beat = now
+            except CoordinationError as exc:
+                log.warning("heartbeat of region %s failed: %s", self.region, exc)
+        own = self._own_obj
+        if own is None:
+            return
+        status = self._status(d, forging, self.health.snapshot())
+        if status == self._written_status or status == own.get("status"):
+            self._written_status = status
+            return
+        try:
+            updated = self._store.replace_status(own, status)
+        except ResourceConflict:
+            self._own_obj = None  # changed under us (an operator's edit): read again next cycle
+            return
+        except CoordinationError as exc:
+            log.warning("writing the status of %s failed: %s", self.region, exc)
+            return
+        self._own_obj = updated or own
+        self._written_status = status
+
+    # ---- acting ----------------------------------------------------------------------------------
+    def _act(self, d: ClusterDecision) -> str:
+        if d.action is ClusterAction.ACQUIRE:
+            error = self.pool.acquire()
+            if error is not None:
+                self._set_permit(False, f"acquiring the pool lease failed: {error}")
+                return f"{d.reason}; failed: {error}"
+            self._set_permit(True, d.reason)
+            self._reconcile()
+            return d.reason
+        if d.action is ClusterAction.KEEP:
+            error = self.pool.renew()
+            if error is not None:
+                if not self.pool.leading():
+                    self._set_permit(False, f"renewing the pool lease failed: {error}")
+                    self._reconcile()
+                return f"{d.reason}; renewing failed: {error}"
+            self._set_permit(True, d.reason)
+            return d.reason
+        self._set_permit(False, d.reason)
+        if d.releases:
+            ok, why = self._reconcile()
+            if not ok:
+                self.pool.forget()
+                return f"{d.reason}; not releasing ({why}); it will expire instead"
+            error = self.pool.release()
+            if error is not None:
+                return f"{d.reason}; release failed ({error}); it will expire instead"
+            return f"{d.reason}; released"
+        return d.reason
+
+    def step(self) -> str:
+        """One cycle, with any exception turned into "not forging"."""
+        try:
+            reason = self.run_cycle()
+        except Exception:
+            log.exception("cluster coordination cycle failed; not forging")
+            self._set_permit(False, "cluster coordination cycle failed")
+            try:
+                self._reconcile()
+            finally:
+                self.pool.forget()
+            return "cluster coordination cycle failed; not forging"
+        if reason != self._last_reason:
+            log.info("cluster: %s", reason)
+            self._last_reason = reason
+        return reason
+
+    def run(self, stop: threading.Event) -> None:
+        """Cycle every retry period until ``stop``; wakes at the pool-wide Lease deadline."""
+        self.health.start()
+        try:
+            while not stop.is_set():
+                started = self._clock()
+                self.step()
+                pause = self._retry_period - (self._clock() - started)
+                until = self.pool.leading_until()
+                if until is not None and until > self._clock():
+                    pause = min(pause, until - self._clock() + 0.001)
+                stop.wait(max(0.0, pause))
+                if self.permit().granted is False and self._granted_flag():
+                    self._reconcile()  # the deadline passed: demote without waiting a cycle
+        finally:
+            self.health.stop()
+
+    def _granted_flag(self) -> bool:
+        with self._lock:
+            return self._granted
+
+    def shutdown(self) -> str:
+        """After the manager has removed the credentials and signalled the node: release."""
+        self._set_permit(False, "shutting down")
+        ok, why = self._reconcile()
+        if not self.pool.view().mine:
+            return "not holding the pool lease"
+        if not ok:
+            self.pool.forget()
+            return f"not releasing the pool lease ({why}); it will expire"
+        error = self.pool.release()
+        return "released the pool lease" if error is None else f"release failed: {error}"

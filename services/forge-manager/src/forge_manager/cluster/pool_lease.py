@@ -1,0 +1,153 @@
+"""The pool-wide Lease, held by at most one region's local leader (``<region>/<pod>``).
+
+Same rules as the local Lease (:mod:`forge_manager.lease` does the I/O): writes only against the
+resourceVersion last read (409 = lost), expiry judged on this pod's monotonic clock from when it
+*saw* the record change, and the holder believes it holds the Lease only until the monotonic time
+its last successful write was *sent* plus the renew deadline. Because the pool-wide Lease uses the
+local Lease's durations, the start-up timing check of :mod:`forge_manager.timing` covers it too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from forge_manager.cluster.policy import PoolLeaseView
+from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+
+
+class LeaseBackend(Protocol):
+    def read(self) -> LeaseRecord | None: ...
+    def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord: ...
+    def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
+    def release(self, current: LeaseRecord) -> LeaseRecord: ...
+    def new_renew_stamp(self) -> str: ...
+
+
+class PoolLease:
+    """Thread-safe: :meth:`leading` is called from the manager's threads."""
+
+    def __init__(
+        self,
+        backend: LeaseBackend,
+        *,
+        identity: str,
+        lease_duration: float,
+        renew_deadline: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._backend = backend
+        self.identity = identity
+        self._duration = lease_duration
+        self._renew_deadline = renew_deadline
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._record: LeaseRecord | None = None
+        self._seen_at = clock()
+        self._own_rv: str | None = None
+        self._leading_until: float | None = None
+        self._error: str | None = None
+
+    # ---- observation -------------------------------------------------------------------------
+    def _observe(self, rec: LeaseRecord | None, now: float) -> None:
+        prev = self._record
+        if prev is None or rec is None or prev.resource_version != rec.resource_version:
+            self._seen_at = now
+        self._record = rec
+        if self._own_rv is not None and (rec is None or rec.resource_version != self._own_rv):
+            self._own_rv = None
+            self._leading_until = None
+
+    def refresh(self) -> None:
+        try:
+            rec = self._backend.read()
+        except LeaseError as exc:
+            with self._lock:
+                self._error = str(exc)
+            return
+        with self._lock:
+            self._error = None
+            self._observe(rec, self._clock())
+
+    def leading_until(self) -> float | None:
+        with self._lock:
+            return self._leading_until
+
+    def leading(self) -> bool:
+        with self._lock:
+            return self._leading_until is not None and self._clock() < self._leading_until
+
+    def view(self) -> PoolLeaseView:
+        with self._lock:
+            now = self._clock()
+            rec = self._record
+            mine = self._own_rv is not None and rec is not None
+            duration = max(float((rec.duration_seconds or 0) if rec else 0), self._duration)
+            return PoolLeaseView(
+                holder=rec.holder if rec else None,
+                expired=rec is None or not rec.holder or now - self._seen_at >= duration,
+                mine=mine,
+                leading=mine and self._leading_until is not None and now < self._leading_until,
+                error=self._error,
+            )
+
+    # ---- writes -------------------------------------------------------------------------------
+    def _write(self, fn: Callable[[str], LeaseRecord]) -> str | None:
+        stamp = self._backend.new_renew_stamp()
+        sent = self._clock()
+        try:
+            rec = fn(stamp)
+        except LeaseLost as exc:
+            with self._lock:
+                self._own_rv = None
+                self._leading_until = None
+            self.refresh()
+            return str(exc)
+        except LeaseError as exc:
+            with self._lock:
+                self._error = str(exc)
+            return str(exc)
+        with self._lock:
+            self._own_rv = rec.resource_version
+            self._observe(rec, self._clock())
+            self._leading_until = sent + self._renew_deadline
+            self._error = None
+        return None
+
+    def acquire(self) -> str | None:
+        """None on success, else why it failed."""
+        with self._lock:
+            current = self._record
+        return self._write(lambda stamp: self._backend.acquire(current, stamp))
+
+    def renew(self) -> str | None:
+        with self._lock:
+            current = self._record
+        if current is None:
+            return "the pool lease does not exist"
+        return self._write(lambda stamp: self._backend.renew(current, stamp))
+
+    def release(self) -> str | None:
+        """Clear the holder; only call after the credentials are gone and the node signalled."""
+        with self._lock:
+            current = self._record
+            self._leading_until = None
+        if current is None or self._own_rv is None:
+            return "not holding the pool lease"
+        try:
+            rec = self._backend.release(current)
+        except LeaseError as exc:
+            with self._lock:
+                self._own_rv = None
+            return str(exc)
+        with self._lock:
+            self._own_rv = None
+            self._observe(rec, self._clock())
+        return None
+
+    def forget(self) -> None:
+        """Stop believing we hold it (a demotion without a release)."""
+        with self._lock:
+            self._own_rv = None
+            self._leading_until = None

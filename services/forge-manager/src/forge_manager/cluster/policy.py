@@ -9,15 +9,15 @@ deadlines. This module decides whether to compete for the pool-wide Lease, keep 
 Rules, in the order :func:`decide` applies them (the first that matches wins):
 
 1. Only the local leader takes part. Anything else releases the pool-wide Lease if it holds it.
-2. Fail closed: this region's resource missing or invalid, no successful read of the resources
-   within the renew deadline, or an unreadable pool-wide Lease -> not forging.
+2. Fail closed: this region's resource missing or invalid, the pool-wide Lease held but not
+   renewed within the renew deadline, no successful read of the resources within the renew
+   deadline, or an unreadable pool-wide Lease -> not forging.
 3. ``Disabled`` (from the spec, or from an override that has not expired) -> never forges.
-4. Holding the pool-wide Lease, its renewal must be within the renew deadline, else step down.
-5. Holding it, hand over when a *confirmed live* region outranks this one: a region in the
-   ``Enabled`` state outranks a ``Priority-based`` holder; between ``Priority-based`` regions a
-   strictly lower effective priority outranks. An ``Enabled`` holder is never preempted, and a
-   tie never preempts: the holder keeps it (no ping-pong).
-6. Not holding it: while someone else's Lease has not expired in *this* pod's observation, wait.
+4. Holding the pool-wide Lease, hand over when a *confirmed live* region outranks this one:
+   a region in the ``Enabled`` state outranks a ``Priority-based`` holder; between
+   ``Priority-based`` regions a strictly lower effective priority outranks. An ``Enabled`` holder
+   is never preempted, and a tie never preempts: the holder keeps it (no ping-pong).
+5. Not holding it: while someone else's Lease has not expired in *this* pod's observation, wait.
    When it is free (released or expired), acquire it only if this region ranks first among this
    region and every other region that may be alive; otherwise defer to the better region.
 
@@ -196,6 +196,9 @@ def decide(v: ClusterView) -> ClusterDecision:
     if v.own.spec is None:
         return stop(f"not forging: CardanoForgeCluster {v.region!r} is invalid: {v.own.spec_error}")
     eff = effective(v.own.spec, demoted=v.health.demoted, now_wall=v.now_wall)
+    if lease.mine and not lease.leading:
+        why = f" ({lease.error})" if lease.error else ""
+        return stop(f"pool lease not renewed within the renew deadline{why}", eff)
     if not v.read_ok and not (lease.mine and v.view_age <= v.max_view_age):
         return stop(
             f"not forging: cannot read the CardanoForgeClusters ({v.read_error}) for "
@@ -214,8 +217,6 @@ def decide(v: ClusterView) -> ClusterDecision:
 
     # ---- holding the pool-wide Lease ------------------------------------------------------------
     if lease.mine:
-        if not lease.leading:
-            return stop("pool lease not renewed within the renew deadline", eff)
         better = sorted(
             (c for p in live if p.confirmed for c in [peer_candidate(p)] if c is not None),
             key=lambda c: c.rank,

@@ -8,17 +8,27 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from forge_manager import __version__
+from forge_manager.cluster.settings import (
+    ClusterConfigError,
+    ClusterSettings,
+    load_cluster_settings,
+)
 from forge_manager.config import ConfigError, Settings, load_settings
 from forge_manager.credentials import CredentialFiles
+from forge_manager.decision import PERMIT_LOCAL_ONLY, Permit
 from forge_manager.logs import setup_logging
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
 from forge_manager.node_signal import NodeWatcher, send_sighup
 from forge_manager.server import Endpoints, MetricsServer
+
+if TYPE_CHECKING:
+    from forge_manager.cluster.coordinator import ClusterCoordinator
 
 log = logging.getLogger("forge_manager")
 
@@ -28,7 +38,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def build(settings: Settings) -> tuple[ForgeManager, MetricsServer]:
+def build(
+    settings: Settings, cluster: ClusterSettings | None = None
+) -> tuple[ForgeManager, MetricsServer, ClusterCoordinator | None]:
     from forge_manager.lease import LeaseClient, api_client  # noqa: PLC0415 (slow import)
 
     lease = LeaseClient(
@@ -42,7 +54,32 @@ def build(settings: Settings) -> tuple[ForgeManager, MetricsServer]:
     files = CredentialFiles(sources=settings.sources, targets=settings.targets)
     node = NodeWatcher(settings.node_process_name, settings.node_pid_file, settings.node_socket)
     registry = CollectorRegistry()
-    manager = ForgeManager(settings, lease=lease, files=files, node=node, signal_node=send_sighup)
+    coordinator: ClusterCoordinator | None = None
+    enabled = cluster is not None and cluster.enabled
+
+    def cluster_permit() -> Permit:  # fail closed until the coordinator exists
+        if coordinator is None:
+            return Permit(False, "cluster coordination not started")
+        return coordinator.permit()
+
+    manager = ForgeManager(
+        settings,
+        lease=lease,
+        files=files,
+        node=node,
+        signal_node=send_sighup,
+        permit=cluster_permit if enabled else (lambda: PERMIT_LOCAL_ONLY),
+    )
+    if cluster is not None and enabled:
+        from forge_manager.cluster.wiring import build_coordinator  # noqa: PLC0415
+
+        coordinator = build_coordinator(
+            settings,
+            cluster,
+            registry,
+            local_leader=manager.is_local_leader,
+            reconcile=manager.reconcile_now,
+        )
     manager.metrics = ForgeMetrics(
         registry, pod=settings.pod_name, cluster=settings.cluster_name, sample=manager.sample
     )
@@ -56,7 +93,7 @@ def build(settings: Settings) -> tuple[ForgeManager, MetricsServer]:
             registry=registry,
         ),
     )
-    return manager, server
+    return manager, server, coordinator
 
 
 def main() -> int:
@@ -64,9 +101,13 @@ def main() -> int:
         settings = load_settings(os.environ)
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}")
+    try:
+        cluster = load_cluster_settings(os.environ)
+    except ClusterConfigError as exc:
+        return _fail(f"configuration error: {exc}")
     setup_logging(settings.log_level, settings.log_format)
     try:
-        manager, server = build(settings)
+        manager, server, coordinator = build(settings, cluster)
     except OSError as exc:
         return _fail(f"cannot listen on METRICS_PORT={settings.metrics_port}: {exc.strerror}")
     except Exception as exc:  # kubeconfig missing or invalid
@@ -94,9 +135,18 @@ def main() -> int:
         settings.lease_duration, settings.renew_deadline, settings.retry_period,
         settings.request_timeout,
     )  # fmt: skip
+    cluster_thread: threading.Thread | None = None
+    if coordinator is not None:
+        cluster_thread = threading.Thread(
+            target=coordinator.run, args=(stop,), name="cluster", daemon=True
+        )
+        cluster_thread.start()
     try:
         manager.run(stop)
     finally:
+        if coordinator is not None and cluster_thread is not None:
+            cluster_thread.join(timeout=settings.renew_deadline)
+            log.info("shutdown: %s", coordinator.shutdown())
         server.stop()
     log.info("forge-manager stopped")
     return 0

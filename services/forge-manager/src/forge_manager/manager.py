@@ -146,6 +146,14 @@ class ForgeManager:
     def seconds_since_cycle(self) -> float:
         return self._clock() - self.last_cycle_completed
 
+    # ---- cluster coordination hook (forge_manager.cluster.coordinator) ----------------------
+    def reconcile_now(self) -> tuple[bool, str]:
+        """Apply a changed permit at once; returns whether demotion is complete (credential
+        files gone and the node signalled), which a pool-wide Lease release waits for."""
+        with self._lock:
+            self._reconcile()
+            return self._demotion_confirmed()
+
     # ---- the cycle -------------------------------------------------------------------------------
     def run_cycle(self) -> str:
         """One pass: check sources, reconcile, lease I/O, reconcile. Returns the reason."""

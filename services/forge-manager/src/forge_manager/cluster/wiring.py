@@ -1,0 +1,78 @@
+"""Building the cluster coordinator from the settings (called by ``__main__``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+
+from forge_manager.cluster.coordinator import ClusterCoordinator
+from forge_manager.cluster.health_check import HealthChecker
+from forge_manager.cluster.metrics import ClusterMetrics
+from forge_manager.cluster.model import holder_identity
+from forge_manager.cluster.pool_lease import PoolLease
+from forge_manager.cluster.resource import (
+    ForgeClusterStore,
+    HeartbeatStore,
+    coordination_api_client,
+    seed_body,
+)
+from forge_manager.cluster.settings import ClusterSettings
+from forge_manager.config import Settings
+
+
+def build_coordinator(
+    settings: Settings,
+    cluster: ClusterSettings,
+    registry: CollectorRegistry,
+    *,
+    local_leader: Callable[[], bool],
+    reconcile: Callable[[], tuple[bool, str]],
+) -> ClusterCoordinator:
+    """The pool-wide Lease uses the local Lease's durations and request timeout, so the start-up
+    timing check (:mod:`forge_manager.timing`) covers both."""
+    from forge_manager.lease import LeaseClient  # noqa: PLC0415 (slow import)
+
+    api = coordination_api_client(cluster.coordination_kubeconfig)
+    identity = holder_identity(cluster.crd_name, settings.pod_name)
+    backend = LeaseClient(
+        api,
+        namespace=cluster.coordination_namespace,
+        name=cluster.pool_lease_name,
+        identity=identity,
+        lease_duration=settings.lease_duration,
+        request_timeout=settings.request_timeout,
+    )
+    metrics = ClusterMetrics(registry, cluster.cluster_name)
+    return ClusterCoordinator(
+        cluster,
+        pod=settings.pod_name,
+        renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period,
+        store=ForgeClusterStore(api, cluster, request_timeout=settings.request_timeout),
+        heartbeats=HeartbeatStore(
+            api,
+            namespace=cluster.coordination_namespace,
+            pool=cluster.pool_lease_name,
+            request_timeout=settings.request_timeout,
+            lease_seconds=int(cluster.stale_after),
+        ),
+        pool=PoolLease(
+            backend,
+            identity=identity,
+            lease_duration=float(settings.lease_duration),
+            renew_deadline=settings.renew_deadline,
+            clock=time.monotonic,
+        ),
+        health=HealthChecker(
+            cluster.health_check,
+            metrics=metrics,
+            ca_bundle=cluster.health_ca_bundle,
+            token_file=cluster.health_token_file,
+        ),
+        seed=seed_body(cluster),
+        local_leader=local_leader,
+        reconcile=reconcile,
+        metrics=metrics,
+    )

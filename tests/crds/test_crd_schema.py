@@ -539,14 +539,14 @@ def test_printer_columns_as_kubectl_shows_them(
         client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
             GROUP, VERSION, kube_namespace, PLURAL, "r1", {"status": _status()}
         )
-        response = api.call_api(
-            f"/apis/{GROUP}/{VERSION}/namespaces/{kube_namespace}/{PLURAL}",
+        method, url, headers, _, _ = api.param_serialize(
             "GET",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{kube_namespace}/{PLURAL}",
             header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
-            _preload_content=False,
-            auth_settings=["BearerToken"],
         )
-        table = json.loads(response[0].data)
+        response = api.call_api(method, url, header_params=headers)
+        response.read()
+        table = json.loads(response.data)
     names = [c["name"] for c in table["columnDefinitions"]]
     assert names == [
         "Name",

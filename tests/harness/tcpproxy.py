@@ -1,0 +1,147 @@
+"""A loopback TCP proxy a test can break: a network partition between one region and the API.
+
+``TcpProxy(upstream_port).start()`` listens on a free loopback port and forwards every connection
+to ``127.0.0.1:upstream_port`` byte for byte (TLS passes through untouched, so a kubeconfig only
+needs ``server=proxy.url``). :meth:`TcpProxy.partition` cuts every open connection and then either
+refuses new ones (``mode="refuse"``: connection reset at once) or accepts and never answers them
+(``mode="blackhole"``: the client waits for its own timeout, the nastier case).
+:meth:`TcpProxy.heal` forwards again. Every thread is bounded by the proxy's stop Event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+from typing import Literal
+
+Mode = Literal["refuse", "blackhole"]
+POLL_S = 0.05
+BUFFER = 65536
+
+
+class TcpProxy:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._mode: Mode | None = None
+        self._open: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def partitioned(self) -> bool:
+        with self._lock:
+            return self._mode is not None
+
+    def start(self) -> TcpProxy:
+        self._spawn(self._accept_loop)
+        return self
+
+    def _spawn(self, target: object, *args: object) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        with self._lock:
+            self._threads = [x for x in self._threads if x.is_alive()]
+            self._threads.append(t)
+        t.start()
+
+    def _track(self, *socks: socket.socket) -> None:
+        with self._lock:
+            self._open.update(socks)
+
+    def _close(self, *socks: socket.socket) -> None:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+            with self._lock:
+                self._open.discard(s)
+
+    def _accept_loop(self) -> None:
+        self._listener.settimeout(POLL_S)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                mode = self._mode
+            if mode == "refuse":
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                self._close(conn)
+                continue
+            self._track(conn)
+            if mode == "blackhole":
+                continue  # held open, never answered; closed by heal() or stop()
+            try:
+                up = socket.create_connection(self.upstream, timeout=2)
+            except OSError:
+                self._close(conn)
+                continue
+            self._track(up)
+            self.connections += 1
+            self._spawn(self._pump, conn, up)
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        peers = {a: b, b: a}
+        try:
+            while not self._stop.is_set():
+                try:
+                    ready, _, _ = select.select([a, b], [], [], POLL_S)
+                except (OSError, ValueError):
+                    return
+                for src in ready:
+                    data = src.recv(BUFFER)
+                    if not data:
+                        return
+                    peers[src].sendall(data)
+        except OSError:
+            return
+        finally:
+            self._close(a, b)
+
+    def partition(self, mode: Mode = "blackhole") -> None:
+        """Cut every open connection; new ones are refused or black-holed until :meth:`heal`."""
+        with self._lock:
+            self._mode = mode
+            victims = list(self._open)
+        self._close(*victims)
+
+    def heal(self) -> None:
+        with self._lock:
+            self._mode = None
+            victims = list(self._open)  # black-holed connections: let the clients reconnect
+        self._close(*victims)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            victims = list(self._open)
+            threads = list(self._threads)
+        self._close(*victims)
+        for t in threads:
+            t.join(2)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

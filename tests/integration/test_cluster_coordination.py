@@ -1,0 +1,313 @@
+"""Cluster-wide coordination end to end: two regions of two pods each on the real control plane.
+
+Every pod is a real forge-manager process with ENABLE_CLUSTER_MANAGEMENT=true and a cardano-node
+stand-in; each region has its own local Lease and its own health endpoint (a tiny HTTP server in
+this process whose answer the test switches). The CardanoForgeCluster CRD is the repository's.
+Each test drives the seed's scenarios and checks, from the stand-ins' monotonic event logs, that
+no two nodes ever forged at the same moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.harness.controlplane import REPO_ROOT, ControlPlane
+from tests.harness.forge_pod import ForgePod, all_events, wait_for, write_pool_secret
+from tests.harness.forging_log import forging_at, intervals, overlaps, summary
+from tests.harness.node_standin import now
+from tests.harness.tcpproxy import TcpProxy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CRD_FILE = REPO_ROOT / "crds" / "cardanoforgeclusters.cardano.io.yaml"
+GROUP, VERSION, PLURAL = "cardano.io", "v1", "cardanoforgeclusters"
+WAIT = 90.0  # upper bound for any wait; behaviour, not speed, is asserted
+CLUSTER_TIMING = {
+    "HEALTH_CHECK_INTERVAL": "1",
+    "HEALTH_CHECK_TIMEOUT": "0.5",
+    "HEALTH_CHECK_FAILURE_THRESHOLD": "3",
+    "CLUSTER_HEARTBEAT_INTERVAL": "1",
+    "CLUSTER_STALE_AFTER": "4",
+}
+
+
+class HealthServer:
+    """A region's health endpoint: answers ``status`` (200 healthy, 503 unhealthy)."""
+
+    def __init__(self) -> None:
+        outer = self
+        self.status = 200
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/health"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def cfc_crd(control_plane: ControlPlane) -> None:
+    body = yaml.safe_load(CRD_FILE.read_text())
+    with control_plane.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        try:
+            ext.create_custom_resource_definition(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+        def established() -> bool:
+            crd = ext.read_custom_resource_definition(body["metadata"]["name"])
+            conditions = (crd.status.conditions or []) if crd.status else []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+        wait_for(established, 30, "the CardanoForgeCluster CRD to be established")
+
+
+class Regions:
+    def __init__(
+        self, control_plane: ControlPlane, namespace: str, root: Path, priorities: dict[str, int]
+    ) -> None:
+        self.cp = control_plane
+        self.namespace = namespace
+        self.root = root
+        self.secret = write_pool_secret(root / "pool-secret")
+        self.health = {region: HealthServer() for region in priorities}
+        self.proxies: dict[str, TcpProxy] = {}
+        self.priorities = priorities
+        self.pods: dict[str, list[ForgePod]] = {}
+
+    def region_pods(self, region: str, count: int = 2, *, via_proxy: bool = False) -> None:
+        env = {
+            "ENABLE_CLUSTER_MANAGEMENT": "true",
+            "CLUSTER_NAME": region,
+            "CLUSTER_PRIORITY": str(self.priorities[region]),
+            "HEALTH_CHECK_ENDPOINT": self.health[region].url,
+            **CLUSTER_TIMING,
+        }
+        if via_proxy:
+            proxy = TcpProxy(self.cp.apiserver_port).start()
+            self.proxies[region] = proxy
+            kubeconfig = self.cp.write_kubeconfig(
+                self.root / f"{region}-coordination.kubeconfig",
+                user={
+                    "client-certificate-data": _b64(self.cp.pki / "admin.crt"),
+                    "client-key-data": _b64(self.cp.pki / "admin.key"),
+                },
+                user_name="admin",
+                server=proxy.url,
+            )
+            env["COORDINATION_KUBECONFIG"] = str(kubeconfig)
+        self.pods[region] = [
+            ForgePod(
+                f"{region}-{i}",
+                self.root,
+                self.cp.kubeconfig,
+                self.namespace,
+                self.secret,
+                lease_name=f"{region}-leader",
+                extra_env=env,
+            )
+            for i in range(count)
+        ]
+
+    @property
+    def all_pods(self) -> list[ForgePod]:
+        return [p for pods in self.pods.values() for p in pods]
+
+    def start(self) -> None:
+        for pod in self.all_pods:
+            pod.start()
+
+    def stop(self) -> None:
+        for pod in self.all_pods:
+            pod.stop()
+        for server in self.health.values():
+            server.stop()
+        for proxy in self.proxies.values():
+            proxy.stop()
+
+    # ---- observation -----------------------------------------------------------------------------
+    def forgers(self) -> list[ForgePod]:
+        active = set(forging_at(intervals(all_events(self.all_pods)), now()))
+        return [p for p in self.all_pods if any(a.startswith(p.node_name + "/") for a in active)]
+
+    def wait_forger(self, region: str, exclude: ForgePod | None = None) -> ForgePod:
+        def check() -> bool:
+            f = self.forgers()
+            return len(f) == 1 and f[0].name.startswith(region + "-") and f[0] is not exclude
+
+        try:
+            wait_for(check, WAIT, f"exactly one forging node, in region {region}")
+        except AssertionError:
+            raise AssertionError(self.diagnose()) from None
+        return self.forgers()[0]
+
+    def diagnose(self) -> str:
+        spans = intervals(all_events(self.all_pods))
+        logs = "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in self.all_pods)
+        return f"forgers now: {[p.name for p in self.forgers()]}\n{summary(spans)}\n{logs}"
+
+    def assert_never_two_forgers(self) -> None:
+        spans = intervals(all_events(self.all_pods))
+        found = overlaps(spans, until=now())
+        assert not found, f"two nodes forged at once: {found}\n{summary(spans)}"
+
+    def cfc(self, region: str) -> dict[str, Any]:
+        with self.cp.api_client() as api:
+            obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, region
+            )
+        assert isinstance(obj, dict)
+        return obj
+
+    def patch_spec(self, region: str, spec: dict[str, Any]) -> None:
+        with self.cp.api_client() as api:
+            client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, region, {"spec": spec}
+            )
+
+    def pool_lease_holder(self) -> str | None:
+        with self.cp.api_client() as api:
+            lease = client.CoordinationV1Api(api).read_namespaced_lease(
+                "cardano-forge-pool", self.namespace
+            )
+        return (lease.spec.holder_identity or None) if lease.spec else None
+
+
+def _b64(path: Path) -> str:
+    import base64  # noqa: PLC0415
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _start(regions: Regions) -> Iterator[Regions]:
+    try:
+        regions.start()
+        yield regions
+    finally:
+        regions.stop()
+        regions.assert_never_two_forgers()
+
+
+@pytest.fixture
+def two_regions(
+    cfc_crd: None, control_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+) -> Iterator[Regions]:
+    r = Regions(control_plane, kube_namespace, tmp_path, {"east": 1, "west": 2})
+    r.region_pods("east")
+    r.region_pods("west")
+    yield from _start(r)
+
+
+@pytest.fixture
+def partitionable(
+    cfc_crd: None, control_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+) -> Iterator[Regions]:
+    r = Regions(control_plane, kube_namespace, tmp_path, {"east": 1, "west": 2})
+    r.region_pods("east", via_proxy=True)
+    r.region_pods("west")
+    yield from _start(r)
+
+
+def test_normal_operation_degradation_failover_recovery_failback(two_regions: Regions) -> None:
+    r = two_regions
+    east = r.wait_forger("east")
+    assert r.pool_lease_holder() == f"east/{east.name}"
+    wait_for(lambda: r.cfc("west").get("status", {}).get("effectivePriority") == 2, WAIT,
+             "west to publish its status")  # fmt: skip
+    status = r.cfc("east")["status"]
+    assert (status["effectiveState"], status["effectivePriority"]) == ("Priority-based", 1)
+    assert (status["activeLeader"], status["forgingEnabled"]) == (east.name, True)
+    assert r.cfc("east")["spec"]["priority"] == 1  # seeded from CLUSTER_PRIORITY
+    assert east.metric("cardano_cluster_forge_enabled") == 1.0
+    assert east.metric("cardano_cluster_health_check_success") == 1.0
+
+    # Scenario 2: three failed checks demote east (+100); it hands over to west.
+    r.health["east"].status = 503
+    west = r.wait_forger("west")
+    status = r.cfc("east")["status"]
+    assert status["effectivePriority"] == 101
+    assert status["healthStatus"]["healthy"] is False
+    assert r.pool_lease_holder() == f"west/{west.name}"
+    assert "handing over to region west" in east.manager_log.read_text()
+
+    # Scenario 3: each success lowers the count by one; at 0 east is restored and takes it back.
+    r.health["east"].status = 200
+    back = r.wait_forger("east")
+    assert r.cfc("east")["status"]["effectivePriority"] == 1
+    assert "handing over to region east" in west.manager_log.read_text()
+    assert back.metric("cardano_cluster_health_check_consecutive_failures") == 0.0
+    r.assert_never_two_forgers()
+
+
+def test_local_leader_failure_keeps_the_region_forging(two_regions: Regions) -> None:
+    r = two_regions
+    old = r.wait_forger("east")
+    old.kill9()
+    new = r.wait_forger("east", exclude=old)
+    assert new.name.startswith("east-")
+    assert r.pool_lease_holder() == f"east/{new.name}"
+    r.assert_never_two_forgers()
+
+
+def test_operator_edits_take_effect(two_regions: Regions) -> None:
+    r = two_regions
+    r.wait_forger("east")
+    r.patch_spec("east", {"forgeState": "Disabled"})
+    r.wait_forger("west")
+    assert r.cfc("east")["status"]["effectiveState"] == "Disabled"
+    r.patch_spec("east", {"forgeState": "Priority-based"})
+    r.wait_forger("east")
+
+    r.patch_spec("east", {"priority": 5})
+    r.wait_forger("west")
+    r.patch_spec("east", {"priority": 1})
+    r.wait_forger("east")
+
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    override = {"forgeState": "Disabled", "reason": "kernel upgrade", "expiresAt": later}
+    r.patch_spec("east", {"override": override})
+    r.wait_forger("west")
+    earlier = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    r.patch_spec("east", {"override": {**override, "expiresAt": earlier}})
+    r.wait_forger("east")  # an expired override is ignored
+    r.assert_never_two_forgers()
+
+
+def test_region_cut_off_from_the_coordination_api(partitionable: Regions) -> None:
+    r = partitionable
+    east = r.wait_forger("east")
+    r.proxies["east"].partition("blackhole")
+    r.wait_forger("west")
+    assert "pool lease not renewed within the renew deadline" in east.manager_log.read_text()
+    r.proxies["east"].heal()
+    r.wait_forger("east")  # failback once east is visible again
+    r.assert_never_two_forgers()

@@ -142,6 +142,7 @@ class Region:
         self.leader = True
         self.forging = False
         self.reconciles = 0
+        self.settled: list[float] = []
         self.health = HealthChecker(self.settings.health_check)
         pool = PoolLease(
             Lease(api, holder_identity(name, "bp-0")),
@@ -164,6 +165,7 @@ class Region:
             reconcile=self.reconcile,
             clock=clock,
             wall=lambda: T0,
+            settle=self.settled.append,
         )
 
     def reconcile(self) -> tuple[bool, str]:
@@ -250,6 +252,7 @@ def test_degradation_hands_over_and_recovery_fails_back() -> None:
     assert w.status("east")["effectivePriority"] == 101
     assert w.status("east")["healthStatus"]["healthy"] is False
     assert any("handing over to region west" in r for r in w.reasons)
+    assert w.regions["east"].settled == [0.5]  # the node got time to act before the release
     for remaining in (2, 1):
         w.regions["east"].succeed(1)
         w.tick(3)

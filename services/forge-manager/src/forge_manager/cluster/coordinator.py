@@ -50,6 +50,7 @@ from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.cluster.resource import CoordinationError, ResourceConflict, ResourceNotFound
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.decision import Permit
+from forge_manager.timing import DEMOTION_BUDGET_S
 
 log = logging.getLogger("forge_manager.cluster")
 
@@ -91,6 +92,7 @@ class ClusterCoordinator:
         metrics: ClusterMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        settle: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.region = settings.crd_name
@@ -107,6 +109,7 @@ class ClusterCoordinator:
         self.metrics = metrics
         self._clock = clock
         self._wall = wall
+        self._settle = settle
 
         self._lock = threading.Lock()
         self._granted = False
@@ -332,6 +335,9 @@ class ClusterCoordinator:
             if not ok:
                 self.pool.forget()
                 return f"{d.reason}; not releasing ({why}); it will expire instead"
+            if self.pool.view().mine:
+                # cardano-node reconfigures asynchronously after SIGHUP: let it act first.
+                self._settle(DEMOTION_BUDGET_S)
             error = self.pool.release()
             if error is not None:
                 return f"{d.reason}; release failed ({error}); it will expire instead"
@@ -385,5 +391,6 @@ class ClusterCoordinator:
         if not ok:
             self.pool.forget()
             return f"not releasing the pool lease ({why}); it will expire"
+        self._settle(DEMOTION_BUDGET_S)
         error = self.pool.release()
         return "released the pool lease" if error is None else f"release failed: {error}"

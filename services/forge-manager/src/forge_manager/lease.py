@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,10 @@ def api_client() -> Any:
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except ConfigException:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # Read KUBECONFIG now: the client's default was fixed when it was imported.
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+        )  # type: ignore[no-untyped-call]
     configuration.retries = False  # one attempt per call: the timeout bounds the whole call
     return client.ApiClient(configuration)
 

@@ -230,9 +230,7 @@ class ForgePod:
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}{path}", timeout=2
-            ) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
                 return int(resp.status), resp.read().decode()
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc.read().decode()

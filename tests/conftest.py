@@ -1,7 +1,8 @@
 """Fixtures shared by the integration tier.
 
 ``control_plane`` starts one real etcd + kube-apiserver per test session (on free loopback
-ports, in a temporary directory); ``kube_namespace`` gives each test a namespace of its own.
+ports, in a temporary directory); ``kube_namespace`` gives each test a namespace of its own;
+``prometheus_factory`` starts real Prometheus servers with the scrape configuration a test gives.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.harness.controlplane import ControlPlane
+from tests.harness.prometheus import prometheus_factory  # noqa: F401  (a fixture for every test)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from health_endpoint import ConfigError, create_app
+from health_endpoint.checks import HealthReport, unknown_report
 from health_endpoint.health import HealthService
 from health_endpoint.prometheus import PrometheusUnavailable, QueryRejected
 from prometheus_client import CollectorRegistry
@@ -202,3 +203,32 @@ def test_bearer_token(bed: Bed) -> None:
 def test_bad_environment_fails_app_creation() -> None:
     with pytest.raises(ConfigError, match="PROMETHEUS_URL is not set"):
         create_app({"ENV": {}, "REGISTRY": CollectorRegistry()})
+
+
+def test_an_unexpected_failure_is_a_json_500(bed: Bed) -> None:
+    bed.prometheus.answers = {"": ZeroDivisionError("bug")}
+    code, body = get(bed.app())
+    assert code == 500
+    assert body == {"error": "internal error: ZeroDivisionError"}
+
+
+def test_a_caller_that_waits_too_long_for_the_round_in_flight_gets_unknown(bed: Bed) -> None:
+    app = bed.app(PROMETHEUS_TIMEOUT_SECONDS="0.05", PROMETHEUS_CLIENT_TIMEOUT_SECONDS="0.1")
+    service = app.extensions["health_endpoint"]
+    assert isinstance(service, HealthService)
+    release = threading.Event()
+
+    def hold() -> HealthReport:
+        release.wait(10)
+        return unknown_report(CLUSTER, "held", NOW)
+
+    leader = threading.Thread(target=lambda: service.cache.get(CLUSTER, hold, wait_timeout=10))
+    leader.start()
+    try:
+        code, body = get(app)
+    finally:
+        release.set()
+        leader.join(10)
+    assert code == 503
+    assert body["status"] == "unknown"
+    assert "did not finish within 1.6 s" in body["errors"][0]

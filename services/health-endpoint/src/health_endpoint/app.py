@@ -78,6 +78,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         return jsonify(error=exc.description), exc.code or 500
 
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        app.logger.exception("unexpected error answering %s", request.path)
+        return jsonify(error=f"internal error: {type(exc).__name__}"), 500
+
     @app.get("/api/v1/health/cluster/<cluster>")
     def cluster_health(cluster: str) -> tuple[Response, int]:
         if tokens is not None:

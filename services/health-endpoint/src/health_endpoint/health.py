@@ -80,9 +80,17 @@ class HealthService:
 
     def cluster_health(self, cluster: str) -> HealthReport:
         """The (possibly cached) report for ``cluster``."""
-        report, lookup = self.cache.get(
-            cluster, lambda: self._evaluate(cluster), wait_timeout=self.round_timeout + 1.0
-        )
+        try:
+            report, lookup = self.cache.get(
+                cluster, lambda: self._evaluate(cluster), wait_timeout=self.round_timeout + 1.0
+            )
+        except TimeoutError:
+            return unknown_report(
+                cluster,
+                "Cannot reach Prometheus: the round of queries in flight for this cluster "
+                f"did not finish within {self.round_timeout + 1.0:g} s",
+                self._clock(),
+            )
         self.metrics.cache_lookups.labels(lookup.value).inc()
         return report
 

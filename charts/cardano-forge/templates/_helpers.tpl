@@ -1,0 +1,120 @@
+{{/* Chart name, overridable. */}}
+{{- define "cardano-forge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<name> unless the release name already contains it. */}}
+{{- define "cardano-forge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cardano-forge.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: name and instance only, so they never change on upgrade. */}}
+{{- define "cardano-forge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cardano-forge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cardano-forge.labels" -}}
+helm.sh/chart: {{ include "cardano-forge.chart" . }}
+{{ include "cardano-forge.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "cardano-forge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cardano-forge.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "cardano-forge.forgeManagerImage" -}}
+{{- $img := .Values.forgeManager.image }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+
+{{- define "cardano-forge.nodeImage" -}}
+{{- printf "%s:%s" .Values.node.image.repository .Values.node.image.tag }}
+{{- end }}
+
+{{/* The region's name: CLUSTER_NAME and the CardanoForgeCluster's name. */}}
+{{- define "cardano-forge.clusterName" -}}
+{{- default .Release.Namespace .Values.forgeManager.clusterManagement.clusterName }}
+{{- end }}
+
+{{/* Namespace of the CardanoForgeCluster objects and the pool-wide Lease. */}}
+{{- define "cardano-forge.coordinationNamespace" -}}
+{{- default .Release.Namespace .Values.forgeManager.clusterManagement.coordination.namespace }}
+{{- end }}
+
+{{/* The restricted security context every container runs with. */}}
+{{- define "cardano-forge.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* A probe from the seed's values layout (enabled + the probe's own fields). */}}
+{{- define "cardano-forge.probe" -}}
+{{- omit . "enabled" | toYaml }}
+{{- end }}
+
+{{/* Checks of value combinations the schema cannot express. */}}
+{{- define "cardano-forge.validate" -}}
+{{- $fm := .Values.forgeManager }}
+{{- if not $fm.credentials.secretName }}
+{{- fail "forgeManager.credentials.secretName is required: the Secret with kes.skey, vrf.skey and node.cert" }}
+{{- end }}
+{{- $lease := $fm.lease }}
+{{- if not (gt (float64 $lease.durationSeconds) (float64 $lease.renewDeadlineSeconds)) }}
+{{- fail (printf "forgeManager.lease.durationSeconds (%v) must exceed renewDeadlineSeconds (%v)" $lease.durationSeconds $lease.renewDeadlineSeconds) }}
+{{- end }}
+{{- if not (gt (float64 $lease.renewDeadlineSeconds) (mulf 1.2 (float64 $lease.retryPeriodSeconds))) }}
+{{- fail (printf "forgeManager.lease.renewDeadlineSeconds (%v) must exceed 1.2 x retryPeriodSeconds (%v)" $lease.renewDeadlineSeconds $lease.retryPeriodSeconds) }}
+{{- end }}
+{{- $cm := $fm.clusterManagement }}
+{{- if $cm.enabled }}
+{{- if not $cm.clusterName }}
+{{- fail "forgeManager.clusterManagement.clusterName is required when clusterManagement.enabled is true, e.g. us-east-1-prod" }}
+{{- end }}
+{{- $hc := $cm.healthCheck }}
+{{- if and $hc.enabled (not $hc.endpoint) }}
+{{- fail "forgeManager.clusterManagement.healthCheck.endpoint is required when healthCheck.enabled is true" }}
+{{- end }}
+{{- if not (lt (int $hc.timeout) (int $hc.interval)) }}
+{{- fail (printf "forgeManager.clusterManagement.healthCheck.timeout (%v) must be less than interval (%v)" $hc.timeout $hc.interval) }}
+{{- end }}
+{{- if and $cm.createResource $cm.coordination.kubeconfigSecret }}
+{{- fail "forgeManager.clusterManagement.createResource cannot create the resource in a remote coordination API (coordination.kubeconfigSecret is set): set createResource=false, the forge manager creates it there" }}
+{{- end }}
+{{- if and $cm.createResource (not (.Capabilities.APIVersions.Has "cardano.io/v1/CardanoForgeCluster")) }}
+{{- fail "forgeManager.clusterManagement.createResource needs the CardanoForgeCluster CRD installed before this release (kubectl apply -f crds/); or set createResource=false and the forge manager creates the resource" }}
+{{- end }}
+{{- end }}
+{{- $sp := .Values.healthChecks.forgeManager.startupProbe }}
+{{- range $name, $probe := .Values.healthChecks.forgeManager }}
+{{- if and $probe.enabled (ne (int $probe.httpGet.port) (int $fm.port)) }}
+{{- fail (printf "healthChecks.forgeManager.%s.httpGet.port (%v) must be forgeManager.port (%v)" $name $probe.httpGet.port $fm.port) }}
+{{- end }}
+{{- end }}
+{{- end }}
+

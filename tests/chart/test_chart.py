@@ -1,0 +1,774 @@
+"""The Helm chart, rendered by the real ``helm template`` across a matrix of values.
+
+Every rendered object is validated against the Kubernetes schemas (kubernetes-validate, strict);
+the CardanoForgeCluster against the CRD's own schema; the PrometheusRule's groups with promtool.
+The properties the pool's safety rests on (native sidecar gating the node, non-producing start,
+tmpfs credentials, shared process namespace, one UID, least-privilege RBAC) are asserted on the
+rendered objects, and so are the values schema's and the templates' refusals.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+pytestmark = pytest.mark.chart
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "cardano-forge"
+CRD_FILE = REPO_ROOT / "crds" / "cardanoforgeclusters.cardano.io.yaml"
+RULES_FILE = REPO_ROOT / "alerts" / "cardano-forge.rules.yml"
+KUBE_VERSION = "1.34.0"
+NAMESPACE = "cardano"
+RELEASE = "bp"
+CFC_API = "cardano.io/v1/CardanoForgeCluster"
+SEED_STARTUP_PROBE = {
+    "httpGet": {"path": "/startup-status", "port": 8000},
+    "initialDelaySeconds": 5,
+    "periodSeconds": 3,
+    "timeoutSeconds": 2,
+    "failureThreshold": 60,
+    "successThreshold": 1,
+}
+BASE: dict[str, Any] = {
+    "pool": {"name": "POOL1"},
+    "forgeManager": {"credentials": {"secretName": "pool1-keys"}},
+}
+CLUSTER_MANAGEMENT: dict[str, Any] = {
+    "forgeManager": {
+        "clusterManagement": {
+            "enabled": True,
+            "clusterName": "us-east-1-prod",
+            "priority": 1,
+            "healthCheck": {
+                "enabled": True,
+                "endpoint": "https://monitoring.example.com/api/v1/health/cluster/us-east-1",
+                "interval": 30,
+                "timeout": 10,
+                "failureThreshold": 3,
+            },
+        }
+    }
+}
+
+
+def helm() -> str:
+    candidate = REPO_ROOT / ".tools" / "bin" / "helm"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("helm")
+    if found is None:
+        pytest.fail("helm not found in .tools/bin or on PATH: run 'make tools'")
+    return found
+
+
+def merged(*layers: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        _merge_into(out, copy.deepcopy(layer))
+    return out
+
+
+def _merge_into(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge_into(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def helm_template(
+    values: dict[str, Any], tmp_path: Path, *, api_versions: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    args = [
+        helm(),
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        str(values_file),
+    ]
+    for api in api_versions:
+        args += ["--api-versions", api]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def render(
+    values: dict[str, Any], tmp_path: Path, *, api_versions: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    result = helm_template(values, tmp_path, api_versions=api_versions)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def refusal(values: dict[str, Any], tmp_path: Path) -> str:
+    result = helm_template(values, tmp_path)
+    assert result.returncode != 0, "helm template accepted values it must refuse"
+    return result.stderr
+
+
+def only(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"{len(found)} {kind} objects named *{name_suffix}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def crd_schema() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def validate_all(docs: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Every object against its schema: Kubernetes', the CRD's, or promtool for the rules."""
+    for doc in docs:
+        kind = doc["kind"]
+        if kind == "CardanoForgeCluster":
+            jsonschema.Draft4Validator(crd_schema()).validate(doc)
+        elif kind == "PrometheusRule":
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            rules = tmp_path / "rendered.rules.yml"
+            rules.write_text(yaml.safe_dump({"groups": doc["spec"]["groups"]}))
+            promtool = shutil.which("promtool") or str(REPO_ROOT / ".tools" / "bin" / "promtool")
+            check = subprocess.run(
+                [promtool, "check", "rules", str(rules)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert check.returncode == 0, check.stdout + check.stderr
+        elif kind == "ServiceMonitor":
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            assert doc["spec"]["endpoints"]
+        else:
+            kubernetes_validate.validate(doc, KUBE_VERSION.rsplit(".", 1)[0], strict=True)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/component"], doc["metadata"]["name"]
+
+
+# --------------------------------------------------------------------------- the matrix
+
+MATRIX: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "defaults": (BASE, ()),
+    "startup-probe-off": (
+        merged(BASE, {"healthChecks": {"forgeManager": {"startupProbe": {"enabled": False}}}}),
+        (),
+    ),
+    "cluster-management-on": (merged(BASE, CLUSTER_MANAGEMENT), ()),
+    "cluster-management-creates-resource": (
+        merged(
+            BASE,
+            CLUSTER_MANAGEMENT,
+            {"forgeManager": {"clusterManagement": {"createResource": True}}},
+        ),
+        (CFC_API,),
+    ),
+    "cluster-management-remote-api": (
+        merged(
+            BASE,
+            CLUSTER_MANAGEMENT,
+            {
+                "forgeManager": {
+                    "clusterManagement": {
+                        "coordination": {
+                            "kubeconfigSecret": "coordination-kubeconfig",
+                            "namespace": "cardano-pool",
+                        }
+                    }
+                }
+            },
+        ),
+        (),
+    ),
+    "health-check-off": (
+        merged(
+            BASE,
+            CLUSTER_MANAGEMENT,
+            {"forgeManager": {"clusterManagement": {"healthCheck": {"enabled": False}}}},
+        ),
+        (),
+    ),
+    "monitoring-on": (
+        merged(BASE, {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}),
+        (),
+    ),
+    "everything-off": (
+        merged(
+            BASE,
+            {
+                "crds": {"enabled": False},
+                "networkPolicy": {"enabled": False},
+                "podDisruptionBudget": {"enabled": False},
+                "serviceAccount": {"create": False, "name": "existing"},
+            },
+        ),
+        (),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_renders_valid_objects(case: str, tmp_path: Path) -> None:
+    values, apis = MATRIX[case]
+    docs = render(values, tmp_path, api_versions=apis)
+    validate_all(docs, tmp_path)
+    assert len({(d["kind"], d["metadata"]["name"]) for d in docs}) == len(docs), "duplicates"
+
+
+def test_helm_lint(tmp_path: Path) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(merged(BASE, CLUSTER_MANAGEMENT)))
+    result = subprocess.run(
+        [
+            helm(),
+            "lint",
+            "--strict",
+            str(CHART),
+            "--kube-version",
+            KUBE_VERSION,
+            "-f",
+            str(values_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_default_objects(tmp_path: Path) -> None:
+    docs = render(BASE, tmp_path)
+    assert kinds(docs) == [
+        "CustomResourceDefinition",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]
+
+
+# --------------------------------------------------------------------------- the pod
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = only(docs, "StatefulSet")["spec"]["template"]["spec"]
+    return spec
+
+
+def test_forge_manager_is_a_native_sidecar_gating_the_node(tmp_path: Path) -> None:
+    spec = pod_spec(render(BASE, tmp_path))
+    (sidecar,) = spec["initContainers"]
+    assert sidecar["name"] == "forge-manager"
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["startupProbe"] == SEED_STARTUP_PROBE
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/health"
+    (node,) = spec["containers"]
+    assert node["name"] == "cardano-node"
+    assert node["command"] == ["cardano-node"]
+    assert node["args"][0] == "run"
+    assert "--start-as-non-producing-node" in node["args"]
+    assert "startupProbe" not in node
+
+
+def test_startup_probe_can_be_disabled_and_tuned(tmp_path: Path) -> None:
+    off = merged(BASE, {"healthChecks": {"forgeManager": {"startupProbe": {"enabled": False}}}})
+    (sidecar,) = pod_spec(render(off, tmp_path))["initContainers"]
+    assert "startupProbe" not in sidecar
+    tuned = merged(
+        BASE,
+        {
+            "healthChecks": {
+                "forgeManager": {
+                    "startupProbe": {
+                        "initialDelaySeconds": 10,
+                        "periodSeconds": 5,
+                        "failureThreshold": 36,
+                    }
+                }
+            }
+        },
+    )
+    (sidecar,) = pod_spec(render(tuned, tmp_path))["initContainers"]
+    assert sidecar["startupProbe"] == {
+        **SEED_STARTUP_PROBE,
+        "initialDelaySeconds": 10,
+        "periodSeconds": 5,
+        "failureThreshold": 36,
+    }
+
+
+def test_credentials_on_tmpfs_shared_by_both_containers(tmp_path: Path) -> None:
+    spec = pod_spec(render(BASE, tmp_path))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["credentials"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["credentials-source"]["secret"]["secretName"] == "pool1-keys"
+    sidecar, node = spec["initContainers"][0], spec["containers"][0]
+
+    def mounts(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {m["name"]: m for m in container["volumeMounts"]}
+
+    assert mounts(sidecar)["credentials"]["mountPath"] == "/opt/cardano/secrets"
+    assert mounts(node)["credentials"]["mountPath"] == "/opt/cardano/secrets"
+    assert mounts(node)["credentials"].get("readOnly") is True
+    assert "credentials-source" not in mounts(node), "the node must not see the Secret"
+    assert mounts(sidecar)["ipc"]["mountPath"] == mounts(node)["ipc"]["mountPath"] == "/ipc"
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["NODE_SOCKET"] == "/ipc/node.socket"
+    assert "--socket-path" in node["args"]
+    assert node["args"][node["args"].index("--socket-path") + 1] == "/ipc/node.socket"
+    for flag, target in [
+        ("--shelley-kes-key", "TARGET_KES_KEY"),
+        ("--shelley-vrf-key", "TARGET_VRF_KEY"),
+        ("--shelley-operational-certificate", "TARGET_OP_CERT"),
+    ]:
+        assert node["args"][node["args"].index(flag) + 1] == env[target]
+
+
+def test_one_uid_shared_process_namespace_restricted(tmp_path: Path) -> None:
+    spec = pod_spec(render(BASE, tmp_path))
+    assert spec["shareProcessNamespace"] is True
+    pod_sc = spec["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] >= 1
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in spec["initContainers"] + spec["containers"]:
+        sc = container["securityContext"]
+        assert "runAsUser" not in sc and "runAsGroup" not in sc, "one UID for both, from the pod"
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["runAsNonRoot"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+REQUIRED_ENV = {
+    "POD_NAME",
+    "NAMESPACE",
+    "LEASE_NAME",
+    "LEASE_DURATION",
+    "LEASE_RENEW_DEADLINE",
+    "LEASE_RETRY_PERIOD",
+    "METRICS_PORT",
+    "SOURCE_KES_KEY",
+    "SOURCE_VRF_KEY",
+    "SOURCE_OP_CERT",
+    "TARGET_KES_KEY",
+    "TARGET_VRF_KEY",
+    "TARGET_OP_CERT",
+    "NODE_SOCKET",
+    "CARDANO_NODE_PROCESS_NAME",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "ENABLE_CLUSTER_MANAGEMENT",
+}
+CLUSTER_ENV = {
+    "CLUSTER_NAME",
+    "CLUSTER_PRIORITY",
+    "HEALTH_CHECK_ENDPOINT",
+    "HEALTH_CHECK_INTERVAL",
+    "HEALTH_CHECK_TIMEOUT",
+    "HEALTH_CHECK_FAILURE_THRESHOLD",
+    "CLUSTER_CRD_GROUP",
+    "CLUSTER_CRD_VERSION",
+    "CLUSTER_CRD_PLURAL",
+    "CLUSTER_CRD_NAME",
+    "COORDINATION_NAMESPACE",
+    "POOL_LEASE_NAME",
+}
+
+
+def sidecar_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (sidecar,) = pod_spec(docs)["initContainers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in sidecar["env"]}
+
+
+def test_environment_without_cluster_management(tmp_path: Path) -> None:
+    env = sidecar_env(render(BASE, tmp_path))
+    assert set(env) >= REQUIRED_ENV
+    assert env["ENABLE_CLUSTER_MANAGEMENT"] == "false"
+    assert not (set(env) & (CLUSTER_ENV - {"CLUSTER_NAME"}))
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SOURCE_KES_KEY"] == "/var/run/cardano-forge/source/kes.skey"
+
+
+def test_environment_with_cluster_management(tmp_path: Path) -> None:
+    env = sidecar_env(render(merged(BASE, CLUSTER_MANAGEMENT), tmp_path))
+    assert set(env) >= REQUIRED_ENV | CLUSTER_ENV
+    assert env["ENABLE_CLUSTER_MANAGEMENT"] == "true"
+    assert env["CLUSTER_NAME"] == env["CLUSTER_CRD_NAME"] == "us-east-1-prod"
+    assert (env["CLUSTER_CRD_GROUP"], env["CLUSTER_CRD_VERSION"]) == ("cardano.io", "v1")
+    assert env["CLUSTER_CRD_PLURAL"] == "cardanoforgeclusters"
+    assert (env["HEALTH_CHECK_INTERVAL"], env["HEALTH_CHECK_TIMEOUT"]) == ("30", "10")
+    assert "COORDINATION_KUBECONFIG" not in env
+
+
+def test_remote_coordination_kubeconfig_is_mounted(tmp_path: Path) -> None:
+    values, _ = MATRIX["cluster-management-remote-api"]
+    docs = render(values, tmp_path)
+    env = sidecar_env(docs)
+    assert env["COORDINATION_KUBECONFIG"] == "/var/run/cardano-forge/coordination/kubeconfig"
+    assert env["COORDINATION_NAMESPACE"] == "cardano-pool"
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["coordination-kubeconfig"]["secret"]["secretName"] == "coordination-kubeconfig"
+    # The coordination API is another server: no local Role for it.
+    assert [r["metadata"]["name"] for r in docs if r["kind"] == "Role"] == ["bp-cardano-forge"]
+
+
+def test_extra_env_and_scheduling_values_reach_the_pod(tmp_path: Path) -> None:
+    values = merged(
+        BASE,
+        {
+            "forgeManager": {"extraEnv": [{"name": "KUBE_REQUEST_TIMEOUT", "value": "1"}]},
+            "nodeSelector": {"cardano.io/role": "block-producer"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "podAnnotations": {"example.com/team": "spo"},
+        },
+    )
+    docs = render(values, tmp_path)
+    assert sidecar_env(docs)["KUBE_REQUEST_TIMEOUT"] == "1"
+    spec = pod_spec(docs)
+    assert spec["nodeSelector"] == {"cardano.io/role": "block-producer"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    template = only(docs, "StatefulSet")["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"example.com/team": "spo"}
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+def test_selectors_match_the_pods(tmp_path: Path) -> None:
+    values = merged(BASE, {"serviceMonitor": {"enabled": True}})
+    docs = render(values, tmp_path)
+    sts = only(docs, "StatefulSet")
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    container_ports = {
+        p["name"]
+        for c in pod_spec(docs)["initContainers"] + pod_spec(docs)["containers"]
+        for p in c["ports"]
+    }
+
+    def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    assert selects(sts["spec"]["selector"]["matchLabels"], pod_labels)
+    assert set(sts["spec"]["selector"]["matchLabels"]) == {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+    }
+    headless = only(docs, "Service", "-headless")
+    assert sts["spec"]["serviceName"] == headless["metadata"]["name"]
+    for svc in (headless, only(docs, "Service", "-metrics")):
+        assert selects(svc["spec"]["selector"], pod_labels)
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= container_ports
+    assert selects(only(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pod_labels)
+    policy = only(docs, "NetworkPolicy")
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], pod_labels)
+    policy_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert policy_ports <= container_ports
+    assert policy_ports >= {"node", "fm-metrics", "node-metrics"}
+    monitor = only(docs, "ServiceMonitor")
+    assert selects(
+        monitor["spec"]["selector"]["matchLabels"],
+        only(docs, "Service", "-metrics")["metadata"]["labels"],
+    )
+    assert not selects(monitor["spec"]["selector"]["matchLabels"], headless["metadata"]["labels"])
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def rules_by_role(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    return {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "Role"}
+
+
+def test_rbac_without_cluster_management(tmp_path: Path) -> None:
+    docs = render(BASE, tmp_path)
+    roles = rules_by_role(docs)
+    assert roles == {
+        "bp-cardano-forge": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": ["cardano-node-leader"],
+                "verbs": ["get", "update"],
+            },
+        ]
+    }
+    assert not [d for d in docs if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+    binding = only(docs, "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "bp-cardano-forge", "namespace": NAMESPACE}
+    ]
+
+
+def test_rbac_with_cluster_management(tmp_path: Path) -> None:
+    docs = render(merged(BASE, CLUSTER_MANAGEMENT), tmp_path)
+    roles = rules_by_role(docs)
+    coordination = roles["bp-cardano-forge-coordination"]
+    assert {
+        "apiGroups": ["cardano.io"],
+        "resources": ["cardanoforgeclusters"],
+        "verbs": ["get", "list", "watch", "create"],
+    } in coordination
+    assert {
+        "apiGroups": ["cardano.io"],
+        "resources": ["cardanoforgeclusters"],
+        "resourceNames": ["us-east-1-prod"],
+        "verbs": ["update", "patch"],
+    } in coordination
+    assert {
+        "apiGroups": ["cardano.io"],
+        "resources": ["cardanoforgeclusters/status"],
+        "resourceNames": ["us-east-1-prod"],
+        "verbs": ["get", "update", "patch"],
+    } in coordination
+    named_leases = [
+        r for r in coordination if r.get("resourceNames") and "leases" in r["resources"]
+    ]
+    assert named_leases == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["cardano-forge-pool", "cardano-forge-pool-us-east-1-prod"],
+            "verbs": ["get", "update"],
+        }
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_rbac_never_grants_secrets_delete_or_wildcards(case: str, tmp_path: Path) -> None:
+    values, apis = MATRIX[case]
+    docs = render(values, tmp_path, api_versions=apis)
+    for name, rules in rules_by_role(docs).items():
+        for rule in rules:
+            assert "secrets" not in rule["resources"], name
+            assert not {"delete", "deletecollection", "*", "escalate", "bind", "impersonate"} & set(
+                rule["verbs"]
+            ), (name, rule)
+            assert "*" not in rule["resources"] and "*" not in rule["apiGroups"], (name, rule)
+            if set(rule["verbs"]) & {"update", "patch"}:
+                assert rule.get("resourceNames"), f"{name}: unrestricted write {rule}"
+
+
+# --------------------------------------------------------------------------- CRD and resource
+
+
+def test_chart_crd_file_is_identical_to_crds_dir() -> None:
+    copy_ = CHART / "files" / "crds" / CRD_FILE.name
+    assert copy_.read_bytes() == CRD_FILE.read_bytes(), f"run: cp {CRD_FILE} {copy_}"
+
+
+def test_chart_rules_file_is_identical_to_alerts_dir() -> None:
+    copy_ = CHART / "files" / RULES_FILE.name
+    assert copy_.read_bytes() == RULES_FILE.read_bytes(), f"run: cp {RULES_FILE} {copy_}"
+
+
+def without_helm_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    obj["metadata"].pop("annotations", None)
+    obj["metadata"].pop("labels", None)
+    return obj
+
+
+def test_rendered_crd_is_the_crds_dir_one_kept_on_uninstall(tmp_path: Path) -> None:
+    crd = only(render(BASE, tmp_path), "CustomResourceDefinition")
+    source = yaml.safe_load(CRD_FILE.read_text())
+    assert without_helm_metadata(crd) == without_helm_metadata(source)
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    not_kept = only(
+        render(merged(BASE, {"crds": {"keep": False}}), tmp_path), "CustomResourceDefinition"
+    )
+    assert "annotations" not in not_kept["metadata"]
+    assert "CustomResourceDefinition" not in kinds(
+        render(merged(BASE, {"crds": {"enabled": False}}), tmp_path)
+    )
+
+
+def test_region_resource_from_values(tmp_path: Path) -> None:
+    values, apis = MATRIX["cluster-management-creates-resource"]
+    cfc = only(render(values, tmp_path, api_versions=apis), "CardanoForgeCluster")
+    assert cfc["metadata"]["name"] == "us-east-1-prod"
+    assert cfc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert cfc["spec"] == {
+        "region": "us-east-1-prod",
+        "priority": 1,
+        "forgeState": "Priority-based",
+        "healthCheck": {
+            "enabled": True,
+            "endpoint": "https://monitoring.example.com/api/v1/health/cluster/us-east-1",
+            "interval": "30s",
+            "timeout": "10s",
+            "failureThreshold": 3,
+        },
+    }
+    assert "CardanoForgeCluster" not in kinds(render(merged(BASE, CLUSTER_MANAGEMENT), tmp_path))
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def alert_job() -> str:
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == "CardanoForgeManagerDown":
+                match = re.search(r'job="([^"]+)"', rule["expr"])
+                assert match
+                return match.group(1)
+    raise AssertionError("CardanoForgeManagerDown not found")
+
+
+def test_monitoring_off_by_default(tmp_path: Path) -> None:
+    assert not {"ServiceMonitor", "PrometheusRule"} & set(kinds(render(BASE, tmp_path)))
+
+
+def test_service_monitor_sets_the_labels_the_alerts_assume(tmp_path: Path) -> None:
+    docs = render(merged(BASE, {"serviceMonitor": {"enabled": True}}), tmp_path)
+    endpoints = {e["port"]: e for e in only(docs, "ServiceMonitor")["spec"]["endpoints"]}
+    manager = endpoints["fm-metrics"]
+    assert manager["honorLabels"] is True
+    assert {"targetLabel": "job", "replacement": alert_job()} in manager["relabelings"]
+    for endpoint in endpoints.values():
+        assert {"targetLabel": "pool", "replacement": "POOL1"} in endpoint["relabelings"]
+
+
+def test_prometheus_rule_embeds_the_rules_file(tmp_path: Path) -> None:
+    values = merged(BASE, {"prometheusRule": {"enabled": True}})
+    rule = only(render(values, tmp_path), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES_FILE.read_text())["groups"]
+
+
+def test_prometheus_rule_without_pool_wide_group_and_other_runbooks(tmp_path: Path) -> None:
+    values = merged(
+        BASE,
+        {
+            "prometheusRule": {
+                "enabled": True,
+                "poolWideRules": False,
+                "runbookBaseURL": "https://wiki.example.com/runbooks/",
+            }
+        },
+    )
+    groups = only(render(values, tmp_path), "PrometheusRule")["spec"]["groups"]
+    source = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    assert [g["name"] for g in groups] == [
+        g["name"] for g in source if g["name"] != "cardano-forge-pool-wide"
+    ]
+    urls = [r["annotations"]["runbook_url"] for g in groups for r in g["rules"]]
+    names = [r["alert"] for g in groups for r in g["rules"]]
+    assert urls == [f"https://wiki.example.com/runbooks/{n}.md" for n in names]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"replica": 3}, "additional properties 'replica' not allowed"),
+        (
+            {"forgeManager": {"clusterManagment": {"enabled": True}}},
+            "additional properties 'clusterManagment' not allowed",
+        ),
+        (
+            {"healthChecks": {"forgeManager": {"startupProbe": {"periodSecond": 3}}}},
+            "additional properties 'periodSecond' not allowed",
+        ),
+        ({"replicas": "two"}, "got string, want integer"),
+        ({"forgeManager": {"clusterManagement": {"priority": 150}}}, "maximum"),
+        ({"forgeManager": {"clusterManagement": {"forgeState": "Maybe"}}}, "forgeState"),
+        ({"forgeManager": {"logFormat": "xml"}}, "logFormat"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "runAsUser"),
+    ],
+    ids=lambda v: str(v)[:40] if isinstance(v, dict) else None,
+)
+def test_schema_rejects(values: dict[str, Any], expected: str, tmp_path: Path) -> None:
+    message = refusal(merged(BASE, values), tmp_path)
+    assert "values don't meet the specifications of the schema" in message
+    assert expected in message, message
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"forgeManager": {"credentials": {"secretName": ""}}},
+            "forgeManager.credentials.secretName is required",
+        ),
+        (
+            merged(
+                CLUSTER_MANAGEMENT,
+                {"forgeManager": {"clusterManagement": {"healthCheck": {"timeout": 30}}}},
+            ),
+            "healthCheck.timeout (30) must be less than interval (30)",
+        ),
+        (
+            {"forgeManager": {"clusterManagement": {"enabled": True}}},
+            "forgeManager.clusterManagement.clusterName is required",
+        ),
+        (
+            merged(
+                CLUSTER_MANAGEMENT,
+                {"forgeManager": {"clusterManagement": {"healthCheck": {"endpoint": ""}}}},
+            ),
+            "healthCheck.endpoint is required when healthCheck.enabled is true",
+        ),
+        (
+            merged(
+                CLUSTER_MANAGEMENT,
+                {"forgeManager": {"clusterManagement": {"createResource": True}}},
+            ),
+            "needs the CardanoForgeCluster CRD installed before this release",
+        ),
+        (
+            {"forgeManager": {"lease": {"durationSeconds": 10, "renewDeadlineSeconds": 10}}},
+            "durationSeconds (10) must exceed renewDeadlineSeconds (10)",
+        ),
+        (
+            {"healthChecks": {"forgeManager": {"startupProbe": {"httpGet": {"port": 9000}}}}},
+            "healthChecks.forgeManager.startupProbe.httpGet.port (9000) must be forgeManager.port",
+        ),
+    ],
+    ids=[
+        "no-secret",
+        "timeout-not-below-interval",
+        "no-cluster-name",
+        "health-check-without-endpoint",
+        "resource-without-crd",
+        "lease-timing",
+        "probe-port",
+    ],
+)
+def test_templates_refuse_broken_combinations(
+    values: dict[str, Any], expected: str, tmp_path: Path
+) -> None:
+    message = refusal(merged(BASE, values), tmp_path)
+    assert expected in message, message

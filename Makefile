@@ -64,5 +64,9 @@ test: venv tools ## everything CI runs: lint, unit, integration
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory integration
 
+bench: venv tools ## print the figures: failover times, sidecar memory, health endpoint load
+	$(PY) -m bench.failover --runs $${RUNS:-20}
+	$(PY) bench/health_endpoint.py
+
 clean: cluster-down ## remove .venv, .tools links and the cluster state (the tool cache stays)
 	rm -rf $(VENV) .tools .cluster

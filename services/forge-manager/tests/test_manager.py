@@ -68,15 +68,6 @@ class Pod:
         )
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> tuple[Path, LeaseStore, Clock]:
-    secret = tmp_path / "secret"
-    secret.mkdir()
-    for name in ("kes.skey", "vrf.skey", "node.cert"):
-        (secret / name).write_text(f'{{"type": "{name}", "cborHex": "5820"}}\n')
-    return tmp_path, LeaseStore(), Clock()
-
-
 def test_first_pod_creates_lease_installs_and_signals(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:

@@ -25,6 +25,7 @@ from forge_manager.logs import setup_logging
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
 from forge_manager.node_signal import NodeWatcher, send_sighup
+from forge_manager.permit_file import PermitFile
 from forge_manager.server import Endpoints, MetricsServer
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ def build(
         node=node,
         signal_node=send_sighup,
         permit=cluster_permit if enabled else (lambda: PERMIT_LOCAL_ONLY),
+        permit_file=(
+            PermitFile(settings.forge_permit_file) if settings.forge_permit_file else None
+        ),
     )
     if cluster is not None and enabled:
         from forge_manager.cluster.wiring import build_coordinator  # noqa: PLC0415

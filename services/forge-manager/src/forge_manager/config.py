@@ -71,6 +71,9 @@ class Settings:
     """``LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR (INFO)."""
     log_format: str
     """``LOG_FORMAT``: json or text (json)."""
+    forge_permit_file: Path | None = None
+    """``FORGE_PERMIT_FILE``: where to write the forging deadline that ``forge-guard`` enforces
+    beside the node (unset: no guard)."""
 
     @property
     def timing(self) -> Timing:
@@ -197,6 +200,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         cluster_name=_get(env, "CLUSTER_NAME", namespace),
         log_level=log_level,
         log_format=log_format,
+        forge_permit_file=(
+            _path(env, "FORGE_PERMIT_FILE") if env.get("FORGE_PERMIT_FILE") else None
+        ),
     )
     targets = settings.targets
     if len(set(targets)) != 3:

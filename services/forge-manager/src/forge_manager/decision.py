@@ -27,6 +27,9 @@ class Permit:
 
     granted: bool
     reason: str
+    until: float | None = None
+    """Monotonic time at which the permission lapses unless renewed (the pool-wide Lease's
+    renew deadline); caps the deadline written for ``forge-guard``."""
 
 
 PERMIT_LOCAL_ONLY = Permit(granted=True, reason="cluster management disabled")

@@ -48,6 +48,7 @@ from forge_manager.decision import (
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.metrics import ForgeMetrics, StateSample
 from forge_manager.node_signal import SignalError
+from forge_manager.permit_file import PermitError, PermitFile
 from forge_manager.timing import DEMOTION_BUDGET_S
 
 log = logging.getLogger("forge_manager")
@@ -80,6 +81,7 @@ class ForgeManager:
         permit: Callable[[], Permit] = lambda: PERMIT_LOCAL_ONLY,
         clock: Callable[[], float] = time.monotonic,
         settle: Callable[[float], None] = time.sleep,
+        permit_file: PermitFile | None = None,
     ) -> None:
         self.settings = settings
         self._lease = lease
@@ -89,6 +91,7 @@ class ForgeManager:
         self._permit = permit
         self._clock = clock
         self._settle = settle
+        self._permit_file = permit_file
         self.metrics = metrics
         self.identity = settings.pod_name
 
@@ -357,6 +360,8 @@ class ForgeManager:
         self._last_node = node
         self._report_flag(node)
         decision = decide_forging(self._forging_snapshot(node))
+        if decision.forge and not self._grant_permit():
+            decision = decide_forging(self._forging_snapshot(node))
         wrote = False
         if decision.credentials is CredentialAction.INSTALL:
             try:
@@ -387,9 +392,41 @@ class ForgeManager:
             )
             self._sighup(node, wanted, reason)
 
+        if not decision.forge:
+            self._withdraw_permit()
         self._track_transitions(decision, node)
         self._last_forge_decision = decision.forge
         return decision
+
+    def _grant_permit(self) -> bool:
+        """Extend forge-guard's permit to the leadership deadline before forging (lock held).
+
+        False when it cannot be written: the pod then stays out of the election for a lease
+        duration, like a failed credential write."""
+        if self._permit_file is None or self._leading_until is None:
+            return True
+        until = self._leading_until
+        cluster_until = self._permit().until
+        if cluster_until is not None:
+            until = min(until, cluster_until)
+        try:
+            self._permit_file.grant(until)
+        except PermitError as exc:
+            self._credential_failure("install", CredentialError(str(exc)))
+            return False
+        return True
+
+    def _withdraw_permit(self) -> None:
+        """Delete the permit once demotion is complete; until then its deadline stands (lock
+        held)."""
+        if self._permit_file is None or self._permit_file.granted_until_ns is None:
+            return
+        if not self._demotion_confirmed()[0]:
+            return
+        try:
+            self._permit_file.withdraw()
+        except PermitError as exc:
+            log.error("%s; forge-guard will act when its deadline passes", exc)
 
     def _sighup(self, node: NodeView, wanted: Signalled, reason: str) -> None:
         try:

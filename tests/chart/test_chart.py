@@ -772,3 +772,25 @@ def test_templates_refuse_broken_combinations(
 ) -> None:
     message = refusal(merged(BASE, values), tmp_path)
     assert expected in message, message
+
+
+EXAMPLES = sorted((CHART / "examples").glob("values-*.yaml"))
+
+
+def test_three_region_examples() -> None:
+    regions = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    assert len(regions) == 3
+    managed = [r["forgeManager"]["clusterManagement"] for r in regions]
+    assert len({m["clusterName"] for m in managed}) == 3
+    assert len({m["priority"] for m in managed}) == 3
+    assert len({m["coordination"]["poolLeaseName"] for m in managed}) == 1
+    assert len({r["pool"]["name"] for r in regions}) == 1
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_region_example_renders_valid_objects(example: Path, tmp_path: Path) -> None:
+    docs = render(yaml.safe_load(example.read_text()), tmp_path)
+    validate_all(docs, tmp_path)
+    env = sidecar_env(docs)
+    assert env["CLUSTER_NAME"] == example.stem.removeprefix("values-")
+    assert env["COORDINATION_KUBECONFIG"] == "/var/run/cardano-forge/coordination/kubeconfig"

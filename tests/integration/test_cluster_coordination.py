@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ class Regions:
         self.proxies: dict[str, TcpProxy] = {}
         self.priorities = priorities
         self.pods: dict[str, list[ForgePod]] = {}
+        self.token = uuid.uuid4().hex[:6]
 
     def region_pods(self, region: str, count: int = 2, *, via_proxy: bool = False) -> None:
         env = {
@@ -133,6 +135,9 @@ class Regions:
                 self.namespace,
                 self.secret,
                 lease_name=f"{region}-leader",
+                # Unique per test: managers find their node by exact process name, and on a
+                # shared test host another run's stand-ins must never match.
+                node_name=f"n{self.token}{region[:3]}{i}",
                 extra_env=env,
             )
             for i in range(count)

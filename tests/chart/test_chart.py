@@ -207,6 +207,21 @@ MATRIX: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         ),
         (),
     ),
+    "health-endpoint-on": (
+        merged(
+            BASE,
+            CLUSTER_MANAGEMENT,
+            {
+                "forgeManager": {"clusterManagement": {"healthCheck": {"endpoint": ""}}},
+                "healthEndpoint": {
+                    "enabled": True,
+                    "prometheusUrl": "http://prometheus-operated.monitoring:9090",
+                    "checks": "rules: []\n",
+                },
+            },
+        ),
+        (),
+    ),
     "monitoring-on": (
         merged(BASE, {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}),
         (),
@@ -794,3 +809,42 @@ def test_region_example_renders_valid_objects(example: Path, tmp_path: Path) -> 
     env = sidecar_env(docs)
     assert env["CLUSTER_NAME"] == example.stem.removeprefix("values-")
     assert env["COORDINATION_KUBECONFIG"] == "/var/run/cardano-forge/coordination/kubeconfig"
+
+
+def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
+    values, _ = MATRIX["health-endpoint-on"]
+    docs = render(values, tmp_path)
+    service = only(docs, "Service", "-health")
+    deployment = only(docs, "Deployment")
+    pod = deployment["spec"]["template"]
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    )
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    port = service["spec"]["ports"][0]["port"]
+    assert sidecar_env(docs)["HEALTH_CHECK_ENDPOINT"] == (
+        f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}"
+        "/api/v1/health/cluster/us-east-1-prod"
+    )
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PROMETHEUS_URL"] == "http://prometheus-operated.monitoring:9090"
+    assert env["HEALTH_CONFIG_FILE"] == "/etc/health-endpoint/checks.yaml"
+    assert only(docs, "ConfigMap")["data"]["checks.yaml"] == "rules: []\n"
+    # The block producers' selectors must not pick up the health endpoint's pods.
+    health_labels = pod["metadata"]["labels"]
+    for obj in docs:
+        selector = None
+        if obj["kind"] in {"StatefulSet", "PodDisruptionBudget"}:
+            selector = obj["spec"]["selector"]["matchLabels"]
+        elif obj["kind"] == "NetworkPolicy":
+            selector = obj["spec"]["podSelector"]["matchLabels"]
+        elif obj["kind"] == "Service" and obj is not service:
+            selector = obj["spec"]["selector"]
+        if selector is not None:
+            assert not selector.items() <= health_labels.items(), obj["metadata"]["name"]
+
+
+def test_health_endpoint_needs_prometheus(tmp_path: Path) -> None:
+    message = refusal(merged(BASE, {"healthEndpoint": {"enabled": True}}), tmp_path)
+    assert "healthEndpoint.prometheusUrl is required" in message

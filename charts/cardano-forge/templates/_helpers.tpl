@@ -97,8 +97,8 @@ seccompProfile:
 {{- fail "forgeManager.clusterManagement.clusterName is required when clusterManagement.enabled is true, e.g. us-east-1-prod" }}
 {{- end }}
 {{- $hc := $cm.healthCheck }}
-{{- if and $hc.enabled (not $hc.endpoint) }}
-{{- fail "forgeManager.clusterManagement.healthCheck.endpoint is required when healthCheck.enabled is true" }}
+{{- if and $hc.enabled (not (include "cardano-forge.healthCheckEndpoint" .)) }}
+{{- fail "forgeManager.clusterManagement.healthCheck.endpoint is required when healthCheck.enabled is true (or enable healthEndpoint)" }}
 {{- end }}
 {{- if not (lt (int $hc.timeout) (int $hc.interval)) }}
 {{- fail (printf "forgeManager.clusterManagement.healthCheck.timeout (%v) must be less than interval (%v)" $hc.timeout $hc.interval) }}
@@ -110,7 +110,9 @@ seccompProfile:
 {{- fail "forgeManager.clusterManagement.createResource needs the CardanoForgeCluster CRD installed before this release (kubectl apply -f crds/); or set createResource=false and the forge manager creates the resource" }}
 {{- end }}
 {{- end }}
-{{- $sp := .Values.healthChecks.forgeManager.startupProbe }}
+{{- if and .Values.healthEndpoint.enabled (not .Values.healthEndpoint.prometheusUrl) }}
+{{- fail "healthEndpoint.prometheusUrl is required when healthEndpoint.enabled is true, e.g. http://prometheus-operated.monitoring:9090" }}
+{{- end }}
 {{- range $name, $probe := .Values.healthChecks.forgeManager }}
 {{- if and $probe.enabled (ne (int $probe.httpGet.port) (int $fm.port)) }}
 {{- fail (printf "healthChecks.forgeManager.%s.httpGet.port (%v) must be forgeManager.port (%v)" $name $probe.httpGet.port $fm.port) }}
@@ -118,3 +120,33 @@ seccompProfile:
 {{- end }}
 {{- end }}
 
+
+{{/* The health check URL: the configured one, else this release's health endpoint. */}}
+{{- define "cardano-forge.healthCheckEndpoint" -}}
+{{- $hc := .Values.forgeManager.clusterManagement.healthCheck }}
+{{- if $hc.endpoint }}
+{{- $hc.endpoint }}
+{{- else if .Values.healthEndpoint.enabled }}
+{{- printf "http://%s-health.%s.svc:%d/api/v1/health/cluster/%s" (include "cardano-forge.fullname" .) .Release.Namespace (int .Values.healthEndpoint.port) (include "cardano-forge.clusterName" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "cardano-forge.healthEndpointImage" -}}
+{{- $img := .Values.healthEndpoint.image }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+
+{{/* The health endpoint is its own app (as cert-manager's webhook and cainjector are), so the
+block producers' selectors (name + instance) never match its pods. */}}
+{{- define "cardano-forge.healthSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "cardano-forge.name" . }}-health
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cardano-forge.healthLabels" -}}
+helm.sh/chart: {{ include "cardano-forge.chart" . }}
+{{ include "cardano-forge.healthSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: health-endpoint
+{{- end }}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,7 +304,18 @@ def test_operator_edits_take_effect(two_regions: Regions) -> None:
     r.wait_forger("west")
     earlier = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     r.patch_spec("east", {"override": {**override, "expiresAt": earlier}})
-    r.wait_forger("east")  # an expired override is ignored
+    east = r.wait_forger("east")  # an expired override is ignored
+
+    # Two Enabled regions never forge together: the holder keeps the pool lease.
+    r.patch_spec("east", {"forgeState": "Enabled"})
+    wait_for(lambda: r.cfc("east").get("status", {}).get("effectiveState") == "Enabled", WAIT,
+             "east to publish Enabled")  # fmt: skip
+    r.patch_spec("west", {"forgeState": "Enabled"})
+    wait_for(lambda: r.cfc("west").get("status", {}).get("effectiveState") == "Enabled", WAIT,
+             "west to publish Enabled")  # fmt: skip
+    for _ in range(3):
+        time.sleep(1.0)  # a few retry periods: the holder is not preempted
+        assert [p.name for p in r.forgers()] == [east.name]
     r.assert_never_two_forgers()
 
 

@@ -64,6 +64,9 @@ test: venv tools ## everything CI runs: lint, unit, integration
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory integration
 
+demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
+	$(PY) -m demo $(DEMO_ARGS)
+
 bench: venv tools ## print the figures: failover times, sidecar memory, health endpoint load
 	$(PY) -m bench.failover --runs $${RUNS:-20}
 	$(PY) bench/health_endpoint.py

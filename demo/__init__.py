@@ -1,0 +1,1 @@
+"""The local multi-region demonstration (``make demo``)."""

@@ -1,0 +1,422 @@
+"""``make demo``: two regions of one pool on the embedded control plane, failing over live.
+
+What it does, in order:
+
+1. uses the control plane of ``make cluster-up`` when one runs, else starts a private one in
+   ``.demo/cluster`` (etcd + kube-apiserver on loopback);
+2. installs the CardanoForgeCluster CRD and the chart with ``helm install`` twice, region
+   ``east`` (priority 1) and region ``west`` (priority 2), both using this API as the
+   coordination API (namespace ``cardano-pool``);
+3. starts per region a cardano-node exporter and a node_exporter stand-in, one Prometheus that
+   scrapes them, and the health endpoint (gunicorn) that the forge managers poll;
+4. runs every pod of both StatefulSets as local processes: the forge manager with the environment
+   the chart rendered (acting as the release's ServiceAccount, so the chart's RBAC applies) and a
+   cardano-node stand-in under ``forge-guard``;
+5. plays a story (the forging pod is killed, region east turns unhealthy, it recovers and fails
+   back) under a live view, then prints each transition's duration and the overlap total.
+
+``--no-story`` keeps everything running for experiments until Ctrl-C. Ctrl-C or the end of the
+story stops every process the demo started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from demo.localpod import resolve_env
+from demo.view import PodRow, render
+from tests.harness.controlplane import REPO_ROOT, ControlPlane, free_port, tool
+from tests.harness.fake_exporters import FakeCardanoNode, FakeNodeExporter
+from tests.harness.forge_pod import ForgePod, all_events, write_pool_secret
+from tests.harness.forging_log import intervals, longest_gap, overlaps
+from tests.harness.prometheus import PrometheusServer
+
+CHART = REPO_ROOT / "charts" / "cardano-forge"
+CRD = REPO_ROOT / "crds" / "cardanoforgeclusters.cardano.io.yaml"
+HERE = Path(__file__).resolve().parent
+COORDINATION_NS = "cardano-pool"
+POOL_LEASE = "cardano-forge-pool"
+WAIT = 180.0
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM."""
+
+
+@dataclass
+class Region:
+    name: str
+    namespace: str
+    values: Path
+    node_exporter: FakeCardanoNode = field(default_factory=FakeCardanoNode)
+    host_exporter: FakeNodeExporter = field(default_factory=FakeNodeExporter)
+    pods: list[ForgePod] = field(default_factory=list)
+
+
+@dataclass
+class Transition:
+    name: str
+    seconds: float
+    detail: str
+
+
+class Demo:
+    def __init__(self, workdir: Path, *, live: bool) -> None:
+        self.dir = workdir
+        self.live = live
+        self.stop = threading.Event()
+        self.stack = contextlib.ExitStack()
+        self.cp: ControlPlane | None = None
+        self.regions = [
+            Region("east", "cardano-east", HERE / "values-east.yaml"),
+            Region("west", "cardano-west", HERE / "values-west.yaml"),
+        ]
+        self.health_url = ""
+        self.transitions: list[Transition] = []
+        self.t0 = time.monotonic()
+        self.notes: list[str] = []
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        line = f"[{time.monotonic() - self.t0:6.1f}s] {text}"
+        self.notes.append(line)
+        if not self.live:
+            print(line, flush=True)
+
+    def sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopped
+
+    def wait(self, what: str, predicate: Callable[[], bool], timeout: float = WAIT) -> float:
+        """Wait for ``predicate`` while refreshing the view; returns the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if predicate():
+                return time.monotonic() - started
+            self.refresh()
+            self.sleep(0.25)
+        raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(args, check=False, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise DemoError(f"{Path(args[0]).name} {' '.join(args[1:3])} failed:\n{out.stderr}")
+        return out.stdout
+
+    @property
+    def admin(self) -> Path:
+        assert self.cp is not None
+        return self.cp.kubeconfig
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def control_plane(self) -> None:
+        shared = REPO_ROOT / ".cluster"
+        if (shared / "state.json").exists():
+            cp = ControlPlane.load(shared)
+            if cp.running() and cp.is_ready():
+                self.say(f"using the control plane of 'make cluster-up' at {cp.url}")
+                self.cp = cp
+                return
+        cp = ControlPlane(root=self.dir / "cluster")
+        self.say("starting etcd + kube-apiserver on loopback (.demo/cluster)")
+        cp.start()
+        self.stack.callback(cp.stop)
+        self.cp = cp
+        self.say(f"control plane ready at {cp.url}")
+
+    def install(self) -> None:
+        kubectl, helm = tool("kubectl"), tool("helm")
+        self.run(kubectl, "--kubeconfig", str(self.admin), "apply", "--server-side", "-f", str(CRD))
+        self.run(kubectl, "--kubeconfig", str(self.admin), "wait", "--for=condition=Established",
+                 "crd/cardanoforgeclusters.cardano.io", "--timeout=60s")  # fmt: skip
+        for ns in [COORDINATION_NS] + [r.namespace for r in self.regions]:
+            manifest = yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
+                                       "metadata": {"name": ns}})  # fmt: skip
+            subprocess.run([kubectl, "--kubeconfig", str(self.admin), "apply", "-f", "-"],
+                           input=manifest, text=True, check=True, capture_output=True)  # fmt: skip
+        for region in self.regions:
+            endpoint = f"{self.health_url}/api/v1/health/cluster/{region.name}"
+            self.run(
+                helm, "upgrade", "--install", region.name, str(CHART),
+                "--kubeconfig", str(self.admin), "--namespace", region.namespace,
+                "-f", str(region.values),
+                "--set", f"forgeManager.clusterManagement.healthCheck.endpoint={endpoint}",
+                "--set", "crds.enabled=false",
+            )  # fmt: skip
+            self.say(f"helm install {region.name}: chart installed in namespace {region.namespace}")
+
+    def monitoring(self) -> None:
+        jobs: list[dict[str, Any]] = []
+        for region in self.regions:
+            self.stack.enter_context(region.node_exporter.start())
+            self.stack.enter_context(region.host_exporter.start())
+            labels = {"cluster": region.name}
+            jobs.append({"job_name": f"cardano-node-{region.name}", "metrics_path": "/metrics",
+                         "relabel_configs": [{"target_label": "job",
+                                              "replacement": "cardano-node"}],
+                         "static_configs": [{"targets": [region.node_exporter.target],
+                                             "labels": labels}]})  # fmt: skip
+            jobs.append({"job_name": f"node-exporter-{region.name}",
+                         "relabel_configs": [{"target_label": "job",
+                                              "replacement": "node-exporter"}],
+                         "static_configs": [{"targets": [region.host_exporter.target],
+                                             "labels": labels}]})  # fmt: skip
+        prometheus = PrometheusServer(self.dir / "prometheus", jobs, scrape_interval="1s")
+        self.stack.enter_context(prometheus)
+        self.say(f"Prometheus at {prometheus.url} scraping 4 exporters")
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            PROMETHEUS_URL=prometheus.url,
+            BIND=f"127.0.0.1:{port}",
+            WEB_CONCURRENCY="1",
+            CACHE_TTL_SECONDS="1",
+            HEALTH_CONFIG_FILE=str(HERE / "health-config.yaml"),
+        )
+        log = (self.dir / "health-endpoint.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "health_endpoint"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        log.close()
+        self.stack.callback(_terminate, proc)
+        self.health_url = f"http://127.0.0.1:{port}"
+        for region in self.regions:
+            self.wait(f"region {region.name} healthy", lambda r=region: self.healthy(r.name))
+        self.say(f"health endpoint at {self.health_url}: both regions healthy")
+
+    def healthy(self, region: str) -> bool:
+        try:
+            url = f"{self.health_url}/api/v1/health/cluster/{region}"
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (http on loopback)
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def pods(self) -> None:
+        assert self.cp is not None
+        secret = write_pool_secret(self.dir / "pool-secret")
+        with self.cp.api_client() as api:
+            apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+            for region in self.regions:
+                core.create_namespaced_secret(region.namespace, client.V1Secret(
+                    metadata=client.V1ObjectMeta(name="pool-keys"),
+                    string_data={p.name: p.read_text() for p in secret.iterdir()}))  # fmt: skip
+                sts = apps.list_namespaced_stateful_set(
+                    region.namespace, label_selector=f"app.kubernetes.io/instance={region.name}"
+                ).items[0]
+                spec = api.sanitize_for_serialization(sts.spec.template.spec)
+                container = next(c for c in spec.get("initContainers", [])
+                                 if c["name"] == "forge-manager")  # fmt: skip
+                token = core.create_namespaced_service_account_token(
+                    spec["serviceAccountName"], region.namespace,
+                    client.AuthenticationV1TokenRequest(
+                        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)),
+                ).status.token  # fmt: skip
+                kubeconfig = self.cp.token_kubeconfig(
+                    self.dir / f"{region.name}.kubeconfig", token, region.namespace
+                )
+                for ordinal in range(sts.spec.replicas):
+                    name = f"{sts.metadata.name}-{ordinal}"
+                    pod_dir = self.dir / "pods" / name
+                    env = resolve_env(
+                        container,
+                        {"credentials": str(pod_dir / "secrets"), "ipc": str(pod_dir / "ipc"),
+                         "credentials-source": str(secret),
+                         "forge-manager-tmp": str(pod_dir / "tmp"),
+                         "run": str(pod_dir / "run")},
+                        pod_name=name, namespace=region.namespace,
+                    )  # fmt: skip
+                    region.pods.append(ForgePod(
+                        name=name, root=self.dir / "pods", kubeconfig=kubeconfig,
+                        namespace=region.namespace, secret_dir=secret, timing={},
+                        node_name=f"cn-{region.name}-{ordinal}", extra_env=env, guard=True,
+                    ))  # fmt: skip
+        for pod in self.all_pods():
+            self.stack.callback(pod.stop)
+            pod.start_manager()
+        for pod in self.all_pods():
+            self.wait(f"{pod.name} /startup-status", pod.startup_ready)
+            pod.start_node()
+        self.say(f"{len(self.all_pods())} pods running: forge manager + forge-guard + node")
+
+    def all_pods(self) -> list[ForgePod]:
+        return [p for r in self.regions for p in r.pods]
+
+    # ---- observation ---------------------------------------------------------------------------
+    def forgers(self) -> list[ForgePod]:
+        return [p for p in self.all_pods() if p.forging()]
+
+    def forging_region(self) -> str | None:
+        found = self.forgers()
+        if len(found) != 1:
+            return None
+        return next(r.name for r in self.regions if found[0] in r.pods)
+
+    def pool_holder(self) -> str:
+        assert self.cp is not None
+        try:
+            with self.cp.api_client() as api:
+                lease = client.CoordinationV1Api(api).read_namespaced_lease(
+                    POOL_LEASE, COORDINATION_NS, _request_timeout=1
+                )
+            return str(lease.spec.holder_identity or "-")
+        except Exception:  # the view shows what it can
+            return "?"
+
+    def refresh(self) -> None:
+        if not self.live:
+            return
+        holder = self.pool_holder()
+        rows = []
+        for region in self.regions:
+            for pod in region.pods:
+                spans = pod.intervals()
+                last = spans[-1] if spans else None
+                rows.append(PodRow(
+                    region=region.name, pod=pod.name,
+                    local_leader=pod.metric("cardano_leader_status") == 1,
+                    pool_holder=holder == pod.name,
+                    forging=bool(last and last.end is None),
+                    health_failures=pod.metric("cardano_cluster_health_check_consecutive_failures"),
+                    last_change=(None if last is None
+                                 else time.monotonic() - (last.end or last.start)),
+                    alive=pod.manager is not None and pod.manager.poll() is None,
+                ))  # fmt: skip
+        sys.stdout.write(render(rows, self.notes[-8:]))
+        sys.stdout.flush()
+
+    # ---- the story -----------------------------------------------------------------------------
+    def measure(self, name: str, detail: str, predicate: Callable[[], bool]) -> None:
+        seconds = self.wait(name, predicate)
+        self.transitions.append(Transition(name, seconds, detail))
+        self.say(f"{name}: {seconds:.1f} s ({detail})")
+
+    def story(self) -> None:
+        east = self.regions[0]
+        self.measure("initial election", "east forges (priority 1)",
+                     lambda: self.forging_region() == "east")  # fmt: skip
+        self.sleep(3)
+        victim = next(p for p in east.pods if p.forging())
+        self.say(f"kill -9 of the forging pod {victim.name} (forge manager and node)")
+        victim.kill9()
+        self.measure("local failover", "the region's other pod forges after the lease expires",
+                     lambda: self.forging_region() == "east" and not victim.forging())  # fmt: skip
+        self.say(f"{victim.name} restarts, as the StatefulSet would restart it")
+        victim.start_manager()
+        self.wait(f"{victim.name} /startup-status", victim.startup_ready)
+        victim.start_node()
+        self.sleep(3)
+        self.say("region east turns unhealthy: its cardano-node stops answering scrapes")
+        east.node_exporter.failing = True
+        self.measure("health failover", "3 failed checks demote east (+100); west forges",
+                     lambda: self.forging_region() == "west")  # fmt: skip
+        self.sleep(3)
+        self.say("region east recovers: its cardano-node answers scrapes again")
+        east.node_exporter.failing = False
+        self.measure("failback", "failures walk back to 0; west hands over to east",
+                     lambda: self.forging_region() == "east")  # fmt: skip
+        self.sleep(2)
+
+    def report(self) -> int:
+        events = all_events(self.all_pods())
+        spans = intervals(events)
+        now = time.monotonic()
+        overlap = sum(o.seconds for o in overlaps(spans, now))
+        start = min((s.start for s in spans), default=now)
+        print("\ncardano-forge demo: transitions")
+        for t in self.transitions:
+            print(f"  {t.name:<18} {t.seconds:6.1f} s  {t.detail}")
+        print(f"  two nodes forging at once: {overlap * 1000:.0f} ms in total (must be 0)")
+        print(f"  longest time with no forger after the first block producer: "
+              f"{longest_gap(spans, start, now):.1f} s")  # fmt: skip
+        return 0 if overlap == 0 else 1
+
+    def main(self, *, story: bool) -> int:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.stack:
+            self.control_plane()
+            self.monitoring()
+            self.install()
+            self.pods()
+            if story:
+                self.story()
+                if self.live:
+                    self.refresh()
+                return self.report()
+            self.say("running without the story: Ctrl-C stops everything")
+            self.say("try: kill -9 a forge manager, or kubectl patch cfc east -n cardano-pool "
+                     "--type merge -p '{\"spec\":{\"forgeState\":\"Disabled\"}}'")  # fmt: skip
+            self.say(f"KUBECONFIG={self.admin}")
+            while True:
+                self.refresh()
+                self.sleep(0.5)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event) -> Iterator[None]:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", default=str(REPO_ROOT / ".demo"), help="work directory")
+    parser.add_argument("--no-story", action="store_true",
+                        help="keep everything running for experiments until Ctrl-C")  # fmt: skip
+    parser.add_argument("--plain", action="store_true",
+                        help="print events line by line instead of the live view")  # fmt: skip
+    args = parser.parse_args(argv)
+    workdir = Path(args.dir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    demo = Demo(workdir, live=sys.stdout.isatty() and not args.plain)
+    with _signals(demo.stop):
+        try:
+            return demo.main(story=not args.no_story)
+        except Stopped:
+            print("\nstopped: every process the demo started has been stopped")
+            return 130
+        except DemoError as exc:
+            print(f"\ndemo failed: {exc}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 SERVICES := services/forge-manager services/health-endpoint
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)
 
-.PHONY: help venv tools cluster-up cluster-down lint unit integration chart alerts test test-fast demo chaos bench clean
+.PHONY: help venv tools cluster-up cluster-down lint unit integration chart alerts test demo chaos bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -58,6 +58,12 @@ unit: venv ## fast unit tests of the services (Python) and of forge-guard (Go)
 
 integration: venv tools ## tests against the real control plane, Prometheus, helm and promtool
 	$(PYTEST) tests
+
+chart: venv tools ## the chart alone: helm lint, rendering matrix, install and RBAC on the control plane
+	$(PYTEST) tests/chart
+
+alerts: venv tools ## the alert rules alone: promtool check and unit tests, Alertmanager example
+	$(PYTEST) tests/alerts
 
 test: venv tools ## everything CI runs: lint, unit, integration
 	$(MAKE) --no-print-directory lint

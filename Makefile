@@ -46,7 +46,7 @@ cluster-up: venv tools ## start etcd + kube-apiserver on loopback; kubeconfig in
 cluster-down: venv ## stop what cluster-up started and remove its state
 	$(PY) -m tests.harness.controlplane down --dir .cluster
 
-lint: venv ## ruff and mypy --strict on both services and the tests
+lint: venv ## ruff on the whole tree, mypy --strict on both services, gofmt on forge-guard
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy services/forge-manager/src services/health-endpoint/src

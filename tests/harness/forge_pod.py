@@ -6,6 +6,13 @@ manager's log. The mounted Secret is a directory shared by all pods of a pool.
 
 Like a pod with a native sidecar, :meth:`ForgePod.start` starts the manager, waits until its
 ``/startup-status`` answers 200, then starts the node. Every wait is bounded.
+
+With ``guard=True`` the node runs as the child of ``forge-guard`` (``services/forge-guard``, built
+by ``make tools``), as in the chart's node container, and the manager writes the forge permit to
+``run/permit`` (the shared emptyDir of the chart): ``node`` is then the guard's process and
+:meth:`ForgePod.node_pid` the stand-in's. Faults a test can inject: kill -9 of the whole pod, of
+the node (with the guard, the container ends with it) or of the manager alone, SIGSTOP/SIGCONT of
+the manager, and a restart of either container (kubelet restarting it).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from tests.harness.forging_log import Interval, intervals, read_events
 from tests.harness.node_standin import now
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FORGE_GUARD = REPO_ROOT / ".tools" / "bin" / "forge-guard"
+GUARD_INTERVAL = "100ms"
 
 # Fast but safe timings for tests: 1 + 5 + 0.5 + 0.5 (demotion) + 1 (margin) = 8 <= 8.
 FAST_TIMING = {
@@ -76,13 +85,19 @@ class ForgePod:
     startup_delay: float = 0.3
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port: int = 0
+    guard: bool = False
+    """Run the node under ``forge-guard`` and let the manager write the forge permit."""
     manager: subprocess.Popen[bytes] | None = None
     node: subprocess.Popen[bytes] | None = None
+    """The node container's main process: the stand-in, or ``forge-guard`` with ``guard``."""
 
     def __post_init__(self) -> None:
         self.dir = self.root / self.name
         (self.dir / "secrets").mkdir(parents=True, exist_ok=True)
         (self.dir / "ipc").mkdir(parents=True, exist_ok=True)
+        (self.dir / "run").mkdir(parents=True, exist_ok=True)
+        if self.guard and not FORGE_GUARD.exists():
+            raise AssertionError(f"{FORGE_GUARD} is missing: run 'make tools'")
         self.node_name = self.node_name or f"cn-{self.name}"[:15]
         self.port = self.port or free_port()
 
@@ -108,6 +123,15 @@ class ForgePod:
     def pid_file(self) -> Path:
         return self.dir / "node.pid"
 
+    @property
+    def permit_file(self) -> Path:
+        return self.dir / "run" / "permit"
+
+    @property
+    def node_log(self) -> Path:
+        """The node container's output (the stand-in's and, with the guard, forge-guard's)."""
+        return self.dir / "node.log"
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
         env.update(
@@ -132,6 +156,8 @@ class ForgePod:
         )
         if self.use_pid_file:
             env["CARDANO_NODE_PID_FILE"] = str(self.pid_file)
+        if self.guard:
+            env["FORGE_PERMIT_FILE"] = str(self.permit_file)
         env.update(self.extra_env)
         return env
 
@@ -162,7 +188,15 @@ class ForgePod:
             args.append("--start-as-non-producing-node")
         if self.use_pid_file:
             args += ["--pid-file", str(self.pid_file)]
-        log = (self.dir / "node.log").open("ab")
+        if self.guard:
+            args = [
+                str(FORGE_GUARD),
+                "--permit-file", str(self.permit_file),
+                "--credentials", ",".join(str(t) for t in self.targets),
+                "--interval", GUARD_INTERVAL,
+                "--", *args,
+            ]  # fmt: skip
+        log = self.node_log.open("ab")
         self.node = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         log.close()
 
@@ -173,24 +207,77 @@ class ForgePod:
         self.start_node()
         wait_for(self.node_up, timeout, f"{self.name} node socket")
 
+    def node_pid(self) -> int | None:
+        """PID of the node stand-in (the guard's child with ``guard``), None when not running."""
+        if self.node is None or self.node.poll() is not None:
+            return None
+        if not self.guard:
+            return self.node.pid
+        children: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{self.node.pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    children += [int(c) for c in (task / "children").read_text().split()]
+        return children[0] if children else None
+
     def node_up(self) -> bool:
-        return any(e["event"] == "socket_up" and self.node is not None
-                   and e["pid"] == self.node.pid for e in self.events())  # fmt: skip
+        pid = self.node_pid()
+        return pid is not None and any(
+            e["event"] == "socket_up" and e["pid"] == pid for e in self.events()
+        )
 
     def kill9(self) -> None:
         """SIGKILL node and manager (the pod's node crashes); records the node's end of forging."""
-        for proc in (self.node, self.manager):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        if self.node is not None:
-            self.record_killed(self.node.pid)
+        self.kill9_node()
+        if self.manager is not None and self.manager.poll() is None:
+            self.manager.kill()
+            self.manager.wait(10)
 
     def kill9_node(self) -> None:
-        if self.node is not None and self.node.poll() is None:
-            self.node.kill()
-            self.node.wait(10)
-            self.record_killed(self.node.pid)
+        """SIGKILL the node; with the guard the container ends with it (the guard exits)."""
+        if self.node is None or self.node.poll() is not None:
+            return
+        pid = self.node_pid()
+        if self.guard and pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            try:
+                self.node.wait(10)  # forge-guard reaps its child and exits 137
+            except subprocess.TimeoutExpired:
+                self.node.kill()
+                self.node.wait(10)
+            self.record_killed(pid)
+            return
+        self.node.kill()
+        self.node.wait(10)
+        self.record_killed(pid or self.node.pid)
+
+    def kill9_manager(self) -> None:
+        """SIGKILL the sidecar alone (an OOM kill): the node keeps running."""
+        if self.manager is not None:
+            if self.manager.poll() is None:
+                self.manager.kill()
+            self.manager.wait(10)
+
+    def freeze_manager(self) -> None:
+        """SIGSTOP the sidecar: it neither renews nor demotes until :meth:`thaw_manager`."""
+        assert self.manager is not None and self.manager.poll() is None
+        self.manager.send_signal(signal.SIGSTOP)
+
+    def thaw_manager(self) -> None:
+        if self.manager is not None and self.manager.poll() is None:
+            self.manager.send_signal(signal.SIGCONT)
+
+    def restart_manager(self) -> None:
+        """The kubelet restarts the sidecar container (the node goes on running)."""
+        assert self.manager is None or self.manager.poll() is not None
+        self.start_manager()
+
+    def manager_running(self) -> bool:
+        return self.manager is not None and self.manager.poll() is None
+
+    def node_running(self) -> bool:
+        return self.node is not None and self.node.poll() is None
 
     def record_killed(self, pid: int) -> None:
         line = json.dumps({"t": now(), "pid": pid, "name": self.node_name, "event": "killed"})
@@ -204,6 +291,8 @@ class ForgePod:
 
     def stop(self) -> None:
         """Pod deletion: the node first, then the sidecar (native sidecar order). Bounded."""
+        self.thaw_manager()  # a frozen process would not act on SIGTERM
+        child = self.node_pid() if self.guard else None
         for proc in (self.node, self.manager):
             if proc is None or proc.poll() is not None:
                 continue
@@ -213,6 +302,9 @@ class ForgePod:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        if child is not None and _alive(child):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)  # orphaned by a guard that had to be killed
 
     # ---- observation -----------------------------------------------------------------------------
     def events(self) -> list[dict[str, Any]]:
@@ -257,6 +349,14 @@ class ForgePod:
         with contextlib.suppress(OSError):
             return "\n".join(self.manager_log.read_text().splitlines()[-lines:])
         return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def all_events(pods: list[ForgePod]) -> list[dict[str, Any]]:

@@ -1,0 +1,215 @@
+"""forge-guard fences a node whose forge manager can no longer demote it.
+
+Three "pods" on the real control plane, each a forge-manager process and a cardano-node stand-in
+running as the child of ``forge-guard`` (as in the chart's node container), the manager writing
+the forge permit into the pod's shared ``run/`` directory. The forging pod's manager alone is
+frozen (SIGSTOP) or killed (SIGKILL) while its node goes on running: the guard must remove the
+credentials and signal the node before any other pod can take the expired Lease, so the stand-ins'
+monotonic logs show the old node's ``forging_stopped`` before the new node's ``forging_started``.
+
+The last test is the demonstration that it is the guard that prevents the overlap: the same
+freeze without the guard leaves two nodes forging until the manager is resumed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.harness.controlplane import ControlPlane
+from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, wait_for, write_pool_secret
+from tests.harness.forging_log import Interval, Overlap, forging_at, intervals, overlaps, summary
+from tests.harness.node_standin import now
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WAIT = 60.0  # upper bound for any wait below; behaviour, not speed, is asserted
+RETRY_PERIOD = float(FAST_TIMING["LEASE_RETRY_PERIOD"])
+
+
+class Pool:
+    def __init__(self, pods: list[ForgePod]) -> None:
+        self.pods = pods
+
+    def spans(self) -> list[Interval]:
+        return intervals(all_events(self.pods))
+
+    def forgers(self) -> list[ForgePod]:
+        active = set(forging_at(self.spans(), now()))
+        return [p for p in self.pods if any(a.startswith(p.node_name + "/") for a in active)]
+
+    def one_forger(self, exclude: ForgePod | None = None) -> ForgePod:
+        def check() -> bool:
+            f = self.forgers()
+            return len(f) == 1 and f[0] is not exclude
+
+        try:
+            wait_for(check, WAIT, "exactly one forging node")
+        except AssertionError:
+            raise AssertionError(self.diagnose()) from None
+        return self.forgers()[0]
+
+    def diagnose(self) -> str:
+        logs = "\n".join(
+            f"--- {p.name}\n{p.log_tail(12)}\n{_tail(p.node_log, 6)}" for p in self.pods
+        )
+        return f"forgers: {[p.name for p in self.forgers()]}\n{summary(self.spans())}\n{logs}"
+
+    def overlap(self) -> list[Overlap]:
+        return overlaps(self.spans(), until=now())
+
+    def assert_never_two_forgers(self) -> None:
+        found = self.overlap()
+        assert not found, f"two nodes forged at once: {found}\n{self.diagnose()}"
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def make_pool(
+    control_plane: ControlPlane, namespace: str, root: Path, *, guard: bool
+) -> list[ForgePod]:
+    secret = write_pool_secret(root / "pool-secret")
+    return [
+        ForgePod(f"bp-{i}", root, control_plane.kubeconfig, namespace, secret, guard=guard)
+        for i in range(3)
+    ]
+
+
+@pytest.fixture
+def guarded(control_plane: ControlPlane, kube_namespace: str, tmp_path: Path) -> Iterator[Pool]:
+    pool = Pool(make_pool(control_plane, kube_namespace, tmp_path, guard=True))
+    try:
+        for pod in pool.pods:
+            pod.start()
+        yield pool
+    finally:
+        for pod in pool.pods:
+            pod.stop()
+    pool.assert_never_two_forgers()
+
+
+@pytest.fixture
+def unguarded(control_plane: ControlPlane, kube_namespace: str, tmp_path: Path) -> Iterator[Pool]:
+    pool = Pool(make_pool(control_plane, kube_namespace, tmp_path, guard=False))
+    try:
+        for pod in pool.pods:
+            pod.start()
+        yield pool
+    finally:
+        for pod in pool.pods:
+            pod.stop()
+
+
+def lease_holder(control_plane: ControlPlane, namespace: str) -> str | None:
+    with control_plane.api_client() as api:
+        lease = client.CoordinationV1Api(api).read_namespaced_lease(
+            "cardano-node-leader", namespace
+        )
+    return (lease.spec.holder_identity or None) if lease.spec else None
+
+
+def permit_deadline(pod: ForgePod) -> int | None:
+    try:
+        text = pod.permit_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def last_event(pod: ForgePod, event: str, after: float) -> float:
+    times = [float(e["t"]) for e in pod.events() if e["event"] == event and e["t"] > after]
+    assert times, f"{pod.name}: no {event} after {after:.3f}"
+    return times[-1]
+
+
+def assert_fenced_before_takeover(pool: Pool, old: ForgePod, fault_at: float) -> ForgePod:
+    """The guard stopped ``old``'s still running node before another node started forging."""
+    new = pool.one_forger(exclude=old)
+    stopped = last_event(old, "forging_stopped", fault_at)
+    started = min(
+        float(e["t"]) for e in new.events() if e["event"] == "forging_started" and e["t"] > fault_at
+    )
+    assert stopped < started, pool.diagnose()
+    assert old.node_running(), "the old node must have been fenced, not killed"
+    assert not old.credentials_present()
+    assert old.permit_file.read_text().strip() == "revoked"
+    assert "revoked forging: permit passed" in old.node_log.read_text()
+    pool.assert_never_two_forgers()
+    return new
+
+
+def test_frozen_manager_is_fenced_by_the_guard(
+    guarded: Pool, control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    pool = guarded
+    old = pool.one_forger()
+    wait_for(lambda: permit_deadline(old) is not None, WAIT, "the leader's forge permit")
+    assert all(permit_deadline(p) is None for p in pool.pods if p is not old)
+
+    frozen_at = now()
+    old.freeze_manager()
+    try:
+        new = assert_fenced_before_takeover(pool, old, frozen_at)
+        assert lease_holder(control_plane, kube_namespace) == new.name
+        assert old.manager_running()  # still frozen, never got to demote by itself
+    finally:
+        old.thaw_manager()
+
+    # Resumed, the manager finds its leadership gone: it stays demoted and withdraws the permit.
+    wait_for(lambda: old.metric("cardano_leader_status") == 0.0, WAIT, "the thawed manager's view")
+    wait_for(lambda: not old.permit_file.exists(), WAIT, "the permit to be withdrawn")
+    for _ in range(3):
+        assert pool.forgers() == [new]
+        assert not old.credentials_present()
+        time.sleep(RETRY_PERIOD)
+    assert old.node_up()  # the same node process, standing by
+    pool.assert_never_two_forgers()
+
+
+def test_killed_manager_is_fenced_by_the_guard(
+    guarded: Pool, control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    pool = guarded
+    old = pool.one_forger()
+    wait_for(lambda: permit_deadline(old) is not None, WAIT, "the leader's forge permit")
+
+    killed_at = now()
+    old.kill9_manager()
+    new = assert_fenced_before_takeover(pool, old, killed_at)
+    assert lease_holder(control_plane, kube_namespace) == new.name
+
+    # The kubelet restarts the sidecar beside the running node: it comes back as a standby.
+    # (Its /startup-status stays 503: a standby beside a running node holds no credentials.)
+    old.restart_manager()
+    wait_for(lambda: old.get("/health")[0] == 200, WAIT, "the restarted manager's /health")
+    wait_for(lambda: old.metric("cardano_leader_status") == 0.0, WAIT, "the restarted manager")
+    for _ in range(3):
+        assert pool.forgers() == [new]
+        assert not old.credentials_present()
+        time.sleep(RETRY_PERIOD)
+    pool.assert_never_two_forgers()
+
+
+def test_without_the_guard_a_frozen_manager_leaves_two_forgers(unguarded: Pool) -> None:
+    """The hole the guard closes: no fence, so the frozen leader's node forges on."""
+    pool = unguarded
+    old = pool.one_forger()
+    old.freeze_manager()
+    try:
+        wait_for(lambda: len(pool.forgers()) == 2, WAIT, "a second forger beside the frozen one")
+        assert old in pool.forgers()
+        assert pool.overlap(), pool.diagnose()
+    finally:
+        old.thaw_manager()
+    # Once resumed, the manager demotes its node: one forger again, and no new overlap begins.
+    pool.one_forger(exclude=old)
+    assert not old.credentials_present()

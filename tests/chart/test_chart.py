@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -226,11 +228,13 @@ MATRIX: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         merged(BASE, {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}),
         (),
     ),
+    "forge-guard-off": (merged(BASE, {"forgeGuard": {"enabled": False}}), ()),
     "everything-off": (
         merged(
             BASE,
             {
                 "crds": {"enabled": False},
+                "forgeGuard": {"enabled": False},
                 "networkPolicy": {"enabled": False},
                 "podDisruptionBudget": {"enabled": False},
                 "serviceAccount": {"create": False, "name": "existing"},
@@ -295,17 +299,25 @@ def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return spec
 
 
+def sidecar_of(spec: dict[str, Any]) -> dict[str, Any]:
+    (sidecar,) = [c for c in spec["initContainers"] if c["name"] == "forge-manager"]
+    return sidecar
+
+
+def mounts(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in container["volumeMounts"]}
+
+
 def test_forge_manager_is_a_native_sidecar_gating_the_node(tmp_path: Path) -> None:
     spec = pod_spec(render(BASE, tmp_path))
-    (sidecar,) = spec["initContainers"]
-    assert sidecar["name"] == "forge-manager"
+    sidecar = sidecar_of(spec)
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["startupProbe"] == SEED_STARTUP_PROBE
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/health"
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/health"
     (node,) = spec["containers"]
     assert node["name"] == "cardano-node"
-    assert node["command"] == ["cardano-node"]
+    assert node["command"][-1] == "cardano-node"
     assert node["args"][0] == "run"
     assert "--start-as-non-producing-node" in node["args"]
     assert "startupProbe" not in node
@@ -313,7 +325,7 @@ def test_forge_manager_is_a_native_sidecar_gating_the_node(tmp_path: Path) -> No
 
 def test_startup_probe_can_be_disabled_and_tuned(tmp_path: Path) -> None:
     off = merged(BASE, {"healthChecks": {"forgeManager": {"startupProbe": {"enabled": False}}}})
-    (sidecar,) = pod_spec(render(off, tmp_path))["initContainers"]
+    sidecar = sidecar_of(pod_spec(render(off, tmp_path)))
     assert "startupProbe" not in sidecar
     tuned = merged(
         BASE,
@@ -329,7 +341,7 @@ def test_startup_probe_can_be_disabled_and_tuned(tmp_path: Path) -> None:
             }
         },
     )
-    (sidecar,) = pod_spec(render(tuned, tmp_path))["initContainers"]
+    sidecar = sidecar_of(pod_spec(render(tuned, tmp_path)))
     assert sidecar["startupProbe"] == {
         **SEED_STARTUP_PROBE,
         "initialDelaySeconds": 10,
@@ -338,19 +350,18 @@ def test_startup_probe_can_be_disabled_and_tuned(tmp_path: Path) -> None:
     }
 
 
-def test_credentials_on_tmpfs_shared_by_both_containers(tmp_path: Path) -> None:
-    spec = pod_spec(render(BASE, tmp_path))
+@pytest.mark.parametrize("guard", [True, False], ids=["guard-on", "guard-off"])
+def test_credentials_on_tmpfs_shared_by_both_containers(guard: bool, tmp_path: Path) -> None:
+    spec = pod_spec(render(merged(BASE, {"forgeGuard": {"enabled": guard}}), tmp_path))
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["credentials"]["emptyDir"]["medium"] == "Memory"
     assert volumes["credentials-source"]["secret"]["secretName"] == "pool1-keys"
-    sidecar, node = spec["initContainers"][0], spec["containers"][0]
-
-    def mounts(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {m["name"]: m for m in container["volumeMounts"]}
-
+    sidecar, node = sidecar_of(spec), spec["containers"][0]
     assert mounts(sidecar)["credentials"]["mountPath"] == "/opt/cardano/secrets"
     assert mounts(node)["credentials"]["mountPath"] == "/opt/cardano/secrets"
-    assert mounts(node)["credentials"].get("readOnly") is True
+    # Without the guard the node only reads them; forge-guard, in the node's container, must be
+    # able to remove them.
+    assert mounts(node)["credentials"].get("readOnly", False) is not guard
     assert "credentials-source" not in mounts(node), "the node must not see the Secret"
     assert mounts(sidecar)["ipc"]["mountPath"] == mounts(node)["ipc"]["mountPath"] == "/ipc"
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
@@ -380,6 +391,135 @@ def test_one_uid_shared_process_namespace_restricted(tmp_path: Path) -> None:
         assert sc["runAsNonRoot"] is True
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+# --------------------------------------------------------------------------- forge-guard
+
+PERMIT = "/run/forge/permit"
+
+
+def guard_flags(node: dict[str, Any]) -> dict[str, str]:
+    """forge-guard's ``--flag value`` pairs, before the ``--`` that starts the node's command."""
+    command = node["command"]
+    flags = command[1 : command.index("--")]
+    assert len(flags) % 2 == 0, flags
+    return dict(zip(flags[::2], flags[1::2], strict=True))
+
+
+def test_forge_guard_is_on_by_default_and_wraps_the_node(tmp_path: Path) -> None:
+    docs = render(BASE, tmp_path)
+    spec = pod_spec(docs)
+    node = spec["containers"][0]
+    # The node's command: forge-guard, its flags, then cardano-node with unchanged arguments.
+    assert node["command"][0] == "/forge-bin/forge-guard"
+    assert node["command"][-2:] == ["--", "cardano-node"]
+    env = sidecar_env(docs)
+    flags = guard_flags(node)
+    assert flags == {
+        "--permit-file": PERMIT,
+        "--credentials": ",".join(
+            [env["TARGET_KES_KEY"], env["TARGET_VRF_KEY"], env["TARGET_OP_CERT"]]
+        ),
+    }
+    for flag in ("--shelley-kes-key", "--shelley-vrf-key", "--shelley-operational-certificate"):
+        assert node["args"][node["args"].index(flag) + 1] in flags["--credentials"].split(",")
+    assert node["args"][0] == "run"
+    assert "--start-as-non-producing-node" in node["args"]
+    # The manager writes the permit where the guard reads it: one memory-backed emptyDir.
+    assert env["FORGE_PERMIT_FILE"] == PERMIT
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["run"]["emptyDir"]["medium"] == "Memory"
+    sidecar = sidecar_of(spec)
+    for container in (sidecar, node):
+        run = mounts(container)["run"]
+        assert run["mountPath"] == "/run/forge" == str(Path(PERMIT).parent)
+        assert not run.get("readOnly", False), "the manager writes it, the guard marks it revoked"
+
+
+def test_forge_guard_is_installed_from_the_forge_manager_image(tmp_path: Path) -> None:
+    spec = pod_spec(render(BASE, tmp_path))
+    install, sidecar = spec["initContainers"]
+    # A regular init container, before the sidecar: done before the node can start.
+    assert install["name"] == "install-forge-guard"
+    assert "restartPolicy" not in install
+    assert sidecar["name"] == "forge-manager"
+    assert install["image"] == sidecar["image"] == "ghcr.io/cardano-forge/forge-manager:0.1.0"
+    assert install["command"] == ["cp", "/usr/local/bin/forge-guard", "/forge-bin/forge-guard"]
+    assert mounts(install)["forge-bin"]["mountPath"] == "/forge-bin"
+    assert not mounts(install)["forge-bin"].get("readOnly", False)
+    node = spec["containers"][0]
+    assert mounts(node)["forge-bin"] == {
+        "name": "forge-bin",
+        "mountPath": "/forge-bin",
+        "readOnly": True,
+    }
+    assert "forge-bin" not in mounts(sidecar)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["forge-bin"]
+    tagged = merged(BASE, {"forgeManager": {"image": {"tag": "1.2.3"}}})
+    install, sidecar = pod_spec(render(tagged, tmp_path))["initContainers"]
+    assert install["image"] == sidecar["image"] == "ghcr.io/cardano-forge/forge-manager:1.2.3"
+
+
+def test_forge_guard_off_leaves_the_node_command_alone(tmp_path: Path) -> None:
+    docs = render(merged(BASE, {"forgeGuard": {"enabled": False}}), tmp_path)
+    spec = pod_spec(docs)
+    node = spec["containers"][0]
+    assert node["command"] == ["cardano-node"]
+    assert [c["name"] for c in spec["initContainers"]] == ["forge-manager"]
+    assert "FORGE_PERMIT_FILE" not in sidecar_env(docs)
+    assert not {"run", "forge-bin"} & {v["name"] for v in spec["volumes"]}
+    assert not {"run", "forge-bin"} & set(mounts(node))
+    assert "run" not in mounts(sidecar_of(spec))
+
+
+def forge_guard_binary() -> str:
+    candidate = REPO_ROOT / ".tools" / "bin" / "forge-guard"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("forge-guard")
+    if found is None:
+        pytest.fail("forge-guard not found in .tools/bin or on PATH: run 'make tools'")
+    return found
+
+
+def test_rendered_guard_command_revokes_an_expired_permit(tmp_path: Path) -> None:
+    """The rendered forge-guard flags, run for real with the volumes moved to local directories.
+
+    A permit whose deadline has passed must make the guard remove exactly the three credential
+    files the node reads and mark the permit revoked: proof that the chart's flags say what the
+    guard needs (a wrong path or separator would leave the credentials in place).
+    """
+    node = pod_spec(render(BASE, tmp_path))["containers"][0]
+    local = {m["mountPath"]: tmp_path / m["name"] for m in node["volumeMounts"]}
+    for directory in local.values():
+        directory.mkdir(exist_ok=True)
+
+    def move(value: str) -> str:
+        for mount_path, directory in local.items():
+            if value.startswith(mount_path + "/"):
+                return str(directory / value.removeprefix(mount_path + "/"))
+        return value
+
+    flags = guard_flags(node)
+    credentials = [Path(move(c)) for c in flags["--credentials"].split(",")]
+    for path in credentials:
+        path.write_text("secret\n")
+    unrelated = credentials[0].with_name("keep.me")
+    unrelated.write_text("not a credential\n")
+    permit = Path(move(flags["--permit-file"]))
+    permit.write_text(f"{time.monotonic_ns() - 1_000_000_000}\n")  # passed a second ago
+    args = [forge_guard_binary()]
+    for flag, value in flags.items():
+        args += [flag, ",".join(move(v) for v in value.split(","))]
+    # The node stand-in: sleeps until the guard's SIGHUP ends it.
+    guard = subprocess.run(
+        [*args, "--", "sleep", "120"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert guard.returncode == 128 + signal.SIGHUP, guard.stderr
+    assert not [p for p in credentials if p.exists()], guard.stderr
+    assert unrelated.exists()
+    assert permit.read_text().strip() == "revoked"
 
 
 REQUIRED_ENV = {
@@ -419,7 +559,7 @@ CLUSTER_ENV = {
 
 
 def sidecar_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (sidecar,) = pod_spec(docs)["initContainers"]
+    sidecar = sidecar_of(pod_spec(docs))
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in sidecar["env"]}
 
 
@@ -485,7 +625,7 @@ def test_selectors_match_the_pods(tmp_path: Path) -> None:
     container_ports = {
         p["name"]
         for c in pod_spec(docs)["initContainers"] + pod_spec(docs)["containers"]
-        for p in c["ports"]
+        for p in c.get("ports", [])
     }
 
     def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -722,6 +862,8 @@ def test_prometheus_rule_without_pool_wide_group_and_other_runbooks(tmp_path: Pa
         ({"forgeManager": {"clusterManagement": {"forgeState": "Maybe"}}}, "forgeState"),
         ({"forgeManager": {"logFormat": "xml"}}, "logFormat"),
         ({"podSecurityContext": {"runAsUser": 0}}, "runAsUser"),
+        ({"forgeGuard": {"enable": False}}, "additional properties 'enable' not allowed"),
+        ({"forgeGuard": {"enabled": "no"}}, "got string, want boolean"),
     ],
     ids=lambda v: str(v)[:40] if isinstance(v, dict) else None,
 )

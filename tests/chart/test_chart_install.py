@@ -154,8 +154,11 @@ def test_two_regions_install_and_rbac_holds(
 
     with control_plane.api_client() as api:
         sts = client.AppsV1Api(api).read_namespaced_stateful_set("east-cardano-forge", east_ns)
-        (sidecar,) = sts.spec.template.spec.init_containers
-        assert sidecar.restart_policy == "Always"
+        install, sidecar = sts.spec.template.spec.init_containers
+        # forge-guard's installer runs to completion first; the sidecar keeps running.
+        assert (install.name, install.restart_policy) == ("install-forge-guard", None)
+        assert (sidecar.name, sidecar.restart_policy) == ("forge-manager", "Always")
+        assert sts.spec.template.spec.containers[0].command[0] == "/forge-bin/forge-guard"
         objects = client.CustomObjectsApi(api)
         west_cfc = objects.get_namespaced_custom_object(
             GROUP, VERSION, coord_ns, PLURAL, "us-west-2-prod"

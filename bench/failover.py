@@ -19,6 +19,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from kubernetes import client
@@ -66,12 +67,13 @@ def run(runs: int, pods_n: int, root: Path) -> int:
         )
     secret = write_pool_secret(root / "secret")
     generation = 0
+    token = uuid.uuid4().hex[:4]  # node names unique on a shared host
 
     def new_pod(i: int) -> ForgePod:
         nonlocal generation
         generation += 1
         return ForgePod(f"bp-{i}", root / f"g{generation}", cp.kubeconfig, namespace, secret,
-                        timing=DEFAULT_TIMING, node_name=f"cnb-{generation}")  # fmt: skip
+                        timing=DEFAULT_TIMING, node_name=f"cnb{token}-{generation}")  # fmt: skip
 
     pods = [new_pod(i) for i in range(pods_n)]
     everyone = list(pods)

@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,9 @@ class ForgePod:
         (self.dir / "run").mkdir(parents=True, exist_ok=True)
         if self.guard and not FORGE_GUARD.exists():
             raise AssertionError(f"{FORGE_GUARD} is missing: run 'make tools'")
-        self.node_name = self.node_name or f"cn-{self.name}"[:15]
+        # Unique per instance: a manager finds its node by exact process name, and another
+        # test run on the same host must never find (and signal) this one's stand-in.
+        self.node_name = self.node_name or f"cn{uuid.uuid4().hex[:5]}-{self.name}"[:15]
         self.port = self.port or free_port()
 
     # ---- paths ---------------------------------------------------------------------------------

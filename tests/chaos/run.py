@@ -1,0 +1,336 @@
+"""Fault injection: randomised, bounded, seeded scenarios against the real control plane.
+
+Two regions (``east`` priority 1, ``west`` priority 2) of two pods each; every pod is a forge
+manager with cluster coordination and a cardano-node stand-in under ``forge-guard``; each region
+reaches the coordination API through its own breakable loopback proxy and has its own health
+endpoint and its own copy of the pool's Secret. Scenario kinds (:mod:`tests.chaos.scenarios`) are
+drawn in shuffled rounds (every kind once per round, order from the seed); each scenario's
+parameters (target, duration, mode) come from the same seeded generator.
+
+After each fault is undone the runner waits (bounded) until exactly one node forges, steadily, with
+every container running; then it reads the stand-ins' monotonic event logs and prints, for the
+scenario, the time two nodes forged (must be 0 ms) and the longest time no node forged, and at the
+end the same in total. Exit status 1 if any overlap was seen or a scenario did not recover.
+
+Run: ``python -m tests.chaos.run --scenarios 200 --seed 1`` (starts its own control plane on
+loopback; needs ``make tools``). ``--max-minutes`` stops early, reporting how many ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from tests.chaos.scenarios import MEAN_SCENARIO_S, SCENARIOS, World, source_ok
+from tests.harness.controlplane import ControlPlane
+from tests.harness.forge_pod import FAST_TIMING, ForgePod
+from tests.harness.forging_log import Interval, intervals, longest_gap, overlaps, read_events
+from tests.harness.node_standin import now
+from tests.harness.regions import FAST_CLUSTER_TIMING, Regions, create_namespace, install_crd
+
+PRIORITIES = {"east": 1, "west": 2}
+RECOVERY_WAIT_S = 180.0
+"""Upper bound for the pool to be back to one steady forger after a fault is undone."""
+POLL_S = 0.25
+
+
+@dataclass
+class Outcome:
+    index: int
+    kind: str
+    detail: str
+    started: float
+    ended: float
+    overlap_s: float
+    longest_gap_s: float
+    recovered: bool
+    error: str = ""
+
+    def line(self) -> str:
+        status = "ok" if self.recovered and not self.error else "FAILED"
+        text = (
+            f"#{self.index:4d} {self.kind:17s} overlap {self.overlap_s * 1000:5.0f} ms  "
+            f"longest gap {self.longest_gap_s:5.1f} s  {status:6s} {self.detail}"
+        )
+        return text + (f"  [{self.error}]" if self.error else "")
+
+
+@dataclass
+class Report:
+    seed: int
+    outcomes: list[Outcome] = field(default_factory=list)
+    total_overlap_s: float = 0.0
+    longest_gap_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.recovered or o.error]
+
+    def summary(self) -> str:
+        lines = [
+            f"chaos: {len(self.outcomes)} scenarios, seed {self.seed}, {self.wall_s / 60:.1f} min",
+            f"  {'kind':17s} {'n':>4s} {'overlap':>10s} {'longest gap':>12s} "
+            f"{'median gap':>11s} {'failed':>7s}",
+        ]
+        for kind in sorted({o.kind for o in self.outcomes}):
+            mine = [o for o in self.outcomes if o.kind == kind]
+            lines.append(
+                f"  {kind:17s} {len(mine):4d} {sum(o.overlap_s for o in mine) * 1000:7.0f} ms "
+                f"{max(o.longest_gap_s for o in mine):10.1f} s "
+                f"{statistics.median(o.longest_gap_s for o in mine):9.1f} s "
+                f"{sum(1 for o in mine if o in self.failures):7d}"
+            )
+        lines.append(
+            f"  TOTAL time two nodes forged: {self.total_overlap_s * 1000:.0f} ms; "
+            f"longest time with no forger: {self.longest_gap_s:.1f} s; "
+            f"scenarios not recovered or failed: {len(self.failures)}"
+        )
+        return "\n".join(lines)
+
+
+def schedule(rng: random.Random, count: int, kinds: Sequence[str]) -> list[str]:
+    """``count`` kinds in shuffled rounds: each kind once per round."""
+    out: list[str] = []
+    while len(out) < count:
+        round_ = list(kinds)
+        rng.shuffle(round_)
+        out += round_
+    return out[:count]
+
+
+def _clip_overlap(spans: list[Interval], start: float, end: float) -> float:
+    total = 0.0
+    for o in overlaps(spans, until=end):
+        a, b = max(o.start, start), min(o.end, end)
+        if b > a:
+            total += b - a
+    return total
+
+
+class Runner:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        root: Path,
+        seed: int,
+        *,
+        out: TextIO = sys.stdout,
+        timing: dict[str, str] | None = None,
+        cluster_timing: dict[str, str] | None = None,
+        pods_per_region: int = 2,
+    ) -> None:
+        self.cp = cp
+        self.root = root
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.out = out
+        self.timing = dict(FAST_TIMING if timing is None else timing)
+        self.cluster_timing = dict(
+            FAST_CLUSTER_TIMING if cluster_timing is None else cluster_timing
+        )
+        self.pods_per_region = pods_per_region
+        self.world: World | None = None
+        self.past_pods: list[ForgePod] = []
+        self.worlds = 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # ---- the world -------------------------------------------------------------------------------
+    def build_world(self) -> World:
+        self.worlds += 1
+        namespace = f"chaos-{uuid.uuid4().hex[:8]}"
+        create_namespace(self.cp, namespace)
+        install_crd(self.cp)
+        regions = Regions(
+            self.cp,
+            namespace,
+            self.root / f"world{self.worlds}",
+            PRIORITIES,
+            pods_per_region=self.pods_per_region,
+            guard=True,
+            via_proxy=True,
+            timing=self.timing,
+            cluster_timing=self.cluster_timing,
+        )
+        world = World(
+            cp=self.cp,
+            regions=regions,
+            rng=self.rng,
+            lease_duration=float(self.timing["LEASE_DURATION"]),
+            renew_deadline=float(self.timing["LEASE_RENEW_DEADLINE"]),
+            retry_period=float(self.timing["LEASE_RETRY_PERIOD"]),
+        )
+        self.world = world
+        regions.start()
+        if not self.settle(world):
+            raise RuntimeError(f"the pool never got a forger:\n{regions.diagnose()}")
+        return world
+
+    def teardown(self) -> None:
+        if self.world is not None:
+            self.world.regions.stop()
+            self.past_pods += self.world.regions.every_pod
+            self.world = None
+
+    def all_spans(self) -> list[Interval]:
+        pods = self.past_pods + (self.world.regions.every_pod if self.world else [])
+        return intervals(read_events([p.events_file for p in pods]))
+
+    # ---- recovery --------------------------------------------------------------------------------
+    def undo_everything(self, world: World) -> None:
+        """After an error inside a scenario: no fault may outlive it."""
+        for pod in world.regions.all_pods:
+            pod.thaw_manager()
+        for proxy in world.regions.proxies.values():
+            proxy.heal()
+        for server in world.regions.health.values():
+            server.status = 200
+        if not self.cp.is_ready():
+            with contextlib.suppress(Exception):
+                self.cp.stop_apiserver()
+            self.cp.start_apiserver()
+        for region, secret in world.regions.secrets.items():
+            if not all(source_ok(secret / n) for n in ("kes.skey", "vrf.skey", "node.cert")):
+                from tests.harness.forge_pod import write_pool_secret  # noqa: PLC0415
+
+                write_pool_secret(secret)
+            with contextlib.suppress(Exception):
+                world.regions.patch_spec(region, {"forgeState": "Priority-based"})
+
+    def settle(self, world: World) -> bool:
+        """Bounded wait for one steady forger with every container running."""
+        steady_for = 2 * world.retry_period + 1.0
+        deadline = time.monotonic() + RECOVERY_WAIT_S
+        one_since: float | None = None
+        last: ForgePod | None = None
+        while time.monotonic() < deadline:
+            world.kubelet()
+            forgers = world.regions.forgers()
+            up = all(p.node_up() and p.manager_running() for p in world.regions.all_pods)
+            if len(forgers) == 1 and up:
+                if one_since is None or forgers[0] is not last:
+                    one_since, last = time.monotonic(), forgers[0]
+                elif time.monotonic() - one_since >= steady_for:
+                    return True
+            else:
+                one_since = None
+            time.sleep(POLL_S)
+        return False
+
+    # ---- the run ---------------------------------------------------------------------------------
+    def run(
+        self, count: int, kinds: Sequence[str] | None = None, max_minutes: float | None = None
+    ) -> Report:
+        kinds = list(kinds or SCENARIOS)
+        plan = schedule(self.rng, count, kinds)
+        report = Report(self.seed)
+        began = time.monotonic()
+        estimate = count * MEAN_SCENARIO_S / 60
+        self.say(
+            f"chaos: {count} scenarios, seed {self.seed}, kinds {', '.join(kinds)}; timings "
+            f"lease {self.timing['LEASE_DURATION']} s / renew {self.timing['LEASE_RENEW_DEADLINE']}"
+            f" s / retry {self.timing['LEASE_RETRY_PERIOD']} s; expected about {estimate:.0f} min"
+            " on an idle 2-core machine"
+        )
+        first_start: float | None = None
+        try:
+            world = self.build_world()
+            for index, kind in enumerate(plan, start=1):
+                if max_minutes is not None and time.monotonic() - began > max_minutes * 60:
+                    self.say(f"chaos: stopping after {index - 1} scenarios (--max-minutes)")
+                    break
+                t0 = now()
+                first_start = first_start if first_start is not None else t0
+                detail, error = "", ""
+                try:
+                    detail = SCENARIOS[kind](world)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    with contextlib.suppress(Exception):
+                        self.undo_everything(world)
+                recovered = self.settle(world)
+                t1 = now()
+                spans = self.all_spans()
+                outcome = Outcome(
+                    index=index,
+                    kind=kind,
+                    detail=detail,
+                    started=t0,
+                    ended=t1,
+                    overlap_s=_clip_overlap(spans, t0, t1),
+                    longest_gap_s=longest_gap(spans, t0, t1),
+                    recovered=recovered,
+                    error=error,
+                )
+                report.outcomes.append(outcome)
+                self.say(outcome.line())
+                if not recovered or outcome.overlap_s > 0:
+                    self.say(world.regions.diagnose())
+                if not recovered:
+                    self.say("chaos: rebuilding the pool in a fresh namespace")
+                    self.teardown()
+                    world = self.build_world()
+        finally:
+            self.teardown()
+            report.wall_s = time.monotonic() - began
+            if first_start is not None:
+                spans = self.all_spans()
+                end = now()
+                report.total_overlap_s = _clip_overlap(spans, first_start, end)
+                report.longest_gap_s = max((o.longest_gap_s for o in report.outcomes), default=0)
+        return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenarios", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kinds", help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--max-minutes", type=float, help="stop starting scenarios after this")
+    parser.add_argument("--report", type=Path, help="also write the outcomes as JSON here")
+    args = parser.parse_args(argv)
+    kinds = args.kinds.split(",") if args.kinds else None
+    unknown = sorted(set(kinds or []) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown kinds {unknown}; known: {', '.join(SCENARIOS)}")
+    if args.scenarios < 1:
+        parser.error("--scenarios must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+        cp = ControlPlane(root=Path(tmp) / "cp")
+        cp.start()
+        try:
+            report = Runner(cp, Path(tmp), args.seed).run(args.scenarios, kinds, args.max_minutes)
+        finally:
+            cp.stop()
+    print(report.summary(), flush=True)
+    if args.report:
+        args.report.write_text(
+            json.dumps(
+                {
+                    "seed": report.seed,
+                    "total_overlap_s": report.total_overlap_s,
+                    "longest_gap_s": report.longest_gap_s,
+                    "wall_s": report.wall_s,
+                    "outcomes": [asdict(o) for o in report.outcomes],
+                },
+                indent=2,
+            )
+        )
+    return 1 if report.total_overlap_s > 0 or report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

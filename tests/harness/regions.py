@@ -1,0 +1,248 @@
+"""Several regions of forge pods on one control plane, with cluster-wide coordination.
+
+Each region has its own pods (:class:`~tests.harness.forge_pod.ForgePod`, forge manager with
+``ENABLE_CLUSTER_MANAGEMENT=true`` and a node stand-in, optionally under ``forge-guard``), its own
+local Lease, its own copy of the pool's Secret, its own health endpoint (a tiny HTTP server in
+this process whose answer the caller switches) and, optionally, its own breakable loopback proxy
+(:class:`~tests.harness.tcpproxy.TcpProxy`) in front of the coordination API, so it can be cut off
+while its local API stays reachable. Used by the fault-injection suite and the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.harness.controlplane import REPO_ROOT, ControlPlane
+from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, wait_for, write_pool_secret
+from tests.harness.forging_log import Interval, forging_at, intervals, summary
+from tests.harness.node_standin import now
+from tests.harness.tcpproxy import TcpProxy
+
+CRD_FILE = REPO_ROOT / "crds" / "cardanoforgeclusters.cardano.io.yaml"
+GROUP, VERSION, PLURAL = "cardano.io", "v1", "cardanoforgeclusters"
+POOL_LEASE = "cardano-forge-pool"
+
+# Fast cluster timings to go with FAST_TIMING (as in the coordination integration tests).
+FAST_CLUSTER_TIMING = {
+    "HEALTH_CHECK_INTERVAL": "1",
+    "HEALTH_CHECK_TIMEOUT": "0.5",
+    "HEALTH_CHECK_FAILURE_THRESHOLD": "3",
+    "CLUSTER_HEARTBEAT_INTERVAL": "1",
+    "CLUSTER_STALE_AFTER": "4",
+}
+
+
+class HealthServer:
+    """A region's health endpoint: answers ``status`` (200 healthy, 503 unhealthy)."""
+
+    def __init__(self) -> None:
+        outer = self
+        self.status = 200
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/health"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def install_crd(cp: ControlPlane) -> None:
+    """Create the repository's CardanoForgeCluster CRD (if absent) and wait until established."""
+    body = yaml.safe_load(CRD_FILE.read_text())
+    with cp.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        try:
+            ext.create_custom_resource_definition(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+        def established() -> bool:
+            crd = ext.read_custom_resource_definition(body["metadata"]["name"])
+            conditions = (crd.status.conditions or []) if crd.status else []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+        wait_for(established, 60, "the CardanoForgeCluster CRD to be established")
+
+
+def create_namespace(cp: ControlPlane, name: str) -> None:
+    with cp.api_client() as api:
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+        )
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+class Regions:
+    """Regions of ``pods_per_region`` pods each; ``priorities`` maps region name to priority."""
+
+    def __init__(
+        self,
+        cp: ControlPlane,
+        namespace: str,
+        root: Path,
+        priorities: Mapping[str, int],
+        *,
+        pods_per_region: int = 2,
+        guard: bool = True,
+        via_proxy: bool = True,
+        timing: Mapping[str, str] | None = None,
+        cluster_timing: Mapping[str, str] | None = None,
+    ) -> None:
+        self.cp = cp
+        self.namespace = namespace
+        self.root = root
+        self.priorities = dict(priorities)
+        self.pods_per_region = pods_per_region
+        self.guard = guard
+        self.timing = dict(FAST_TIMING if timing is None else timing)
+        self.cluster_timing = dict(
+            FAST_CLUSTER_TIMING if cluster_timing is None else cluster_timing
+        )
+        self.token = uuid.uuid4().hex[:4]
+        self.generation = 0
+        self.health = {region: HealthServer() for region in priorities}
+        self.proxies: dict[str, TcpProxy] = {}
+        self.secrets: dict[str, Path] = {}
+        self.kubeconfigs: dict[str, Path] = {}
+        self.pods: dict[str, list[ForgePod]] = {}
+        self.retired: list[ForgePod] = []
+        """Pods replaced by :meth:`replace` (their event logs still count)."""
+        for region in priorities:
+            self.secrets[region] = write_pool_secret(root / f"{region}-secret")
+            if via_proxy:
+                proxy = TcpProxy(cp.apiserver_port).start()
+                self.proxies[region] = proxy
+                self.kubeconfigs[region] = cp.write_kubeconfig(
+                    root / f"{region}-coordination.kubeconfig",
+                    user={
+                        "client-certificate-data": _b64(cp.pki / "admin.crt"),
+                        "client-key-data": _b64(cp.pki / "admin.key"),
+                    },
+                    user_name="admin",
+                    server=proxy.url,
+                )
+            self.pods[region] = [self._new_pod(region, i) for i in range(pods_per_region)]
+
+    def _new_pod(self, region: str, index: int) -> ForgePod:
+        self.generation += 1
+        env = {
+            "ENABLE_CLUSTER_MANAGEMENT": "true",
+            "CLUSTER_NAME": region,
+            "CLUSTER_PRIORITY": str(self.priorities[region]),
+            "HEALTH_CHECK_ENDPOINT": self.health[region].url,
+            **self.cluster_timing,
+        }
+        if region in self.kubeconfigs:
+            env["COORDINATION_KUBECONFIG"] = str(self.kubeconfigs[region])
+        return ForgePod(
+            f"{region}-{index}",
+            self.root / f"g{self.generation}",
+            self.cp.kubeconfig,
+            self.namespace,
+            self.secrets[region],
+            lease_name=f"{region}-leader",
+            timing=self.timing,
+            # Unique per run and incarnation: managers find their node by exact process name.
+            node_name=f"n{self.token}{region[:2]}{index}g{self.generation}"[:15],
+            extra_env=env,
+            guard=self.guard,
+        )
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    @property
+    def all_pods(self) -> list[ForgePod]:
+        return [p for pods in self.pods.values() for p in pods]
+
+    @property
+    def every_pod(self) -> list[ForgePod]:
+        """Current and replaced pods: the whole forging history."""
+        return self.retired + self.all_pods
+
+    def start(self) -> None:
+        for pod in self.all_pods:
+            pod.start()
+
+    def replace(self, pod: ForgePod, *, start: bool = True) -> ForgePod:
+        """The StatefulSet recreates a deleted pod: same name, fresh emptyDirs, new processes."""
+        region = pod.name.rsplit("-", 1)[0]
+        index = self.pods[region].index(pod)
+        pod.stop()
+        new = self._new_pod(region, int(pod.name.rsplit("-", 1)[1]))
+        self.retired.append(pod)
+        self.pods[region][index] = new
+        if start:
+            new.start()
+        return new
+
+    def stop(self) -> None:
+        for pod in self.all_pods:
+            pod.stop()
+        for server in self.health.values():
+            server.stop()
+        for proxy in self.proxies.values():
+            proxy.stop()
+
+    # ---- observation -----------------------------------------------------------------------------
+    def spans(self) -> list[Interval]:
+        return intervals(all_events(self.every_pod))
+
+    def forgers(self) -> list[ForgePod]:
+        active = set(forging_at(self.spans(), now()))
+        return [p for p in self.all_pods if any(a.startswith(p.node_name + "/") for a in active)]
+
+    def region_of(self, pod: ForgePod) -> str:
+        return pod.name.rsplit("-", 1)[0]
+
+    def diagnose(self, lines: int = 12) -> str:
+        logs = "\n".join(f"--- {p.name}\n{p.log_tail(lines)}" for p in self.all_pods)
+        return f"forgers now: {[p.name for p in self.forgers()]}\n{summary(self.spans())}\n{logs}"
+
+    def cfc(self, region: str) -> dict[str, Any]:
+        with self.cp.api_client() as api:
+            obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, region
+            )
+        assert isinstance(obj, dict)
+        return obj
+
+    def patch_spec(self, region: str, spec: dict[str, Any]) -> None:
+        with self.cp.api_client() as api:
+            client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, region, {"spec": spec}
+            )
+
+    def pool_lease_holder(self) -> str | None:
+        with self.cp.api_client() as api:
+            lease = client.CoordinationV1Api(api).read_namespaced_lease(POOL_LEASE, self.namespace)
+        return (lease.spec.holder_identity or None) if lease.spec else None

@@ -461,6 +461,55 @@ def test_forge_guard_is_installed_from_the_forge_manager_image(tmp_path: Path) -
     assert install["image"] == sidecar["image"] == "ghcr.io/cardano-forge/forge-manager:1.2.3"
 
 
+def dockerfile(service: str) -> str:
+    return (REPO_ROOT / "services" / service / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize(
+    ("service", "values_key"),
+    [("forge-manager", "forgeManager"), ("health-endpoint", "healthEndpoint")],
+)
+def test_images_are_the_dockerfiles(service: str, values_key: str, tmp_path: Path) -> None:
+    """The chart's default images are what the Dockerfiles build: name, user, entrypoint."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    text = dockerfile(service)
+    image = f"{values[values_key]['image']['repository']}:{chart['appVersion']}"
+    assert f"-t {image} ." in text, f"the build command in the Dockerfile must tag {image}"
+    user = values["podSecurityContext"]
+    assert re.search(rf"^USER {user['runAsUser']}:{user['runAsGroup']}$", text, re.M)
+    assert re.search(r"^ENTRYPOINT \[.+\]$", text, re.M)
+    # The chart relies on the entrypoint: it sets no command of its own for these containers.
+    everything = merged(
+        BASE,
+        CLUSTER_MANAGEMENT,
+        {"healthEndpoint": {"enabled": True, "prometheusUrl": "http://prometheus:9090"}},
+    )
+    docs = render(everything, tmp_path)
+    containers = [
+        c
+        for d in docs
+        if d["kind"] in {"StatefulSet", "Deployment"}
+        for c in d["spec"]["template"]["spec"].get("initContainers", [])
+        + d["spec"]["template"]["spec"]["containers"]
+        if c["image"] == image
+    ]
+    assert containers
+    assert [c["name"] for c in containers if "command" not in c] == [
+        {"forge-manager": "forge-manager", "health-endpoint": "health-endpoint"}[service]
+    ]
+
+
+def test_forge_manager_image_ships_forge_guard_where_the_chart_copies_it(tmp_path: Path) -> None:
+    install = pod_spec(render(BASE, tmp_path))["initContainers"][0]
+    source = install["command"][1]
+    assert re.search(
+        rf"^COPY --from=\S+ \S*/forge-guard {re.escape(source)}$", dockerfile("forge-manager"), re.M
+    ), f"the forge-manager image must install forge-guard at {source}"
+    # Static, so that it runs in the node's image whatever its C library.
+    assert "CGO_ENABLED=0" in dockerfile("forge-manager")
+
+
 def test_forge_guard_off_leaves_the_node_command_alone(tmp_path: Path) -> None:
     docs = render(merged(BASE, {"forgeGuard": {"enabled": False}}), tmp_path)
     spec = pod_spec(docs)

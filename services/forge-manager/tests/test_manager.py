@@ -346,3 +346,20 @@ def test_run_stops_and_releases_on_event(world: tuple[Path, LeaseStore, Clock]) 
     assert calls == 2
     assert store.record is not None and store.record.holder is None
     assert not pod.files.any_present()
+
+
+def test_forging_since_is_the_wall_time_forging_started_and_zero_after(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    before = time.time()
+    pod.manager.step()
+    since = pod.metric("cardano_forging_since_timestamp_seconds", pod="pod-0", cluster="c1")
+    assert since is not None and before <= since <= time.time()
+    clock.advance(2)
+    pod.manager.step()  # renewing does not move it
+    assert pod.metric("cardano_forging_since_timestamp_seconds", pod="pod-0", cluster="c1") == since
+    pod.permit = Permit(False, "a better region asked for a hand-over")
+    pod.manager.step()
+    assert pod.metric("cardano_forging_since_timestamp_seconds", pod="pod-0", cluster="c1") == 0

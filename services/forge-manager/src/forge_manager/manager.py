@@ -82,6 +82,7 @@ class ForgeManager:
         clock: Callable[[], float] = time.monotonic,
         settle: Callable[[float], None] = time.sleep,
         permit_file: PermitFile | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._lease = lease
@@ -92,6 +93,8 @@ class ForgeManager:
         self._clock = clock
         self._settle = settle
         self._permit_file = permit_file
+        self._wall = wall
+        self._forging_since = 0.0
         self.metrics = metrics
         self.identity = settings.pod_name
 
@@ -138,6 +141,7 @@ class ForgeManager:
                 node_socket_up=self._last_node.socket_up,
                 node_flag_missing=self._last_node.flag_missing,
                 seconds_since_cycle=max(0.0, self._clock() - self.last_cycle_completed),
+                forging_since=self._forging_since,
             )
 
     def remove_stale_temporaries(self) -> int:
@@ -485,6 +489,11 @@ class ForgeManager:
         )
         if self._forging and not forging and self.metrics:
             self.metrics.demotions.labels(self._demotion_cause()).inc()
+        if forging and not self._forging:
+            # Taken right after the SIGHUP: within the signal latency of the node's real start.
+            self._forging_since = self._wall()
+        elif not forging:
+            self._forging_since = 0.0
         self._forging = forging
 
     def _demotion_cause(self) -> str:
@@ -552,6 +561,7 @@ class ForgeManager:
                 except SignalError as exc:
                     log.critical("cannot signal cardano-node: %s", exc)
             self._forging = False
+            self._forging_since = 0.0
 
     def step(self) -> str:
         """One cycle, with any exception turned into demotion."""

@@ -26,6 +26,8 @@ class StateSample:
     node_socket_up: bool
     node_flag_missing: bool
     seconds_since_cycle: float
+    forging_since: float = 0.0
+    """Unix time at which this pod last started forging; 0 while it does not forge."""
 
 
 class _StateCollector(Collector):
@@ -49,6 +51,12 @@ class _StateCollector(Collector):
             "cardano_forging_enabled",
             "1 when this pod's node holds the credentials and was signalled to forge",
             float(s.forging),
+        )
+        yield gauge(
+            "cardano_forging_since_timestamp_seconds",
+            "Unix time at which this pod last started forging, 0 while it does not forge "
+            "(lets an alert tell a real overlap from a hand-over between two scrapes)",
+            s.forging_since,
         )
         yield gauge(
             "cardano_forge_credentials_present",

@@ -3,7 +3,9 @@
 ``PrometheusServer`` runs the ``prometheus`` binary (``.tools/bin`` first, then ``PATH``) on a free
 loopback port with a private data directory and the scrape configuration a test gives it, waits
 until it is ready, and stops it by PID. ``prometheus_factory`` is the pytest fixture: it starts as
-many servers as a test asks for and stops them all at teardown.
+many servers as a test asks for and stops them all at teardown. Optionally a server loads rule
+files (``rule_files``, evaluated every ``evaluation_interval``, by default the scrape interval) and
+sends its alerts to Alertmanagers (``alertmanagers``, ``host:port``).
 
 Prometheus' scrape manager waits about five seconds before the first scrape of a new
 configuration; :meth:`PrometheusServer.wait_for` polls a query until its result is what a test
@@ -23,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +82,16 @@ class PrometheusServer:
         scrape_configs: list[ScrapeConfig],
         *,
         scrape_interval: str = "1s",
+        evaluation_interval: str | None = None,
+        rule_files: Sequence[Path] = (),
+        alertmanagers: Sequence[str] = (),
     ) -> None:
         self.root = root
         self.scrape_configs = scrape_configs
         self.scrape_interval = scrape_interval
+        self.evaluation_interval = evaluation_interval or scrape_interval
+        self.rule_files = [str(f) for f in rule_files]
+        self.alertmanagers = list(alertmanagers)
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.config_file = root / "prometheus.yml"
@@ -94,14 +102,20 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _write_config(self) -> None:
-        document = {
+        document: dict[str, Any] = {
             "global": {
                 "scrape_interval": self.scrape_interval,
                 "scrape_timeout": self.scrape_interval,
-                "evaluation_interval": self.scrape_interval,
+                "evaluation_interval": self.evaluation_interval,
             },
             "scrape_configs": self.scrape_configs,
         }
+        if self.rule_files:
+            document["rule_files"] = self.rule_files
+        if self.alertmanagers:
+            document["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]
+            }
         self.config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
     def start(self) -> PrometheusServer:
@@ -224,14 +238,21 @@ class PrometheusServer:
 def prometheus_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., PrometheusServer]]:
-    """``start(scrape_configs, scrape_interval="1s")`` -> a ready :class:`PrometheusServer`."""
+    """``start(scrape_configs, scrape_interval="1s", **options)`` -> a ready server.
+
+    ``options`` are :class:`PrometheusServer`'s: ``evaluation_interval``, ``rule_files``,
+    ``alertmanagers``.
+    """
     servers: list[PrometheusServer] = []
 
     def start(
-        scrape_configs: list[ScrapeConfig], *, scrape_interval: str = "1s"
+        scrape_configs: list[ScrapeConfig], *, scrape_interval: str = "1s", **options: Any
     ) -> PrometheusServer:
         server = PrometheusServer(
-            tmp_path_factory.mktemp("prometheus"), scrape_configs, scrape_interval=scrape_interval
+            tmp_path_factory.mktemp("prometheus"),
+            scrape_configs,
+            scrape_interval=scrape_interval,
+            **options,
         )
         servers.append(server)
         return server.start()

@@ -106,7 +106,8 @@ def test_seed_alerts_unchanged(name: str) -> None:
 
 def test_multiple_forgers_is_critical_and_immediate_per_pool() -> None:
     (rule,) = [rule for rule in alerting_rules() if rule["alert"] == "CardanoMultipleForgers"]
-    assert rule["expr"] == "sum by (pool) (cardano_forging_enabled) > 1"
+    assert "max by (pool) (cardano_forging_since_timestamp_seconds)" in rule["expr"]
+    assert "sum by (pool) (cardano_forging_enabled) > 1" in rule["expr"]
     assert rule["for"] == "0m"
     assert rule["labels"]["severity"] == "critical"
 
@@ -160,9 +161,14 @@ MUTATIONS = {
         "sum by (pool) (cardano_forging_enabled) > 1",
         "sum(cardano_forging_enabled) > 1",
     ),
+    "multiple-forgers-count-not-per-pool": ("count by (pool) (", "count ("),
+    "multiple-forgers-ignores-scrape-time": (
+        "(timestamp(cardano_forging_enabled) and cardano_forging_enabled == 1)",
+        "(time() + 0 * cardano_forging_enabled and cardano_forging_enabled == 1)",
+    ),
     "multiple-forgers-severity": (
-        "> 1\n        for: 0m\n        labels:\n          severity: critical",
-        "> 1\n        for: 0m\n        labels:\n          severity: warning",
+        "          )\n        for: 0m\n        labels:\n          severity: critical",
+        "          )\n        for: 0m\n        labels:\n          severity: warning",
     ),
     "no-forger-for": (
         "or absent(cardano_forging_enabled)\n        for: 2m",

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
 from tests.chaos.scenarios import MEAN_SCENARIO_S, SCENARIOS, World, source_ok
@@ -308,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown kinds {unknown}; known: {', '.join(SCENARIOS)}")
     if args.scenarios < 1:
         parser.error("--scenarios must be at least 1")
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds through every finally: no process is left behind
+
+    signal.signal(signal.SIGTERM, interrupt)
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         cp = ControlPlane(root=Path(tmp) / "cp")
         cp.start()

@@ -166,7 +166,9 @@ def _maybe_handover(w: World, region: str) -> str:
     forgers = [p for p in w.regions.forgers() if w.regions.region_of(p) == region]
     if not forgers or w.rng.random() < 0.5:
         return ""
-    w.regions.replace(forgers[0])
+    # The recreated pod's sidecar starts; its startup probe cannot pass while the source is bad,
+    # so its node is started by the kubelet step of the recovery, once the Secret is whole again.
+    w.regions.replace(forgers[0], start=False).start_manager()
     return f", its forger {forgers[0].name} deleted meanwhile"
 
 
@@ -246,7 +248,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 # Rough mean wall time of fault + recovery with FAST_TIMING on an idle 2-core machine, for the
 # runner's estimate only.
-MEAN_SCENARIO_S = 24.0
+MEAN_SCENARIO_S = 15.0
 
 
 def source_ok(path: Path) -> bool:

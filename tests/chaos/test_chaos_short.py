@@ -16,7 +16,12 @@ import pytest
 from tests.chaos.run import Runner
 from tests.harness.controlplane import ControlPlane
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.chaos,
+    pytest.mark.timeout(900),  # bounded, but slower than most on a busy 2-core host
+]
 
 SEED = 20240611
 KINDS = ["freeze_manager", "kill9_manager", "partition", "both_enabled"]

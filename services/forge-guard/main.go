@@ -141,11 +141,16 @@ func revoke(cfg config, node *os.Process, why string) {
 	if err := node.Signal(syscall.SIGHUP); err != nil {
 		logf("error sending SIGHUP to node pid %d: %v", node.Pid, err)
 	}
-	tmp := cfg.permitFile + ".guard"
-	if err := os.WriteFile(tmp, []byte(revokedMarker+"\n"), 0o600); err == nil {
-		_ = os.Rename(tmp, cfg.permitFile)
-	}
+	markRevoked(cfg.permitFile)
 	logf("revoked forging: %s; removed %d credential file(s), sent SIGHUP to pid %d", why, removed, node.Pid)
+}
+
+// markRevoked replaces the permit by the revoked marker, so a revocation happens once.
+func markRevoked(path string) {
+	tmp := path + ".guard"
+	if err := os.WriteFile(tmp, []byte(revokedMarker+"\n"), 0o600); err == nil {
+		_ = os.Rename(tmp, path)
+	}
 }
 
 func logf(format string, args ...any) {
@@ -159,11 +164,14 @@ func run(cfg config) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
 	// A permit left over from before this container started is void: the node being started now
 	// must be enabled by a fresh SIGHUP from the manager anyway.
+	// It is revoked here, before the node starts: a SIGHUP sent to a node that has not yet
+	// installed its handler would kill it.
 	if st, _ := readPermit(cfg.permitFile, monotonicNow()); st == permitExpired || st == permitInvalid {
 		for _, c := range cfg.credentials {
 			_ = os.Remove(c)
 		}
-		logf("expired permit found at start: credentials removed before starting the node")
+		markRevoked(cfg.permitFile)
+		logf("expired permit found at start: credentials removed and permit revoked before starting the node")
 	}
 	if err := cmd.Start(); err != nil {
 		logf("cannot start %s: %v", cfg.command[0], err)

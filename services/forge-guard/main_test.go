@@ -126,3 +126,22 @@ func TestParseArgsRejectsMissingCommand(t *testing.T) {
 		t.Fatalf("want a 'no command' error, got %v", err)
 	}
 }
+
+func TestExpiredPermitAtStartIsRevokedBeforeTheNodeStarts(t *testing.T) {
+	dir := t.TempDir()
+	creds := []string{filepath.Join(dir, "kes.skey")}
+	writeFile(t, creds[0], "key")
+	writeFile(t, filepath.Join(dir, "permit"), strconv.FormatInt(monotonicNow()-int64(time.Second), 10))
+	stop, hups := guardedChild(t, dir, creds)
+	time.Sleep(150 * time.Millisecond)
+	if _, err := os.Stat(creds[0]); !os.IsNotExist(err) {
+		t.Fatal("credentials left in place under an expired permit")
+	}
+	if st, _ := readPermit(filepath.Join(dir, "permit"), monotonicNow()); st != permitRevoked {
+		t.Fatalf("permit not marked revoked at start: %v", st)
+	}
+	if hups() != 0 {
+		t.Fatalf("the node was signalled %d times right after it started", hups())
+	}
+	stop()
+}

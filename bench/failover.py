@@ -1,33 +1,51 @@
-"""Planned-handover and unplanned-failover times of the forge manager, and its memory.
+"""Failover figures of the forge manager with forge-guard, its idle cost, and API load.
 
-Starts a private control plane (etcd + kube-apiserver on loopback) and a pool of pods (forge
-manager + cardano-node stand-in each, as local processes) with the default timings
-(LEASE_DURATION 15, LEASE_RENEW_DEADLINE 10, LEASE_RETRY_PERIOD 2, KUBE_REQUEST_TIMEOUT 1), then:
+Each section starts a private control plane (etcd + kube-apiserver on loopback) and pods (forge
+manager + cardano-node stand-in under ``forge-guard`` each, as local processes) with the default
+timings (LEASE_DURATION 15, LEASE_RENEW_DEADLINE 10, LEASE_RETRY_PERIOD 2, KUBE_REQUEST_TIMEOUT 1).
+Times come from the stand-ins' CLOCK_MONOTONIC event logs; every run is checked for overlap.
+
+``local`` (one region, ``--pods`` pods):
 
 * planned handover: the forging pod is deleted (node SIGTERM, then the sidecar SIGTERM, the
-  native-sidecar order); time from the deletion to another node's ``forging_started``;
-* unplanned failover: the forging pod's manager and node are killed with SIGKILL; time from the
-  kill to another node's ``forging_started`` (expected: about the lease duration);
+  native-sidecar order); deletion to another node's ``forging_started``;
+* unplanned failover: the forging pod's manager and node SIGKILL; kill to the next forger;
+* frozen manager: the forging pod's manager SIGSTOP; freeze to forge-guard stopping its node
+  (fence) and to the next forger (takeover); the manager is resumed afterwards;
+* idle: sidecar and guard CPU (% of one core) and resident memory, and API requests per second
+  per pod (the API server's ``apiserver_request_total`` with the pods running, minus a baseline
+  measured before they started, divided by the number of pods).
 
-each over ``--runs`` runs (median and worst), checking every run for overlapping forging, and the
-resident memory (VmRSS) of each sidecar. Run: ``python -m bench.failover --runs 5``.
+``cluster`` (regions east priority 1 and west priority 2, ``--pods`` pods each, cluster
+management on; health checked every 2 s with timeout 1 s and threshold 3 so that twenty runs fit
+in minutes; each region reaches the coordination API through its own breakable loopback proxy):
+
+* health failover: from the threshold-crossing failed check (the third 503 the region's health
+  endpoint answered) to a west node forging; and the failback once east is healthy again;
+* partition failover: east cut off from the coordination API (black hole) to a west node forging;
+* API requests per second per pod with cluster management.
+
+Run: ``python -m bench.failover --runs 20`` (``--sections local`` or ``cluster`` for one part).
 """
 
 from __future__ import annotations
 
 import argparse
+import ssl
 import statistics
 import sys
 import tempfile
+import time
+import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from kubernetes import client
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import ForgePod, all_events, wait_for, write_pool_secret
-from tests.harness.forging_log import forging_at, intervals, overlaps
+from tests.harness.forging_log import Interval, forging_at, intervals, overlaps, read_events
 from tests.harness.node_standin import now
+from tests.harness.regions import Regions, create_namespace, install_crd
 
 DEFAULT_TIMING = {
     "LEASE_DURATION": "15",
@@ -35,19 +53,39 @@ DEFAULT_TIMING = {
     "LEASE_RETRY_PERIOD": "2",
     "KUBE_REQUEST_TIMEOUT": "1",
 }
+BENCH_CLUSTER_TIMING = {
+    "HEALTH_CHECK_INTERVAL": "2",
+    "HEALTH_CHECK_TIMEOUT": "1",
+    "HEALTH_CHECK_FAILURE_THRESHOLD": "3",
+}
+WAIT = 120.0
+IDLE_WINDOW_S = 30.0
+CLK_TCK = 100  # os.sysconf("SC_CLK_TCK") on Linux
 
 
-def forger(pods: list[ForgePod]) -> ForgePod | None:
-    active = forging_at(intervals(all_events(pods)), now())
-    found = [p for p in pods if any(a.startswith(p.node_name + "/") for a in active)]
+# ---- small helpers ------------------------------------------------------------------------------
+def forgers_of(pods: Sequence[ForgePod]) -> list[ForgePod]:
+    active = forging_at(intervals(all_events(list(pods))), now())
+    return [p for p in pods if any(a.startswith(p.node_name + "/") for a in active)]
+
+
+def forger(pods: Sequence[ForgePod]) -> ForgePod | None:
+    found = forgers_of(pods)
     if len(found) > 1:
         raise AssertionError(f"two forgers: {[p.name for p in found]}")
     return found[0] if found else None
 
 
-def first_start_after(pods: list[ForgePod], t0: float) -> float:
-    starts = [e["t"] for e in all_events(pods) if e["event"] == "forging_started" and e["t"] > t0]
+def first_start_after(pods: Sequence[ForgePod], t0: float) -> float:
+    starts = [
+        e["t"] for e in all_events(list(pods)) if e["event"] == "forging_started" and e["t"] > t0
+    ]
     return float(min(starts))
+
+
+def first_stop_after(pod: ForgePod, t0: float) -> float:
+    stops = [e["t"] for e in pod.events() if e["event"] == "forging_stopped" and e["t"] > t0]
+    return float(min(stops))
 
 
 def rss_mib(pid: int) -> float:
@@ -57,78 +95,280 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run(runs: int, pods_n: int, root: Path) -> int:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def p95(samples: Sequence[float]) -> float:
+    if len(samples) < 2:
+        return max(samples)
+    return statistics.quantiles(samples, n=20, method="inclusive")[18]
+
+
+def line(name: str, samples: Sequence[float], target: str = "") -> str:
+    if not samples:
+        return f"  {name:44s} n=0"
+    return (
+        f"  {name:44s} n={len(samples):<3d} median {statistics.median(samples):6.2f} s  "
+        f"p95 {p95(samples):6.2f} s  worst {max(samples):6.2f} s  {target}"
+    )
+
+
+def api_requests(cp: ControlPlane) -> dict[str, float]:
+    """``apiserver_request_total`` summed per resource (and ``""`` for all)."""
+    ctx: ssl.SSLContext = cp.ssl_context()
+    with urllib.request.urlopen(f"{cp.url}/metrics", timeout=10, context=ctx) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {"": 0.0}
+    for row in text.splitlines():
+        if not row.startswith("apiserver_request_total{"):
+            continue
+        labels, value = row.rsplit(" ", 1)
+        resource = ""
+        for part in labels[len("apiserver_request_total{") : -1].split(","):
+            key, _, val = part.partition("=")
+            if key == "resource":
+                resource = val.strip('"')
+        out[""] += float(value)
+        out[resource] = out.get(resource, 0.0) + float(value)
+    return out
+
+
+def request_rate(cp: ControlPlane, window: float) -> dict[str, float]:
+    before = api_requests(cp)
+    time.sleep(window)
+    after = api_requests(cp)
+    return {k: (after.get(k, 0.0) - before.get(k, 0.0)) / window for k in after}
+
+
+def idle_cost(pods: Sequence[ForgePod], window: float) -> list[tuple[str, float, float]]:
+    """(role, CPU % of one core, RSS MiB) of every sidecar and guard over ``window``."""
+    leader = forger(pods)
+    procs: list[tuple[str, int]] = []
+    for p in pods:
+        role = "leader" if p is leader else "standby"
+        if p.manager is not None:
+            procs.append((f"sidecar {role}", p.manager.pid))
+        if p.guard and p.node is not None:
+            procs.append((f"forge-guard {role}", p.node.pid))
+    start = {pid: cpu_seconds(pid) for _, pid in procs}
+    time.sleep(window)
+    return [
+        (role, 100 * (cpu_seconds(pid) - start[pid]) / window, rss_mib(pid)) for role, pid in procs
+    ]
+
+
+def overlap_ms(spans: list[Interval]) -> float:
+    return sum(o.seconds for o in overlaps(spans, until=now())) * 1000
+
+
+def namespace(cp: ControlPlane, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    create_namespace(cp, name)
+    return name
+
+
+# ---- one region ---------------------------------------------------------------------------------
+def local_section(runs: int, pods_n: int, root: Path, report: Callable[[str], None]) -> bool:
     cp = ControlPlane(root=root / "cp")
     cp.start()
-    namespace = "bench"
-    with cp.api_client() as api:
-        client.CoreV1Api(api).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
-        )
+    ns = namespace(cp, "bench")
     secret = write_pool_secret(root / "secret")
-    generation = 0
     token = uuid.uuid4().hex[:4]  # node names unique on a shared host
+    generation = 0
 
     def new_pod(i: int) -> ForgePod:
         nonlocal generation
         generation += 1
-        return ForgePod(f"bp-{i}", root / f"g{generation}", cp.kubeconfig, namespace, secret,
-                        timing=DEFAULT_TIMING, node_name=f"cnb{token}-{generation}")  # fmt: skip
+        return ForgePod(f"bp-{i}", root / f"g{generation}", cp.kubeconfig, ns, secret,
+                        timing=DEFAULT_TIMING, node_name=f"cnb{token}-{generation}",
+                        guard=True)  # fmt: skip
 
-    pods = [new_pod(i) for i in range(pods_n)]
-    everyone = list(pods)
-    planned: list[float] = []
-    unplanned: list[float] = []
+    samples: dict[str, list[float]] = {"planned": [], "unplanned": [], "fence": [], "frozen": []}
     rss: list[float] = []
+    pods: list[ForgePod] = []
+    everyone: list[ForgePod] = []
     try:
+        baseline = request_rate(cp, IDLE_WINDOW_S)
+        pods = [new_pod(i) for i in range(pods_n)]
+        everyone = list(pods)
         for p in pods:
             p.start()
-        for kind, samples in (("planned", planned), ("unplanned", unplanned)):
+        wait_for(lambda: forger(pods) is not None, WAIT, "a forger")
+        time.sleep(2 * float(DEFAULT_TIMING["LEASE_RETRY_PERIOD"]))
+        idle = idle_cost(pods, IDLE_WINDOW_S)
+        loaded = request_rate(cp, IDLE_WINDOW_S)
+        for kind in ("planned", "unplanned", "frozen"):
             for _ in range(runs):
-                wait_for(lambda: forger(pods) is not None, 60, "a forger")
+                wait_for(lambda: forger(pods) is not None, WAIT, "a forger")
                 old = forger(pods)
                 assert old is not None
-                for p in pods:
-                    if p.manager is not None:
-                        rss.append(rss_mib(p.manager.pid))
+                rss += [rss_mib(p.manager.pid) for p in pods if p.manager is not None]
                 t0 = now()
                 if kind == "planned":
                     old.stop()
-                else:
+                elif kind == "unplanned":
                     old.kill9()
+                else:
+                    old.freeze_manager()
                 rest = [p for p in pods if p is not old]
-                wait_for(lambda r=rest: forger(r) is not None, 60, "a new forger")  # type: ignore[misc]
-                samples.append(first_start_after(rest, t0) - t0)
-                index = pods.index(old)
-                replacement = new_pod(int(old.name.split("-")[1]))
-                replacement.start()
-                pods[index] = replacement
-                everyone.append(replacement)
-                print(f"{kind} run {len(samples)}: {samples[-1]:.2f} s", file=sys.stderr)
+                wait_for(lambda r=rest: forger(r) is not None, WAIT, "a new forger")  # type: ignore[misc]
+                took = first_start_after(rest, t0) - t0
+                if kind == "frozen":
+                    samples["fence"].append(first_stop_after(old, t0) - t0)
+                    samples["frozen"].append(took)
+                    old.thaw_manager()
+                    wait_for(lambda o=old: o.metric("cardano_leader_status") == 0.0, WAIT,  # type: ignore[misc]
+                             "the resumed manager to stay demoted")  # fmt: skip
+                else:
+                    samples[kind].append(took)
+                    index = pods.index(old)
+                    replacement = new_pod(int(old.name.split("-")[1]))
+                    replacement.start()
+                    pods[index] = replacement
+                    everyone.append(replacement)
+                print(f"local {kind} run {len(samples[kind])}: {took:.2f} s", file=sys.stderr)
     finally:
         for p in pods:
             p.stop()
         cp.stop()
-    spans = intervals(all_events(everyone))
-    overlap = overlaps(spans, until=now())
-    print("forge-manager failover (default timings: lease 15 s, renew deadline 10 s, retry 2 s)")
-    for name, samples in (("planned handover (pod deleted)", planned),
-                          ("unplanned failover (kill -9)", unplanned)):  # fmt: skip
-        print(f"  {name:32s} n={len(samples)}  median {statistics.median(samples):6.2f} s  "
-              f"worst {max(samples):6.2f} s")  # fmt: skip
-    print(f"  sidecar RSS                      median {statistics.median(rss):6.1f} MiB  "
-          f"max {max(rss):6.1f} MiB")  # fmt: skip
-    print(f"  overlapping forging              {sum(o.seconds for o in overlap) * 1000:.0f} ms")
-    return 1 if overlap else 0
+    overlap = overlap_ms(intervals(read_events([p.events_file for p in everyone])))
+    lease = float(DEFAULT_TIMING["LEASE_DURATION"])
+    report(f"one region, {pods_n} pods, forge-guard on (lease 15 s, renew deadline 10 s, "
+           "retry 2 s)")  # fmt: skip
+    report(line("planned handover (pod deleted)", samples["planned"], "target p95 < 3 s"))
+    report(line("unplanned failover (pod kill -9)", samples["unplanned"],
+                f"target < {lease + 2:g} s (lease + 2 s)"))  # fmt: skip
+    report(line("frozen manager: guard fenced its node", samples["fence"],
+                "renew deadline 10 s after the last renewal"))  # fmt: skip
+    report(line("frozen manager: next node forging", samples["frozen"],
+                f"target < {lease + 2:g} s"))  # fmt: skip
+    report(f"  {'sidecar RSS during the runs':44s} median {statistics.median(rss):6.1f} MiB  "
+           f"max {max(rss):6.1f} MiB   target < 60 MB")  # fmt: skip
+    for role in sorted({r for r, _, _ in idle}):
+        mine = [(c, m) for r, c, m in idle if r == role]
+        cpu, mem = statistics.mean(c for c, _ in mine), max(m for _, m in mine)
+        report(f"  idle {role:39s} CPU {cpu:5.2f} % of a core  RSS {mem:6.1f} MiB  "
+               f"(n={len(mine)}, {IDLE_WINDOW_S:g} s)")  # fmt: skip
+    per_pod = (loaded[""] - baseline[""]) / pods_n
+    lease_rate = (loaded.get("leases", 0.0) - baseline.get("leases", 0.0)) / pods_n
+    report(f"  {'API requests per pod (local election only)':44s} {per_pod:5.2f} /s "
+           f"(leases {lease_rate:.2f} /s; API server's own baseline {baseline['']:.2f} /s "
+           "subtracted)")  # fmt: skip
+    report(f"  {'overlapping forging':44s} {overlap:.0f} ms   target 0")
+    return overlap == 0
+
+
+# ---- two regions --------------------------------------------------------------------------------
+def cluster_section(runs: int, pods_n: int, root: Path, report: Callable[[str], None]) -> bool:
+    cp = ControlPlane(root=root / "cp")
+    cp.start()
+    ns = namespace(cp, "bench")
+    install_crd(cp)
+    threshold = int(BENCH_CLUSTER_TIMING["HEALTH_CHECK_FAILURE_THRESHOLD"])
+    retry = float(DEFAULT_TIMING["LEASE_RETRY_PERIOD"])
+    health: list[float] = []
+    health_total: list[float] = []
+    failback: list[float] = []
+    partition: list[float] = []
+    partition_stop: list[float] = []
+    partition_back: list[float] = []
+    baseline = request_rate(cp, IDLE_WINDOW_S)
+    r = Regions(cp, ns, root / "regions", {"east": 1, "west": 2}, pods_per_region=pods_n,
+                guard=True, via_proxy=True, timing=DEFAULT_TIMING,
+                cluster_timing=BENCH_CLUSTER_TIMING)  # fmt: skip
+
+    def in_region(region: str) -> list[ForgePod]:
+        return r.pods[region]
+
+    def wait_region(region: str) -> ForgePod:
+        def check() -> bool:
+            f = r.forgers()
+            return len(f) == 1 and r.region_of(f[0]) == region
+
+        wait_for(check, WAIT, f"one forger, in {region}")
+        time.sleep(2 * retry)  # let both regions publish their status
+        return r.forgers()[0]
+
+    try:
+        r.start()
+        wait_region("east")
+        loaded = request_rate(cp, IDLE_WINDOW_S)
+        for _ in range(runs):
+            old = wait_region("east")
+            t0 = now()
+            r.health["east"].status = 503
+            wait_region("west")
+            crossing = [t for t, s in r.health["east"].answers if t > t0 and s == 503][
+                threshold - 1
+            ]
+            new = first_start_after(in_region("west"), t0)
+            health.append(new - crossing)
+            health_total.append(new - t0)
+            t1 = now()
+            r.health["east"].status = 200
+            wait_region("east")
+            failback.append(first_start_after(in_region("east"), t1) - t1)
+            print(f"cluster health run {len(health)}: {health[-1]:.2f} s", file=sys.stderr)
+            del old
+        for _ in range(runs):
+            old = wait_region("east")
+            t0 = now()
+            r.proxies["east"].partition("blackhole")
+            wait_region("west")
+            partition.append(first_start_after(in_region("west"), t0) - t0)
+            partition_stop.append(first_stop_after(old, t0) - t0)
+            t1 = now()
+            r.proxies["east"].heal()
+            wait_region("east")
+            partition_back.append(first_start_after(in_region("east"), t1) - t1)
+            print(f"cluster partition run {len(partition)}: {partition[-1]:.2f} s", file=sys.stderr)
+    finally:
+        r.stop()
+        cp.stop()
+    overlap = overlap_ms(r.spans())
+    lease = float(DEFAULT_TIMING["LEASE_DURATION"])
+    report(f"two regions x {pods_n} pods, cluster management, forge-guard on (lease 15/10/2; "
+           "health every 2 s, timeout 1 s, threshold 3)")  # fmt: skip
+    report(line("health: threshold-crossing check -> west", health))
+    report(line("health: first failed check -> west", health_total))
+    report(line("failback: east healthy again -> east", failback,
+                f"(health walks {threshold}..0, one check each)"))  # fmt: skip
+    report(line("partition: east cut off -> west forging", partition,
+                f"target < {lease + 2:g} s (lease + 2 s)"))  # fmt: skip
+    report(line("partition: east cut off -> east stopped", partition_stop,
+                "renew deadline 10 s"))  # fmt: skip
+    report(line("partition healed -> east forging again", partition_back))
+    pods_total = 2 * pods_n
+    per_pod = (loaded[""] - baseline[""]) / pods_total
+    report(f"  {'API requests per pod (cluster management)':44s} {per_pod:5.2f} /s (leases "
+           f"{(loaded.get('leases', 0) - baseline.get('leases', 0)) / pods_total:.2f} /s, "
+           f"cardanoforgeclusters "
+           f"{loaded.get('cardanoforgeclusters', 0) / pods_total:.2f} /s)")  # fmt: skip
+    report(f"  {'overlapping forging':44s} {overlap:.0f} ms   target 0")
+    return overlap == 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--pods", type=int, default=3)
+    parser.add_argument("--pods", type=int, default=3, help="pods (per region for cluster)")
+    parser.add_argument("--sections", default="local,cluster", help="local, cluster or both")
     args = parser.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if not sections or set(sections) - {"local", "cluster"}:
+        parser.error("--sections takes local, cluster or local,cluster")
+    lines: list[str] = []
+    ok = True
     with tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp:
-        return run(args.runs, args.pods, Path(tmp))
+        if "local" in sections:
+            ok &= local_section(args.runs, args.pods, Path(tmp) / "local", lines.append)
+        if "cluster" in sections:
+            pods = min(args.pods, 2)
+            ok &= cluster_section(args.runs, pods, Path(tmp) / "cluster", lines.append)
+    print("\n".join(lines), flush=True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -48,10 +48,14 @@ class HealthServer:
     def __init__(self) -> None:
         outer = self
         self.status = 200
+        self.answers: list[tuple[float, int]] = []
+        """(monotonic time, status) of every answer, for the figures."""
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.send_response(outer.status)
+                status = outer.status
+                outer.answers.append((now(), status))
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -24,6 +24,7 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, wait_for, write_pool_secret
 from tests.harness.forging_log import Interval, Overlap, forging_at, intervals, overlaps, summary
 from tests.harness.node_standin import now
+from tests.harness.regions import Regions, install_crd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -213,3 +214,50 @@ def test_without_the_guard_a_frozen_manager_leaves_two_forgers(unguarded: Pool) 
     # Once resumed, the manager demotes its node: one forger again, and no new overlap begins.
     pool.one_forger(exclude=old)
     assert not old.credentials_present()
+
+
+# ---- the permit under cluster coordination ----------------------------------------------------
+@pytest.fixture
+def partitionable(
+    control_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+) -> Iterator[Regions]:
+    install_crd(control_plane)
+    regions = Regions(control_plane, kube_namespace, tmp_path, {"east": 1, "west": 2})
+    try:
+        regions.start()
+        yield regions
+    finally:
+        regions.stop()
+    found = overlaps(regions.spans(), until=now())
+    assert not found, f"two nodes forged at once: {found}\n{regions.diagnose()}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ClusterCoordinator.permit() carries no `until`, so the forge permit is not capped by "
+    "the pool-wide Lease's renew deadline: cut off from the coordination API only, the guard "
+    "keeps being told the node may forge until the *local* deadline",
+)
+def test_permit_never_outlives_the_pool_lease_deadline(partitionable: Regions) -> None:
+    """Cut off from the coordination API (local API fine), a forger's permit must not extend
+    past the pool-wide Lease's renew deadline: otherwise a manager that stalls in that window
+    leaves its node forging after another region may take the pool Lease."""
+    r = partitionable
+    wait_for(lambda: [p.name for p in r.forgers()][:1] == ["east-0"]
+             or [p.name for p in r.forgers()][:1] == ["east-1"], WAIT, "east forging")  # fmt: skip
+    east = r.forgers()[0]
+    wait_for(lambda: permit_deadline(east) is not None, WAIT, "east's forge permit")
+    cut = now()
+    r.proxies["east"].partition("blackhole")
+    renew_deadline = float(FAST_TIMING["LEASE_RENEW_DEADLINE"])
+    latest = 0
+    deadline = time.monotonic() + WAIT
+    while east.forging() and time.monotonic() < deadline:
+        latest = max(latest, permit_deadline(east) or 0)
+        time.sleep(0.05)
+    assert not east.forging()
+    # Every pool-lease renewal that succeeded was sent before the cut.
+    assert latest / 1e9 <= cut + renew_deadline, (
+        f"permit reached {latest / 1e9 - cut:.2f} s after the cut; pool renew deadline is "
+        f"{renew_deadline:g} s"
+    )

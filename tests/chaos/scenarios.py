@@ -192,6 +192,27 @@ def partition(w: World) -> str:
     return f"{region} cut off from the coordination API ({mode}) for {held:g} s"
 
 
+def partition_freeze(w: World) -> str:
+    """The forging region is cut off from the coordination API, and before its pool-wide Lease
+    deadline its forger's manager freezes: only forge-guard can stop the node, and only if the
+    permit it was given ends at the pool Lease's deadline, not at the (still renewed) local one."""
+    forgers = w.regions.forgers()
+    pod = forgers[0] if forgers else w.rng.choice(w.regions.all_pods)
+    region = w.regions.region_of(pod)
+    proxy = w.regions.proxies[region]
+    proxy.partition("blackhole")
+    try:
+        before = w.hold(0.5, w.renew_deadline - 0.3)
+        pod.freeze_manager()
+        try:
+            held = w.hold(w.lease_duration + 1, w.lease_duration + 4)
+        finally:
+            pod.thaw_manager()
+    finally:
+        proxy.heal()
+    return f"{region} cut off, {pod.name} manager SIGSTOP {before:g} s later for {held:g} s"
+
+
 def health_flap(w: World) -> str:
     """A region's health endpoint flips between 503 and 200; it ends healthy."""
     region = w.pick_region()
@@ -242,6 +263,7 @@ SCENARIOS: dict[str, Scenario] = {
     "source_missing": source_missing,
     "source_corrupt": source_corrupt,
     "partition": partition,
+    "partition_freeze": partition_freeze,
     "health_flap": health_flap,
     "both_enabled": both_enabled,
 }

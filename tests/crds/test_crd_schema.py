@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -295,35 +294,7 @@ def test_minimal_object_is_valid_offline() -> None:
 def installed_crd(control_plane: ControlPlane) -> Iterator[None]:
     """The CRD from crds/, created (or replaced) in the real API server and Established."""
 
-    body = load_crd()
-    with control_plane.api_client() as api:
-        ext = client.ApiextensionsV1Api(api)
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(body["metadata"]["name"])
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(body["metadata"]["name"], body)
-        deadline = time.monotonic() + 30
-        while True:
-            crd = ext.read_custom_resource_definition(body["metadata"]["name"])
-            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conditions.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"CRD not Established: {conditions}"
-            time.sleep(0.2)
-        # Discovery catches up a moment after Established.
-        objects = client.CustomObjectsApi(api)
-        while True:
-            try:
-                objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-                break
-            except ApiException as exc:
-                if exc.status != 404 or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    control_plane.apply_crd(load_crd())
     yield
 
 

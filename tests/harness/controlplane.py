@@ -427,6 +427,44 @@ class ControlPlane:
             config_file=str(kubeconfig or self.kubeconfig)
         )
 
+    def apply_crd(self, body: dict[str, Any], timeout: float = 30.0) -> None:
+        """Create (or replace) a CustomResourceDefinition and wait until it is Established and
+        its resources are served (discovery catches up a moment after Established)."""
+        from kubernetes import client  # noqa: PLC0415 (the CLI works without the client)
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        name = body["metadata"]["name"]
+        spec = body["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+        deadline = time.monotonic() + timeout
+        with self.api_client() as api:
+            ext = client.ApiextensionsV1Api(api)
+            try:
+                ext.create_custom_resource_definition(body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                current = ext.read_custom_resource_definition(name)
+                replacement = json.loads(json.dumps(body))
+                replacement["metadata"]["resourceVersion"] = current.metadata.resource_version
+                ext.replace_custom_resource_definition(name, replacement)
+            objects = client.CustomObjectsApi(api)
+            while True:
+                crd = ext.read_custom_resource_definition(name)
+                conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+                if conditions.get("Established") == "True":
+                    try:
+                        objects.list_cluster_custom_object(
+                            spec["group"], version, spec["names"]["plural"]
+                        )
+                        return
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(f"CRD {name} not served within {timeout:g} s")
+                time.sleep(0.2)
+
     # ---- state for the CLI ---------------------------------------------------------------------
     def save_state(self) -> None:
         state = {

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from tests.harness.controlplane import REPO_ROOT, ControlPlane
 from tests.harness.forge_pod import ForgePod, all_events, wait_for, write_pool_secret
@@ -76,21 +75,7 @@ class HealthServer:
 
 @pytest.fixture(scope="module")
 def cfc_crd(control_plane: ControlPlane) -> None:
-    body = yaml.safe_load(CRD_FILE.read_text())
-    with control_plane.api_client() as api:
-        ext = client.ApiextensionsV1Api(api)
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-
-        def established() -> bool:
-            crd = ext.read_custom_resource_definition(body["metadata"]["name"])
-            conditions = (crd.status.conditions or []) if crd.status else []
-            return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-        wait_for(established, 30, "the CardanoForgeCluster CRD to be established")
+    control_plane.apply_crd(yaml.safe_load(CRD_FILE.read_text()))
 
 
 class Regions:

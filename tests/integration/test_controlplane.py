@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -98,28 +97,11 @@ WIDGET_CRD: dict[str, Any] = {
 }
 
 
-def _wait_established(ext: client.ApiextensionsV1Api, name: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        crd = ext.read_custom_resource_definition(name)
-        conditions = (crd.status and crd.status.conditions) or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"CRD {name} not Established within 30 s")
-
-
 def test_structural_schema_rejects_invalid_custom_resource(
     control_plane: ControlPlane, kube_namespace: str
 ) -> None:
+    control_plane.apply_crd(WIDGET_CRD)
     with control_plane.api_client() as api:
-        ext = client.ApiextensionsV1Api(api)
-        try:
-            ext.create_custom_resource_definition(WIDGET_CRD)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        _wait_established(ext, WIDGET_CRD["metadata"]["name"])
         custom = client.CustomObjectsApi(api)
         group, version, plural = "harness.cardano-forge.test", "v1", "widgets"
 

@@ -12,6 +12,7 @@ from forge_manager.credentials import CredentialFiles
 from forge_manager.decision import NodeView, Permit
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
+from forge_manager.permit_file import PermitFile
 from prometheus_client import CollectorRegistry
 
 from .fakes import Clock, FakeLease, FakeNode, LeaseStore, Signals
@@ -35,7 +36,14 @@ def settings_for(tmp: Path, pod: str) -> Settings:
 
 
 class Pod:
-    def __init__(self, tmp: Path, store: LeaseStore, clock: Clock, name: str = "pod-0") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        store: LeaseStore,
+        clock: Clock,
+        name: str = "pod-0",
+        permit_file: PermitFile | None = None,
+    ) -> None:
         self.settings = settings_for(tmp, name)
         self.lease = FakeLease(store, name)
         self.node = FakeNode()
@@ -52,6 +60,7 @@ class Pod:
             permit=lambda: self.permit,
             clock=clock,
             settle=lambda _s: None,
+            permit_file=permit_file,
         )
         self.manager.metrics = ForgeMetrics(
             self.registry, pod=name, cluster="c1", sample=self.manager.sample

@@ -6,27 +6,10 @@ from pathlib import Path
 
 import pytest
 from forge_manager.decision import Permit
-from forge_manager.manager import ForgeManager
 from forge_manager.permit_file import PermitError, PermitFile
 
 from .fakes import Clock, LeaseStore
 from .test_manager import Pod
-
-
-def _with_permit_file(pod: Pod, clock: Clock, path: Path) -> PermitFile:
-    permit_file = PermitFile(path)
-    pod.manager = ForgeManager(
-        pod.settings,
-        lease=pod.lease,
-        files=pod.files,
-        node=pod.node,
-        signal_node=pod.signals,
-        permit=lambda: pod.permit,
-        clock=clock,
-        settle=lambda _s: None,
-        permit_file=permit_file,
-    )
-    return permit_file
 
 
 def _deadline_ns(path: Path) -> int:
@@ -55,9 +38,8 @@ def test_leader_writes_its_deadline_before_forging_and_extends_it_on_renew(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
     tmp, store, clock = world
-    pod = Pod(tmp, store, clock)
     path = tmp / "permit"
-    _with_permit_file(pod, clock, path)
+    pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
     pod.manager.step()
     assert pod.files.all_present()
     # Acquire was sent at t=1000 (the fake clock does not move during the call).
@@ -71,9 +53,8 @@ def test_cluster_permit_deadline_caps_the_written_deadline(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
     tmp, store, clock = world
-    pod = Pod(tmp, store, clock)
     path = tmp / "permit"
-    _with_permit_file(pod, clock, path)
+    pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
     pod.permit = Permit(True, "holding the pool-wide lease", until=1003.5)
     pod.manager.step()
     assert _deadline_ns(path) == int(1003.5 * 1e9)
@@ -83,9 +64,8 @@ def test_permit_is_withdrawn_only_after_credentials_are_gone(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
     tmp, store, clock = world
-    pod = Pod(tmp, store, clock)
     path = tmp / "permit"
-    _with_permit_file(pod, clock, path)
+    pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
     pod.manager.step()
     assert path.exists()
     pod.permit = Permit(False, "a better region asked for a hand-over")
@@ -99,8 +79,7 @@ def test_unwritable_permit_keeps_the_pod_from_forging(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
     tmp, store, clock = world
-    pod = Pod(tmp, store, clock)
-    _with_permit_file(pod, clock, tmp / "no-such-dir" / "permit")
+    pod = Pod(tmp, store, clock, permit_file=PermitFile(tmp / "no-such-dir" / "permit"))
     reason = pod.manager.step()
     assert "cannot write the forge permit" in reason
     assert not pod.files.any_present()

@@ -232,12 +232,6 @@ def partitionable(
     assert not found, f"two nodes forged at once: {found}\n{regions.diagnose()}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClusterCoordinator.permit() carries no `until`, so the forge permit is not capped by "
-    "the pool-wide Lease's renew deadline: cut off from the coordination API only, the guard "
-    "keeps being told the node may forge until the *local* deadline",
-)
 def test_permit_never_outlives_the_pool_lease_deadline(partitionable: Regions) -> None:
     """Cut off from the coordination API (local API fine), a forger's permit must not extend
     past the pool-wide Lease's renew deadline: otherwise a manager that stalls in that window

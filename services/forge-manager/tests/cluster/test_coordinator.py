@@ -335,3 +335,13 @@ def test_losing_local_leadership_releases_the_pool_lease() -> None:
     w.tick(1)
     assert w.api.lease is not None and w.api.lease.holder in (None, "west/bp-0")
     assert not w.regions["east"].c.permit().granted
+
+
+def test_permit_carries_the_pool_lease_deadline_for_forge_guard() -> None:
+    w = World(("east", 1), ("west", 2))
+    w.tick(4)
+    east, west = w.regions["east"], w.regions["west"]
+    permit = east.c.permit()
+    assert permit.granted
+    assert permit.until is not None and permit.until == east.c.pool.leading_until()
+    assert not west.c.permit().granted and west.c.permit().until is None

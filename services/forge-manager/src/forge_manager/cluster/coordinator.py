@@ -134,7 +134,10 @@ class ClusterCoordinator:
             granted, reason = self._granted, self._permit_reason
         if granted and not self.pool.leading():
             return Permit(False, "pool lease not renewed within the renew deadline")
-        return Permit(granted, reason)
+        # ``until`` caps the forge permit written for forge-guard at the pool-wide Lease's
+        # deadline, so a manager that stalls while cut off from the coordination API is fenced
+        # before another region may take the pool Lease.
+        return Permit(granted, reason, until=self.pool.leading_until() if granted else None)
 
     def _set_permit(self, granted: bool, reason: str) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ mkdir -p "$cache" "$bindir"
 say() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 
-command -v go >/dev/null 2>&1 || die "no Go toolchain on PATH: install Go 1.26 or newer (Debian: apt-get install golang-go, or the official tarball) and run 'make tools' again"
+command -v go >/dev/null 2>&1 || die "no Go toolchain on PATH: install Go 1.26 or newer, put its bin directory on PATH and run 'make tools' again"
 goversion=$(go env GOVERSION)
 case "$goversion" in
   go1.2[6-9]*|go1.[3-9]*) ;;

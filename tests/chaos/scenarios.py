@@ -202,7 +202,7 @@ def partition_freeze(w: World) -> str:
     proxy = w.regions.proxies[region]
     proxy.partition("blackhole")
     try:
-        before = w.hold(0.5, w.renew_deadline - 0.3)
+        before = w.hold(0.5, w.renew_deadline - 0.2)
         pod.freeze_manager()
         try:
             held = w.hold(w.lease_duration + 1, w.lease_duration + 4)

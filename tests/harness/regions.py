@@ -20,10 +20,9 @@ from typing import Any
 
 import yaml
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from tests.harness.controlplane import REPO_ROOT, ControlPlane
-from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, wait_for, write_pool_secret
+from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, write_pool_secret
 from tests.harness.forging_log import Interval, forging_at, intervals, summary
 from tests.harness.node_standin import now
 from tests.harness.tcpproxy import TcpProxy
@@ -78,22 +77,8 @@ class HealthServer:
 
 
 def install_crd(cp: ControlPlane) -> None:
-    """Create the repository's CardanoForgeCluster CRD (if absent) and wait until established."""
-    body = yaml.safe_load(CRD_FILE.read_text())
-    with cp.api_client() as api:
-        ext = client.ApiextensionsV1Api(api)
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-
-        def established() -> bool:
-            crd = ext.read_custom_resource_definition(body["metadata"]["name"])
-            conditions = (crd.status.conditions or []) if crd.status else []
-            return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-        wait_for(established, 60, "the CardanoForgeCluster CRD to be established")
+    """Create (or replace) the repository's CardanoForgeCluster CRD and wait until served."""
+    cp.apply_crd(yaml.safe_load(CRD_FILE.read_text()), timeout=60)
 
 
 def create_namespace(cp: ControlPlane, name: str) -> None:

@@ -535,9 +535,10 @@ def forge_guard_binary() -> str:
 def test_rendered_guard_command_revokes_an_expired_permit(tmp_path: Path) -> None:
     """The rendered forge-guard flags, run for real with the volumes moved to local directories.
 
-    A permit whose deadline has passed must make the guard remove exactly the three credential
-    files the node reads and mark the permit revoked: proof that the chart's flags say what the
-    guard needs (a wrong path or separator would leave the credentials in place).
+    A permit whose deadline passes while the node runs must make the guard remove exactly the
+    three credential files the node reads, signal the node and mark the permit revoked: proof that
+    the chart's flags say what the guard needs (a wrong path or separator would leave the
+    credentials in place).
     """
     node = pod_spec(render(BASE, tmp_path))["containers"][0]
     local = {m["mountPath"]: tmp_path / m["name"] for m in node["volumeMounts"]}
@@ -557,7 +558,7 @@ def test_rendered_guard_command_revokes_an_expired_permit(tmp_path: Path) -> Non
     unrelated = credentials[0].with_name("keep.me")
     unrelated.write_text("not a credential\n")
     permit = Path(move(flags["--permit-file"]))
-    permit.write_text(f"{time.monotonic_ns() - 1_000_000_000}\n")  # passed a second ago
+    permit.write_text(f"{time.monotonic_ns() + 1_000_000_000}\n")  # passes in a second
     args = [forge_guard_binary()]
     for flag, value in flags.items():
         args += [flag, ",".join(move(v) for v in value.split(","))]

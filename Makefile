@@ -73,6 +73,9 @@ test: venv tools ## everything CI runs: lint, unit, integration
 demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
 	$(PY) -m demo $(DEMO_ARGS)
 
+chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
+	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
+
 bench: venv tools ## print the figures: failover times, sidecar memory, health endpoint load
 	$(PY) -m bench.failover --runs $${RUNS:-20}
 	$(PY) bench/health_endpoint.py

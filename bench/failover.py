@@ -261,7 +261,15 @@ def local_section(runs: int, pods_n: int, root: Path, report: Callable[[str], No
 
 
 # ---- two regions --------------------------------------------------------------------------------
-def cluster_section(runs: int, pods_n: int, root: Path, report: Callable[[str], None]) -> bool:
+def cluster_section(
+    runs: int,
+    pods_n: int,
+    root: Path,
+    report: Callable[[str], None],
+    *,
+    extra_env: dict[str, str] | None = None,
+    health_runs: bool = True,
+) -> bool:
     cp = ControlPlane(root=root / "cp")
     cp.start()
     ns = namespace(cp, "bench")
@@ -277,7 +285,7 @@ def cluster_section(runs: int, pods_n: int, root: Path, report: Callable[[str], 
     baseline = request_rate(cp, IDLE_WINDOW_S)
     r = Regions(cp, ns, root / "regions", {"east": 1, "west": 2}, pods_per_region=pods_n,
                 guard=True, via_proxy=True, timing=DEFAULT_TIMING,
-                cluster_timing=BENCH_CLUSTER_TIMING)  # fmt: skip
+                cluster_timing={**BENCH_CLUSTER_TIMING, **(extra_env or {})})  # fmt: skip
 
     def in_region(region: str) -> list[ForgePod]:
         return r.pods[region]
@@ -295,7 +303,7 @@ def cluster_section(runs: int, pods_n: int, root: Path, report: Callable[[str], 
         r.start()
         wait_region("east")
         loaded = request_rate(cp, IDLE_WINDOW_S)
-        for _ in range(runs):
+        for _ in range(runs if health_runs else 0):
             old = wait_region("east")
             t0 = now()
             r.health["east"].status = 503
@@ -330,7 +338,8 @@ def cluster_section(runs: int, pods_n: int, root: Path, report: Callable[[str], 
     overlap = overlap_ms(r.spans())
     lease = float(DEFAULT_TIMING["LEASE_DURATION"])
     report(f"two regions x {pods_n} pods, cluster management, forge-guard on (lease 15/10/2; "
-           "health every 2 s, timeout 1 s, threshold 3)")  # fmt: skip
+           "health every 2 s, timeout 1 s, threshold 3"
+           + "".join(f"; {k}={v}" for k, v in (extra_env or {}).items()) + ")")  # fmt: skip
     report(line("health: threshold-crossing check -> west", health))
     report(line("health: first failed check -> west", health_total))
     report(line("failback: east healthy again -> east", failback,
@@ -355,8 +364,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pods", type=int, default=3, help="pods (per region for cluster)")
     parser.add_argument("--sections", default="local,cluster", help="local, cluster or both")
+    parser.add_argument("--cluster-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra forge-manager environment for the cluster section, e.g. "
+                        "CLUSTER_STALE_AFTER=12")  # fmt: skip
+    parser.add_argument("--no-health-runs", action="store_true",
+                        help="cluster section: partition runs only")  # fmt: skip
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    extra = dict(item.split("=", 1) for item in args.cluster_env if "=" in item)
     if not sections or set(sections) - {"local", "cluster"}:
         parser.error("--sections takes local, cluster or local,cluster")
     lines: list[str] = []
@@ -366,7 +381,8 @@ def main() -> int:
             ok &= local_section(args.runs, args.pods, Path(tmp) / "local", lines.append)
         if "cluster" in sections:
             pods = min(args.pods, 2)
-            ok &= cluster_section(args.runs, pods, Path(tmp) / "cluster", lines.append)
+            ok &= cluster_section(args.runs, pods, Path(tmp) / "cluster", lines.append,
+                                  extra_env=extra, health_runs=not args.no_health_runs)  # fmt: skip
     print("\n".join(lines), flush=True)
     return 0 if ok else 1
 

@@ -36,7 +36,7 @@ from typing import TextIO
 
 from tests.chaos.scenarios import MEAN_SCENARIO_S, SCENARIOS, World, source_ok
 from tests.harness.controlplane import ControlPlane
-from tests.harness.forge_pod import FAST_TIMING, ForgePod
+from tests.harness.forge_pod import FAST_TIMING, ForgePod, write_pool_secret
 from tests.harness.forging_log import Interval, intervals, longest_gap, overlaps, read_events
 from tests.harness.node_standin import now
 from tests.harness.regions import FAST_CLUSTER_TIMING, Regions, create_namespace, install_crd
@@ -206,8 +206,6 @@ class Runner:
             self.cp.start_apiserver()
         for region, secret in world.regions.secrets.items():
             if not all(source_ok(secret / n) for n in ("kes.skey", "vrf.skey", "node.cert")):
-                from tests.harness.forge_pod import write_pool_secret  # noqa: PLC0415
-
                 write_pool_secret(secret)
             with contextlib.suppress(Exception):
                 world.regions.patch_spec(region, {"forgeState": "Priority-based"})

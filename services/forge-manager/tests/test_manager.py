@@ -372,3 +372,21 @@ def test_forging_since_is_the_wall_time_forging_started_and_zero_after(
     pod.permit = Permit(False, "a better region asked for a hand-over")
     pod.manager.step()
     assert pod.metric("cardano_forging_since_timestamp_seconds", pod="pod-0", cluster="c1") == 0
+
+
+def test_leadership_changes_are_announced_to_the_cluster_coordinator(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    announced: list[bool] = []
+    pod.manager.on_leadership_change = lambda: announced.append(pod.manager.is_local_leader())
+    pod.manager.step()
+    assert announced == [True]
+    clock.advance(2)
+    pod.manager.step()  # a renewal is no change
+    assert announced == [True]
+    store.down = True  # an API outage: no renewal, the deadline passes
+    clock.advance(pod.settings.renew_deadline + 1)
+    pod.manager.step()
+    assert announced == [True, False]

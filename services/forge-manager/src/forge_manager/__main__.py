@@ -84,6 +84,7 @@ def build(
             local_leader=manager.is_local_leader,
             reconcile=manager.reconcile_now,
         )
+        manager.on_leadership_change = coordinator.wake
     manager.metrics = ForgeMetrics(
         registry, pod=settings.pod_name, cluster=settings.cluster_name, sample=manager.sample
     )
@@ -125,6 +126,8 @@ def main() -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         stop.set()
+        if coordinator is not None:
+            coordinator.wake()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

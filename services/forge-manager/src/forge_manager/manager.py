@@ -83,6 +83,7 @@ class ForgeManager:
         settle: Callable[[float], None] = time.sleep,
         permit_file: PermitFile | None = None,
         wall: Callable[[], float] = time.time,
+        on_leadership_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self._lease = lease
@@ -94,6 +95,7 @@ class ForgeManager:
         self._settle = settle
         self._permit_file = permit_file
         self._wall = wall
+        self.on_leadership_change = on_leadership_change
         self._forging_since = 0.0
         self.metrics = metrics
         self.identity = settings.pod_name
@@ -481,6 +483,7 @@ class ForgeManager:
             if self.metrics:
                 self.metrics.leadership_changes.inc()
             log.info("leadership %s", "gained" if leading else "lost")
+            self.on_leadership_change()
         forging = (
             decision.forge
             and self._files.all_present()

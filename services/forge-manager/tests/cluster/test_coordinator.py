@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -345,3 +347,34 @@ def test_permit_carries_the_pool_lease_deadline_for_forge_guard() -> None:
     assert permit.granted
     assert permit.until is not None and permit.until == east.c.pool.leading_until()
     assert not west.c.permit().granted and west.c.permit().until is None
+
+
+def test_wake_runs_the_next_cycle_without_waiting_out_the_retry_period() -> None:
+    w = World(("east", 1))
+    east = w.regions["east"].c
+    east._retry_period = 3600.0  # a cycle now comes only from a wake
+    cycles: list[str] = []
+    step = east.step
+
+    def counting_step() -> str:
+        cycles.append(step())
+        return cycles[-1]
+
+    east.step = counting_step  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=east.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not cycles and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(cycles) == 1
+        east.wake()
+        while len(cycles) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(cycles) == 2
+    finally:
+        stop.set()
+        east.wake()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -112,6 +112,7 @@ class ClusterCoordinator:
         self._settle = settle
 
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._granted = False
         self._permit_reason = "cluster coordination has not decided yet"
         self._liveness = LivenessTracker()
@@ -375,11 +376,18 @@ class ClusterCoordinator:
                 until = self.pool.leading_until()
                 if until is not None and until > self._clock():
                     pause = min(pause, until - self._clock() + 0.001)
-                stop.wait(max(0.0, pause))
+                if self._wake.wait(max(0.0, pause)):
+                    self._wake.clear()
                 if self.permit().granted is False and self._granted_flag():
                     self._reconcile()  # the deadline passed: demote without waiting a cycle
         finally:
             self.health.stop()
+
+    def wake(self) -> None:
+        """Run the next cycle now (local leadership changed, or shutting down): a pod that
+        has just won its local Lease competes for the pool-wide Lease without waiting out the
+        rest of a retry period."""
+        self._wake.set()
 
     def _granted_flag(self) -> bool:
         with self._lock:

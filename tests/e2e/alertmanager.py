@@ -11,14 +11,9 @@ route each Alertmanager receiver to its own path and see which one an alert reac
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import threading
-import time
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,14 +22,14 @@ from typing import Any
 
 import yaml
 
-from tests.harness.prometheus import free_port
+from tests.harness.loopback_daemon import DaemonError, LoopbackDaemon
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 
-class AlertmanagerError(RuntimeError):
+class AlertmanagerError(DaemonError):
     """A one-line explanation of what went wrong with the test Alertmanager."""
 
 
@@ -52,98 +47,41 @@ def alertmanager_binary() -> str:
     )
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(LoopbackDaemon):
     """One Alertmanager process on ``127.0.0.1`` with the configuration a test gives."""
 
-    def __init__(self, root: Path, config: dict[str, Any]) -> None:
-        self.root = root
-        self.config = config
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.config_file = root / "alertmanager.yml"
-        self.log_file = root / "alertmanager.log"
+    name = "alertmanager"
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+        super().__init__(root)
+        self.config = config
+        self.config_file = root / "alertmanager.yml"
+
+    def binary(self) -> str:
+        return alertmanager_binary()
+
+    def prepare(self) -> None:
+        self.config_file.write_text(yaml.safe_dump(self.config, sort_keys=False), "utf-8")
+
+    def arguments(self) -> list[str]:
+        return [
+            f"--config.file={self.config_file}",
+            f"--storage.path={self.root / f'data-{self.port}'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # no gossip: a single instance
+            "--log.level=warn",
+        ]
 
     @property
     def target(self) -> str:
         """``host:port`` for Prometheus' ``alerting`` configuration."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> AlertmanagerServer:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(yaml.safe_dump(self.config, sort_keys=False), "utf-8")
-        binary = alertmanager_binary()
-        for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.port = free_port()
-            with self.log_file.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={self.config_file}",
-                        f"--storage.path={self.root / f'data-{self.port}'}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--cluster.listen-address=",  # no gossip: a single instance
-                        "--log.level=warn",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            if self._wait_ready():
-                return self
-            self.stop()
-            if "address already in use" not in self.log_tail():
-                break
-        raise AlertmanagerError(f"alertmanager did not become ready: {self.log_tail()}")
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return True
-            time.sleep(0.1)
-        return False
-
-    def log_tail(self) -> str:
-        try:
-            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(lines[-5:]) or "(empty log)"
-
     def alerts(self) -> list[dict[str, Any]]:
         """The alerts Alertmanager holds (API v2), with the receivers it routed each to."""
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=10) as response:
             result: list[dict[str, Any]] = json.load(response)
         return result
-
-    def stop(self) -> None:
-        """SIGTERM the process (by PID), SIGKILL it if it does not exit in time."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)
-
-    def __enter__(self) -> AlertmanagerServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

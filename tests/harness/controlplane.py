@@ -438,7 +438,7 @@ class ControlPlane:
         version = next(v["name"] for v in spec["versions"] if v.get("served", True))
         deadline = time.monotonic() + timeout
         with self.api_client() as api:
-            ext = client.ApiextensionsV1Api(api)
+            ext: Any = client.ApiextensionsV1Api(api)  # takes the manifest as a dict
             try:
                 ext.create_custom_resource_definition(body)
             except ApiException as exc:

@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -32,6 +28,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.controlplane import free_port  # noqa: F401  (re-exported for tests)
+from tests.harness.loopback_daemon import DaemonError, LoopbackDaemon
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 READY_TIMEOUT_S = 60.0
@@ -40,7 +39,7 @@ STOP_TIMEOUT_S = 10.0
 ScrapeConfig = dict[str, Any]
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(DaemonError):
     """A one-line explanation of what went wrong with the test Prometheus."""
 
 
@@ -55,12 +54,6 @@ def prometheus_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def static_job(
     job: str, targets: list[str], labels: dict[str, str] | None = None, **extra: Any
 ) -> ScrapeConfig:
@@ -73,8 +66,10 @@ def static_job(
     return config
 
 
-class PrometheusServer:
+class PrometheusServer(LoopbackDaemon):
     """One Prometheus process on ``127.0.0.1``; use as a context manager or call start/stop."""
+
+    name = "prometheus"
 
     def __init__(
         self,
@@ -86,20 +81,28 @@ class PrometheusServer:
         rule_files: Sequence[Path] = (),
         alertmanagers: Sequence[str] = (),
     ) -> None:
-        self.root = root
+        super().__init__(root)
         self.scrape_configs = scrape_configs
         self.scrape_interval = scrape_interval
         self.evaluation_interval = evaluation_interval or scrape_interval
         self.rule_files = [str(f) for f in rule_files]
         self.alertmanagers = list(alertmanagers)
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
         self.config_file = root / "prometheus.yml"
-        self.log_file = root / "prometheus.log"
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def binary(self) -> str:
+        return prometheus_binary()
+
+    def prepare(self) -> None:
+        self._write_config()
+
+    def arguments(self) -> list[str]:
+        return [
+            f"--config.file={self.config_file}",
+            f"--storage.tsdb.path={self.root / f'data-{self.port}'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ]
 
     def _write_config(self) -> None:
         document: dict[str, Any] = {
@@ -117,71 +120,6 @@ class PrometheusServer:
                 "alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]
             }
         self.config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-
-    def start(self) -> PrometheusServer:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        binary = prometheus_binary()
-        for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.port = free_port()
-            data = self.root / f"data-{self.port}"
-            with self.log_file.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={self.config_file}",
-                        f"--storage.tsdb.path={data}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--web.enable-lifecycle",
-                        "--log.level=warn",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            if self._wait_ready():
-                return self
-            self.stop()
-            if "address already in use" not in self._log_tail():
-                break
-        raise PrometheusError(f"prometheus did not become ready: {self._log_tail()}")
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return True
-            time.sleep(0.1)
-        return False
-
-    def _log_tail(self) -> str:
-        try:
-            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(lines[-5:]) or "(empty log)"
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
-        """SIGTERM the process (by PID), SIGKILL it if it does not exit in time."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)
 
     def reload(self, scrape_configs: list[ScrapeConfig]) -> None:
         """Replace the scrape configuration of the running server (``/-/reload``)."""
@@ -226,12 +164,6 @@ class PrometheusServer:
         raise PrometheusError(
             f"timed out after {timeout:g} s waiting for {what or promql}: last values {values}"
         )
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @pytest.fixture

@@ -72,7 +72,9 @@ class ClusterSettings:
     (5 s)."""
     stale_after: float
     """``CLUSTER_STALE_AFTER``: another region whose status has not changed for this long in
-    our observation is considered dead (20 s); more than twice the heartbeat interval."""
+    our observation is considered dead (12 s); more than twice the heartbeat interval. Below the
+    default lease duration, so a cut-off better region stops blocking the others by the time the
+    pool-wide Lease has expired: a partition fails over in lease-bound time."""
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -175,7 +177,7 @@ def load_cluster_settings(env: Mapping[str, str]) -> ClusterSettings:
             f"{MAX_PRIORITY}, lower forges first, e.g. 1"
         )
     heartbeat = _seconds(env, "CLUSTER_HEARTBEAT_INTERVAL", "5")
-    stale_after = _seconds(env, "CLUSTER_STALE_AFTER", "20")
+    stale_after = _seconds(env, "CLUSTER_STALE_AFTER", "12")
     if not stale_after > 2 * heartbeat:
         raise ClusterConfigError(
             f"CLUSTER_STALE_AFTER={stale_after:g} must exceed twice CLUSTER_HEARTBEAT_INTERVAL="

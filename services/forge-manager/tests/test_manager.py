@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from forge_manager.config import Settings, load_settings
 from forge_manager.credentials import CredentialFiles
-from forge_manager.decision import NodeView, Permit
+from forge_manager.decision import NodeView, Permit, StartupState
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
 from forge_manager.permit_file import PermitFile
@@ -390,3 +390,18 @@ def test_leadership_changes_are_announced_to_the_cluster_coordinator(
     clock.advance(pod.settings.renew_deadline + 1)
     pod.manager.step()
     assert announced == [True, False]
+
+
+def test_a_sidecar_restarted_beside_a_running_node_passes_its_startup_probe(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    leader, standby = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    leader.manager.step()
+    # A fresh manager process (nothing provisioned by it) beside a node that already runs.
+    standby.node.view = NodeView(pids=(7,), socket_up=True, booted=True, flag_missing=False)
+    assert standby.manager.startup_state() is StartupState.NOT_READY  # before its first cycle
+    standby.manager.step()
+    assert not standby.files.any_present()
+    assert standby.manager.startup_state() is StartupState.NODE_RUNNING
+    assert standby.manager.startup_ready()

@@ -9,13 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 from forge_manager import __version__
+from forge_manager.decision import StartupState
 from forge_manager.metrics import ForgeMetrics, StateSample
 from forge_manager.server import Endpoints, MetricsServer
 from prometheus_client import CollectorRegistry
 
 
 class State:
-    ready = False
+    startup = StartupState.NOT_READY
     since_cycle = 0.0
     sample = StateSample(
         leader=True,
@@ -38,7 +39,7 @@ def server() -> Iterator[tuple[MetricsServer, State, CollectorRegistry]]:
         "127.0.0.1",
         0,
         Endpoints(
-            startup_ready=lambda: state.ready,
+            startup_state=lambda: state.startup,
             seconds_since_cycle=lambda: state.since_cycle,
             renew_deadline=10.0,
             registry=registry,
@@ -72,7 +73,7 @@ def test_startup_status_exactly_as_the_seed(
         "credentials_provisioned": False,
         "timestamp": doc["timestamp"],
     }
-    state.ready = True
+    state.startup = StartupState.PROVISIONED
     code, body = get(srv, "/startup-status")
     doc = json.loads(body)
     assert code == 200
@@ -83,6 +84,17 @@ def test_startup_status_exactly_as_the_seed(
         "timestamp": doc["timestamp"],
     }
     assert doc["timestamp"].endswith("Z") and len(doc["timestamp"]) == 20
+    # A sidecar restarted beside a running node: nothing to gate, no credentials claimed.
+    state.startup = StartupState.NODE_RUNNING
+    code, body = get(srv, "/startup-status")
+    doc = json.loads(body)
+    assert code == 200
+    assert doc == {
+        "status": "ready",
+        "message": "cardano-node is already running; no startup credentials needed",
+        "credentials_provisioned": False,
+        "timestamp": doc["timestamp"],
+    }
 
 
 def test_health_fails_when_the_loop_is_stuck(

@@ -92,7 +92,7 @@ def build(
         settings.metrics_bind_address,
         settings.metrics_port,
         Endpoints(
-            startup_ready=manager.startup_ready,
+            startup_state=manager.startup_state,
             seconds_since_cycle=manager.seconds_since_cycle,
             renew_deadline=settings.renew_deadline,
             registry=registry,

@@ -122,6 +122,14 @@ def decide_election(s: ElectionSnapshot) -> ElectionDecision:
     )
 
 
+class StartupState(enum.Enum):
+    """What ``/startup-status`` reports (see ``ForgeManager.startup_state``)."""
+
+    PROVISIONED = "provisioned"
+    NODE_RUNNING = "node_running"
+    NOT_READY = "not_ready"
+
+
 # ---- forging ---------------------------------------------------------------------------------
 class CredentialAction(enum.Enum):
     NONE = "none"

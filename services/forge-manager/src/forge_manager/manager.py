@@ -41,6 +41,7 @@ from forge_manager.decision import (
     NodeView,
     Permit,
     Signalled,
+    StartupState,
     decide_election,
     decide_forging,
     is_leading,
@@ -149,8 +150,24 @@ class ForgeManager:
     def remove_stale_temporaries(self) -> int:
         return self._files.remove_stale_temporaries()
 
+    def startup_state(self) -> StartupState:
+        """What ``/startup-status`` reports.
+
+        Ready, as the seed says, once the credentials were provisioned or all three target files
+        exist; and also when cardano-node already answers on its socket. The startup probe gates
+        the node's *start*; a sidecar restarted beside a running node (the kubelet probes a
+        restarted native sidecar again) finds no credentials on a standby and must not fail its
+        probe until the kubelet restarts it in a loop."""
+        with self._lock:
+            node_up = self._last_node.socket_up
+        if self.startup_credentials_provisioned or self._files.all_present():
+            return StartupState.PROVISIONED
+        if node_up:
+            return StartupState.NODE_RUNNING
+        return StartupState.NOT_READY
+
     def startup_ready(self) -> bool:
-        return self.startup_credentials_provisioned or self._files.all_present()
+        return self.startup_state() is not StartupState.NOT_READY
 
     def seconds_since_cycle(self) -> float:
         return self._clock() - self.last_cycle_completed

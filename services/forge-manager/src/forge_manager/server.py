@@ -2,6 +2,8 @@
 
 * ``/startup-status`` is the seed's startup-probe endpoint: 200 ``ready`` once credentials have
   been provisioned (or all three target files exist and are non-empty), else 503 ``not_ready``.
+  It is also 200 ``ready`` (``credentials_provisioned: false``) when cardano-node already runs:
+  a sidecar restarted beside a running node has nothing to gate.
 * ``/health`` is a liveness check: 503 when the control loop has not completed a cycle for longer
   than the renew deadline (a wedged manager is restarted), 200 otherwise.
 * ``/metrics`` is the Prometheus exposition of the manager's own registry.
@@ -19,10 +21,12 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from forge_manager.decision import StartupState
+
 
 @dataclass(frozen=True)
 class Endpoints:
-    startup_ready: Callable[[], bool]
+    startup_state: Callable[[], StartupState]
     seconds_since_cycle: Callable[[], float]
     renew_deadline: float
     registry: CollectorRegistry
@@ -32,8 +36,15 @@ def _timestamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def startup_status(ready: bool) -> tuple[int, dict[str, Any]]:
-    if ready:
+def startup_status(state: StartupState) -> tuple[int, dict[str, Any]]:
+    if state is StartupState.NODE_RUNNING:
+        return 200, {
+            "status": "ready",
+            "message": "cardano-node is already running; no startup credentials needed",
+            "credentials_provisioned": False,
+            "timestamp": _timestamp(),
+        }
+    if state is StartupState.PROVISIONED:
         return 200, {
             "status": "ready",
             "message": "Startup credentials provisioned successfully",
@@ -65,7 +76,7 @@ def _handler(endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/startup-status":
-                self._json(*startup_status(endpoints.startup_ready()))
+                self._json(*startup_status(endpoints.startup_state()))
             elif path == "/health":
                 self._json(*health(endpoints.seconds_since_cycle(), endpoints.renew_deadline))
             elif path == "/metrics":

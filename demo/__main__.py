@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ class Demo:
         self.transitions: list[Transition] = []
         self.t0 = time.monotonic()
         self.notes: list[str] = []
+        # Stand-in process names (at most 15 characters) unique to this run: managers find
+        # their node by exact name, and another run on the same host must never match.
+        self.token = uuid.uuid4().hex[:4]
 
     # ---- plumbing -------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -250,7 +254,8 @@ class Demo:
                     region.pods.append(ForgePod(
                         name=name, root=self.dir / "pods", kubeconfig=kubeconfig,
                         namespace=region.namespace, secret_dir=secret, timing={},
-                        node_name=f"cn-{region.name}-{ordinal}", extra_env=env, guard=True,
+                        node_name=f"cn{self.token}{region.name[:4]}{ordinal}",
+                        extra_env=env, guard=True,
                     ))  # fmt: skip
         for pod in self.all_pods():
             self.stack.callback(pod.stop)

@@ -177,7 +177,8 @@ def make_pki(pki: Path) -> None:
         key.chmod(0o600)
 
 
-def _b64(path: Path) -> str:
+def b64_file(path: Path) -> str:
+    """A file's bytes as base64 text (kubeconfig ``*-data`` fields)."""
     return base64.b64encode(path.read_bytes()).decode()
 
 
@@ -365,8 +366,8 @@ class ControlPlane:
         self.write_kubeconfig(
             self.kubeconfig,
             user={
-                "client-certificate-data": _b64(self.pki / "admin.crt"),
-                "client-key-data": _b64(self.pki / "admin.key"),
+                "client-certificate-data": b64_file(self.pki / "admin.crt"),
+                "client-key-data": b64_file(self.pki / "admin.key"),
             },
             user_name="admin",
         )
@@ -391,7 +392,7 @@ class ControlPlane:
                     "name": "cardano-forge-test",
                     "cluster": {
                         "server": server or self.url,
-                        "certificate-authority-data": _b64(self.pki / "ca.crt"),
+                        "certificate-authority-data": b64_file(self.pki / "ca.crt"),
                     },
                 }
             ],

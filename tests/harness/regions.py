@@ -10,7 +10,6 @@ while its local API stays reachable. Used by the fault-injection suite and the f
 
 from __future__ import annotations
 
-import base64
 import http.server
 import threading
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.harness.controlplane import REPO_ROOT, ControlPlane
+from tests.harness.controlplane import REPO_ROOT, ControlPlane, b64_file
 from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, write_pool_secret
 from tests.harness.forging_log import Interval, forging_at, intervals, summary
 from tests.harness.node_standin import now
@@ -88,10 +87,6 @@ def create_namespace(cp: ControlPlane, name: str) -> None:
         )
 
 
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
 class Regions:
     """Regions of ``pods_per_region`` pods each; ``priorities`` maps region name to priority."""
 
@@ -135,8 +130,8 @@ class Regions:
                 self.kubeconfigs[region] = cp.write_kubeconfig(
                     root / f"{region}-coordination.kubeconfig",
                     user={
-                        "client-certificate-data": _b64(cp.pki / "admin.crt"),
-                        "client-key-data": _b64(cp.pki / "admin.key"),
+                        "client-certificate-data": b64_file(cp.pki / "admin.crt"),
+                        "client-key-data": b64_file(cp.pki / "admin.key"),
                     },
                     user_name="admin",
                     server=proxy.url,

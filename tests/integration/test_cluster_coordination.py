@@ -10,8 +10,6 @@ no two nodes ever forged at the same moment.
 from __future__ import annotations
 
 import datetime as dt
-import http.server
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
-from tests.harness.controlplane import REPO_ROOT, ControlPlane
+from tests.harness.controlplane import REPO_ROOT, ControlPlane, b64_file
 from tests.harness.forge_pod import ForgePod, all_events, wait_for, write_pool_secret
 from tests.harness.forging_log import forging_at, intervals, overlaps, summary
 from tests.harness.node_standin import now
+from tests.harness.regions import HealthServer, install_crd
 from tests.harness.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,40 +40,9 @@ CLUSTER_TIMING = {
 }
 
 
-class HealthServer:
-    """A region's health endpoint: answers ``status`` (200 healthy, 503 unhealthy)."""
-
-    def __init__(self) -> None:
-        outer = self
-        self.status = 200
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/health"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture(scope="module")
 def cfc_crd(control_plane: ControlPlane) -> None:
-    control_plane.apply_crd(yaml.safe_load(CRD_FILE.read_text()))
+    install_crd(control_plane)
 
 
 class Regions:
@@ -106,8 +73,8 @@ class Regions:
             kubeconfig = self.cp.write_kubeconfig(
                 self.root / f"{region}-coordination.kubeconfig",
                 user={
-                    "client-certificate-data": _b64(self.cp.pki / "admin.crt"),
-                    "client-key-data": _b64(self.cp.pki / "admin.key"),
+                    "client-certificate-data": b64_file(self.cp.pki / "admin.crt"),
+                    "client-key-data": b64_file(self.cp.pki / "admin.key"),
                 },
                 user_name="admin",
                 server=proxy.url,
@@ -191,12 +158,6 @@ class Regions:
                 "cardano-forge-pool", self.namespace
             )
         return (lease.spec.holder_identity or None) if lease.spec else None
-
-
-def _b64(path: Path) -> str:
-    import base64  # noqa: PLC0415
-
-    return base64.b64encode(path.read_bytes()).decode()
 
 
 def _start(regions: Regions) -> Iterator[Regions]:

@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Any
 
 import yaml
+from forge_manager.cluster.model import holder_identity
 from kubernetes import client
 
 from demo.localpod import resolve_env
@@ -301,7 +302,7 @@ class Demo:
                 rows.append(PodRow(
                     region=region.name, pod=pod.name,
                     local_leader=pod.metric("cardano_leader_status") == 1,
-                    pool_holder=holder == pod.name,
+                    pool_holder=holder == holder_identity(region.name, pod.name),
                     forging=bool(last and last.end is None),
                     health_failures=pod.metric("cardano_cluster_health_check_consecutive_failures"),
                     last_change=(None if last is None

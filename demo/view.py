@@ -30,7 +30,7 @@ def _health(failures: float | None) -> str:
 
 def render(rows: list[PodRow], notes: list[str]) -> str:
     header = ("REGION", "POD", "LOCAL LEADER", "POOL LEASE", "FORGING", "HEALTH", "LAST CHANGE")
-    widths = (7, 24, 13, 11, 8, 9, 12)
+    widths = (7, 29, 13, 11, 8, 9, 12)
     lines = [f"{BOLD}cardano-forge demo{RESET}  (Ctrl-C stops everything)", ""]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     forgers = sum(r.forging for r in rows)

@@ -23,6 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.harness.controlplane import tool
+
 pytestmark = pytest.mark.chart
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,13 +66,7 @@ CLUSTER_MANAGEMENT: dict[str, Any] = {
 
 
 def helm() -> str:
-    candidate = REPO_ROOT / ".tools" / "bin" / "helm"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("helm")
-    if found is None:
-        pytest.fail("helm not found in .tools/bin or on PATH: run 'make tools'")
-    return found
+    return tool("helm")
 
 
 def merged(*layers: dict[str, Any]) -> dict[str, Any]:

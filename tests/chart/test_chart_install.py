@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import ControlPlane, tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.chart, pytest.mark.slow]
 
@@ -32,13 +31,7 @@ GROUP, VERSION, PLURAL = "cardano.io", "v1", "cardanoforgeclusters"
 
 
 def helm_binary() -> str:
-    candidate = REPO_ROOT / ".tools" / "bin" / "helm"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("helm")
-    if found is None:
-        pytest.fail("helm not found in .tools/bin or on PATH: run 'make tools'")
-    return found
+    return tool("helm")
 
 
 @pytest.fixture

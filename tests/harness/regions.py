@@ -87,6 +87,31 @@ def create_namespace(cp: ControlPlane, name: str) -> None:
         )
 
 
+def read_cfc(cp: ControlPlane, namespace: str, region: str) -> dict[str, Any]:
+    """A region's CardanoForgeCluster as the API server has it."""
+    with cp.api_client() as api:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, region
+        )
+    assert isinstance(obj, dict)
+    return obj
+
+
+def patch_cfc_spec(cp: ControlPlane, namespace: str, region: str, spec: dict[str, Any]) -> None:
+    """An operator's edit of a region's spec (merge patch)."""
+    with cp.api_client() as api:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, region, {"spec": spec}
+        )
+
+
+def pool_lease_holder(cp: ControlPlane, namespace: str) -> str | None:
+    """The pool-wide Lease's holder identity (``region/pod``), None when free."""
+    with cp.api_client() as api:
+        lease = client.CoordinationV1Api(api).read_namespaced_lease(POOL_LEASE, namespace)
+    return (lease.spec.holder_identity or None) if lease.spec else None
+
+
 class Regions:
     """Regions of ``pods_per_region`` pods each; ``priorities`` maps region name to priority."""
 
@@ -213,20 +238,10 @@ class Regions:
         return f"forgers now: {[p.name for p in self.forgers()]}\n{summary(self.spans())}\n{logs}"
 
     def cfc(self, region: str) -> dict[str, Any]:
-        with self.cp.api_client() as api:
-            obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, region
-            )
-        assert isinstance(obj, dict)
-        return obj
+        return read_cfc(self.cp, self.namespace, region)
 
     def patch_spec(self, region: str, spec: dict[str, Any]) -> None:
-        with self.cp.api_client() as api:
-            client.CustomObjectsApi(api).patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, region, {"spec": spec}
-            )
+        patch_cfc_spec(self.cp, self.namespace, region, spec)
 
     def pool_lease_holder(self) -> str | None:
-        with self.cp.api_client() as api:
-            lease = client.CoordinationV1Api(api).read_namespaced_lease(POOL_LEASE, self.namespace)
-        return (lease.spec.holder_identity or None) if lease.spec else None
+        return pool_lease_holder(self.cp, self.namespace)

@@ -17,19 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, b64_file
 from tests.harness.forge_pod import ForgePod, all_events, wait_for, write_pool_secret
 from tests.harness.forging_log import forging_at, intervals, overlaps, summary
 from tests.harness.node_standin import now
-from tests.harness.regions import HealthServer, install_crd
+from tests.harness.regions import (
+    HealthServer,
+    install_crd,
+    patch_cfc_spec,
+    pool_lease_holder,
+    read_cfc,
+)
 from tests.harness.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CRD_FILE = REPO_ROOT / "crds" / "cardanoforgeclusters.cardano.io.yaml"
-GROUP, VERSION, PLURAL = "cardano.io", "v1", "cardanoforgeclusters"
 WAIT = 90.0  # upper bound for any wait; behaviour, not speed, is asserted
 CLUSTER_TIMING = {
     "HEALTH_CHECK_INTERVAL": "1",
@@ -139,25 +143,13 @@ class Regions:
         assert not found, f"two nodes forged at once: {found}\n{summary(spans)}"
 
     def cfc(self, region: str) -> dict[str, Any]:
-        with self.cp.api_client() as api:
-            obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, region
-            )
-        assert isinstance(obj, dict)
-        return obj
+        return read_cfc(self.cp, self.namespace, region)
 
     def patch_spec(self, region: str, spec: dict[str, Any]) -> None:
-        with self.cp.api_client() as api:
-            client.CustomObjectsApi(api).patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, region, {"spec": spec}
-            )
+        patch_cfc_spec(self.cp, self.namespace, region, spec)
 
     def pool_lease_holder(self) -> str | None:
-        with self.cp.api_client() as api:
-            lease = client.CoordinationV1Api(api).read_namespaced_lease(
-                "cardano-forge-pool", self.namespace
-            )
-        return (lease.spec.holder_identity or None) if lease.spec else None
+        return pool_lease_holder(self.cp, self.namespace)
 
 
 def _start(regions: Regions) -> Iterator[Regions]:

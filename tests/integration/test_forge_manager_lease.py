@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from forge_manager.lease import LeaseClient, LeaseError, LeaseLost, api_client
+from kubernetes import client
 
 from tests.harness.controlplane import ControlPlane
 
@@ -38,10 +39,23 @@ def test_acquire_renew_conflict_release(control_plane: ControlPlane, kube_namesp
             a.renew(created, a.new_renew_stamp())
         released = a.release(renewed)
         assert released.holder is None
+        assert released.released_by == "bp-0"  # a release names its holder
         taken = b.acquire(released, b.new_renew_stamp())
         assert taken.holder == "bp-1" and taken.transitions == 0
+        assert taken.released_by is None  # a held record carries no release marker
         current = b.read()
         assert current is not None and current.resource_version == taken.resource_version
+
+
+def test_a_write_to_a_deleted_lease_is_lost(
+    control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    with control_plane.api_client() as api:
+        a = make(control_plane, kube_namespace, "bp-0", api)
+        rec = a.acquire(None, a.new_renew_stamp())
+        client.CoordinationV1Api(api).delete_namespaced_lease(a.name, kube_namespace)
+        with pytest.raises(LeaseLost, match="404"):
+            a.renew(rec, a.new_renew_stamp())
 
 
 def test_calls_fail_while_the_api_is_down(control_plane: ControlPlane, kube_namespace: str) -> None:

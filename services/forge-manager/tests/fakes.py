@@ -29,7 +29,13 @@ class LeaseStore:
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     down: bool = False
 
-    def write(self, expected_rv: str | None, holder: str | None, stamp: str) -> LeaseRecord:
+    def write(
+        self,
+        expected_rv: str | None,
+        holder: str | None,
+        stamp: str,
+        released_by: str | None = None,
+    ) -> LeaseRecord:
         if self.down:
             raise LeaseError("ConnectionRefusedError: connection refused")
         current_rv = self.record.resource_version if self.record else None
@@ -42,6 +48,7 @@ class LeaseStore:
             duration_seconds=15,
             renew_time=stamp,
             transitions=transitions,
+            released_by=released_by,
         )
         return self.record
 
@@ -61,7 +68,10 @@ class FakeLease:
         return self.store.record
 
     def _write(self, current: LeaseRecord | None, holder: str | None, stamp: str) -> LeaseRecord:
-        rec = self.store.write(current.resource_version if current else None, holder, stamp)
+        released_by = current.holder if holder is None and current is not None else None
+        rec = self.store.write(
+            current.resource_version if current else None, holder, stamp, released_by
+        )
         if self.apply_but_fail:
             raise LeaseError("ReadTimeoutError: read timed out")
         return rec

@@ -7,7 +7,10 @@
 * ``renewTime``/``acquireTime`` are written for operators (``kubectl get lease``); nobody judges
   expiry by them. Followers judge expiry on their own monotonic clock from when they saw the
   record change (see :mod:`forge_manager.decision`).
-* Release clears ``holderIdentity`` so a standby acquires at once instead of waiting for expiry.
+* Release clears ``holderIdentity`` so a standby acquires at once instead of waiting for expiry,
+  and names the releasing holder in the annotation :data:`RELEASED_BY`: a record whose holder was
+  cleared by anyone else (or a Lease that vanished) is no evidence that the old holder stopped.
+* A 404 on a write means the Lease was deleted since it was read: the write lost, like a 409.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ class LeaseError(Exception):
 
 
 class LeaseLost(LeaseError):
-    """409 Conflict: someone else wrote the Lease since we read it."""
+    """409 Conflict or 404 Not Found on a write: someone else changed or deleted the Lease since
+    we read it."""
+
+
+RELEASED_BY = "cardano.io/released-by"
+"""Annotation written by a release: the identity of the holder that released the Lease."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,9 @@ class LeaseRecord:
     renew_time: str | None
     """The renewTime as written (RFC 3339 with microseconds); lets us recognise our own write."""
     transitions: int
+    released_by: str | None = None
+    """The holder that cleared ``holderIdentity`` by a release (annotation :data:`RELEASED_BY`);
+    None when the record is held, or was cleared by someone else."""
 
 
 def _micro_time(value: Any) -> str | None:
@@ -56,6 +67,7 @@ def _record(lease: Any) -> LeaseRecord:
         duration_seconds=spec.lease_duration_seconds if spec else None,
         renew_time=_micro_time(spec.renew_time) if spec else None,
         transitions=(spec.lease_transitions or 0) if spec else 0,
+        released_by=(lease.metadata.annotations or {}).get(RELEASED_BY) or None,
     )
 
 
@@ -103,6 +115,8 @@ class LeaseClient:
         except ApiException as exc:
             if exc.status == 409:
                 raise LeaseLost(f"lease {self.name} changed since it was read (409)") from None
+            if exc.status == 404:
+                raise LeaseLost(f"lease {self.name} was deleted since it was read (404)") from None
             raise LeaseError(f"HTTP {exc.status} {exc.reason}") from None
         except Exception as exc:  # urllib3 timeouts, connection errors, TLS errors
             raise LeaseError(f"{type(exc).__name__}: {exc}"[:300]) from None
@@ -140,6 +154,10 @@ class LeaseClient:
             name=self.name,
             resource_version=current.resource_version if current else None,
             labels={"app.kubernetes.io/managed-by": "cardano-forge-manager"},
+            # A replace drops annotations it does not carry: only a release names its holder.
+            annotations={RELEASED_BY: current.holder}
+            if holder is None and current is not None and current.holder
+            else None,
         )
         return client.V1Lease(metadata=metadata, spec=spec)
 

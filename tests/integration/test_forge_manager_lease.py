@@ -47,15 +47,24 @@ def test_acquire_renew_conflict_release(control_plane: ControlPlane, kube_namesp
         assert current is not None and current.resource_version == taken.resource_version
 
 
-def test_a_write_to_a_deleted_lease_is_lost(
+def test_a_renew_of_a_deleted_lease_recreates_it_unless_someone_else_did(
     control_plane: ControlPlane, kube_namespace: str
 ) -> None:
+    """Leases allow create-on-update: a renew (PUT with the old resourceVersion) of a deleted
+    Lease creates it again, held by the renewer. When another pod created it first, the renew
+    is a 409: lost."""
     with control_plane.api_client() as api:
+        leases = client.CoordinationV1Api(api)
         a = make(control_plane, kube_namespace, "bp-0", api)
+        b = make(control_plane, kube_namespace, "bp-1", api)
         rec = a.acquire(None, a.new_renew_stamp())
-        client.CoordinationV1Api(api).delete_namespaced_lease(a.name, kube_namespace)
-        with pytest.raises(LeaseLost, match="404"):
-            a.renew(rec, a.new_renew_stamp())
+        leases.delete_namespaced_lease(a.name, kube_namespace)
+        again = a.renew(rec, a.new_renew_stamp())
+        assert again.holder == "bp-0" and again.resource_version != rec.resource_version
+        leases.delete_namespaced_lease(a.name, kube_namespace)
+        b.acquire(None, b.new_renew_stamp())
+        with pytest.raises(LeaseLost):
+            a.renew(again, a.new_renew_stamp())
 
 
 def test_calls_fail_while_the_api_is_down(control_plane: ControlPlane, kube_namespace: str) -> None:

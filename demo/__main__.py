@@ -143,6 +143,7 @@ class Demo:
             if cp.running() and cp.is_ready():
                 self.say(f"using the control plane of 'make cluster-up' at {cp.url}")
                 self.cp = cp
+                self.clear_previous_run()
                 return
         cp = ControlPlane(root=self.dir / "cluster")
         self.say("starting etcd + kube-apiserver on loopback (.demo/cluster)")
@@ -150,6 +151,40 @@ class Demo:
         self.stack.callback(cp.stop)
         self.cp = cp
         self.say(f"control plane ready at {cp.url}")
+
+    def clear_previous_run(self) -> None:
+        """A control plane kept by ``make cluster-up`` holds what an earlier demo left: its
+        Leases (held by processes that are gone; a new election would wait for them to expire)
+        and its CardanoForgeClusters (status written by those processes). Start from none."""
+        assert self.cp is not None
+        namespaces = [COORDINATION_NS] + [r.namespace for r in self.regions]
+        removed = 0
+        with self.cp.api_client() as api:
+            core = client.CoreV1Api(api)
+            leases = client.CoordinationV1Api(api)
+            custom = client.CustomObjectsApi(api)
+            existing = {n.metadata.name for n in core.list_namespace().items}
+            for ns in namespaces:
+                if ns not in existing:
+                    continue
+                for lease in leases.list_namespaced_lease(ns).items:
+                    leases.delete_namespaced_lease(lease.metadata.name, ns)
+                    removed += 1
+                try:
+                    found = custom.list_namespaced_custom_object(
+                        "cardano.io", "v1", ns, "cardanoforgeclusters"
+                    )["items"]
+                except client.ApiException as exc:
+                    if exc.status == 404:  # the CRD is not installed yet
+                        continue
+                    raise
+                for item in found:
+                    custom.delete_namespaced_custom_object(
+                        "cardano.io", "v1", ns, "cardanoforgeclusters", item["metadata"]["name"]
+                    )
+                    removed += 1
+        if removed:
+            self.say(f"removed {removed} Leases and CardanoForgeClusters of an earlier demo run")
 
     def install(self) -> None:
         kubectl, helm = tool("kubectl"), tool("helm")
@@ -224,9 +259,15 @@ class Demo:
         with self.cp.api_client() as api:
             apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
             for region in self.regions:
-                core.create_namespaced_secret(region.namespace, client.V1Secret(
+                body = client.V1Secret(
                     metadata=client.V1ObjectMeta(name="pool-keys"),
-                    string_data={p.name: p.read_text() for p in secret.iterdir()}))  # fmt: skip
+                    string_data={p.name: p.read_text() for p in secret.iterdir()})  # fmt: skip
+                try:
+                    core.create_namespaced_secret(region.namespace, body)
+                except client.ApiException as exc:
+                    if exc.status != 409:  # an earlier run's Secret: replace its keys
+                        raise
+                    core.replace_namespaced_secret("pool-keys", region.namespace, body)
                 sts = apps.list_namespaced_stateful_set(
                     region.namespace, label_selector=f"app.kubernetes.io/instance={region.name}"
                 ).items[0]

@@ -14,10 +14,13 @@ import (
 
 // ---- permits as the forge manager writes them ---------------------------------------------------
 
-func clockNow() int64 { return monotonicNow() }
+func clockNow() int64 { return boottimeNow() }
 
 // permitText is the permit the manager writes for a deadline (ns of the guard's clock).
-func permitText(deadline int64) string { return strconv.FormatInt(deadline, 10) + "\n" }
+func permitText(deadline int64) string {
+	id, _ := readBootID()
+	return "boottime " + strconv.FormatInt(deadline, 10) + " " + id + "\n"
+}
 
 // writePermit writes a permit as the manager does: a new file renamed into place.
 func writePermit(t *testing.T, path string, deadline int64) string {
@@ -51,12 +54,9 @@ func noneLeft(creds []string) func() bool {
 	}
 }
 
-const failsToday = "fails on the current forge-guard (issue 11); the fix follows in the next commit"
-
 // ---- item 3: the permit file is the manager's ------------------------------------------------------
 
 func TestGuardNeverWritesThePermitFile(t *testing.T) {
-	t.Skip(failsToday + ": the guard replaces the permit by its 'revoked' marker")
 	dir := t.TempDir()
 	n := newNode(t, dir)
 	creds := credentialsIn(t, dir)
@@ -77,13 +77,18 @@ func TestGuardNeverWritesThePermitFile(t *testing.T) {
 // The race of issue 11: the guard reads a passed permit, the manager renews and writes a fresh
 // one, then the guard revokes. The fresh permit must survive (and be enforced).
 func TestFreshPermitWrittenDuringARevocationIsKept(t *testing.T) {
-	t.Skip(failsToday + ": markRevoked overwrites whatever permit is in place")
 	dir := t.TempDir()
 	permit := filepath.Join(dir, "permit")
 	creds := credentialsIn(t, dir)
 	writePermit(t, permit, clockNow()-1)
-	if st, _ := readPermit(permit, clockNow()); st != permitExpired {
-		t.Fatalf("setup: %v", st)
+	cfg, err := parseArgs([]string{"--permit-file", permit, "--credentials", strings.Join(creds, ","), "--", "sleep", "5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(cfg)
+	passed := readPermit(permit, clockNow(), g.bootID)
+	if passed.state != permitExpired {
+		t.Fatalf("setup: %v", passed.state)
 	}
 	fresh := writePermit(t, permit, clockNow()+int64(time.Minute)) // the manager renewed
 	cmd := exec.Command("sleep", "5")
@@ -91,31 +96,32 @@ func TestFreshPermitWrittenDuringARevocationIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	revoke(config{permitFile: permit, credentials: creds}, cmd.Process, "test")
+	g.node = cmd.Process
+	g.revoke(passed, clockNow())
 	data, _ := os.ReadFile(permit)
 	if string(data) != fresh {
 		t.Fatalf("a fresh permit written during the revocation was replaced by %q", data)
+	}
+	if p := readPermit(permit, clockNow(), g.bootID); p.state != permitValid || g.alreadyRevoked(p) {
+		t.Fatalf("the fresh permit is not enforced as a permit of its own: %+v", p)
 	}
 }
 
 // ---- item 4: CLOCK_BOOTTIME, in a versioned format --------------------------------------------------
 
 func TestPermitFormatNamesItsClockAndBoot(t *testing.T) {
-	t.Skip(failsToday + ": the permit is a bare CLOCK_MONOTONIC integer")
 	dir := t.TempDir()
 	n := newNode(t, dir)
 	creds := credentialsIn(t, dir)
 	permit := filepath.Join(dir, "permit")
-	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
+	if _, err := readBootID(); err != nil {
 		t.Skip("no boot id on this system")
 	}
 	var ts syscall.Timespec
-	if _, _, e := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 7 /* CLOCK_BOOTTIME */, uintptr(unsafePointer(&ts)), 0); e != 0 {
+	if _, _, e := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 7 /* CLOCK_BOOTTIME */, uintptr(unsafe.Pointer(&ts)), 0); e != 0 {
 		t.Fatal(e)
 	}
-	valid := "boottime " + strconv.FormatInt(ts.Nano()+int64(time.Minute), 10) + " " + strings.TrimSpace(string(bootID)) + "\n"
-	writeFile(t, permit, valid)
+	writeFile(t, permit, permitText(ts.Nano()+int64(time.Minute)))
 	g := startGuard(t, guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))...)
 	waitFor(t, "the node up", func() bool { return n.count("up") == 1 })
 	time.Sleep(100 * time.Millisecond)
@@ -127,6 +133,11 @@ func TestPermitFormatNamesItsClockAndBoot(t *testing.T) {
 	waitFor(t, "an old-format permit revoked", noneLeft(creds))
 	// A permit of another boot (a file kept across a reboot) too.
 	credentialsIn(t, dir)
+	writePermit(t, permit, ts.Nano()+int64(time.Hour))
+	time.Sleep(100 * time.Millisecond)
+	if !exists(creds[0]) {
+		t.Fatal("a valid boottime permit was revoked")
+	}
 	writeFile(t, permit, "boottime "+strconv.FormatInt(ts.Nano()+int64(time.Hour), 10)+" 00000000-0000-0000-0000-000000000000\n")
 	waitFor(t, "another boot's permit revoked", noneLeft(creds))
 	g.stop(t)
@@ -149,7 +160,6 @@ func stuckCredentials(t *testing.T, dir string) []string {
 
 // A credential path that cannot be unlinked must not leave the node forging: the guard stops it.
 func TestFailedRemovalStopsTheNode(t *testing.T) {
-	t.Skip(failsToday + ": a failed removal is only logged")
 	dir := t.TempDir()
 	n := newNode(t, dir)
 	creds := stuckCredentials(t, dir)
@@ -167,7 +177,6 @@ func TestFailedRemovalStopsTheNode(t *testing.T) {
 
 // A node that does not end on SIGTERM is killed after --kill-after.
 func TestNodeIgnoringSIGTERMIsKilled(t *testing.T) {
-	t.Skip(failsToday + ": no --kill-after, a failed removal is only logged")
 	dir := t.TempDir()
 	n := newNode(t, dir)
 	creds := stuckCredentials(t, dir)
@@ -186,7 +195,6 @@ func TestNodeIgnoringSIGTERMIsKilled(t *testing.T) {
 // A credentials directory the guard may not write (EACCES; EROFS behaves alike): the guard stops
 // the node. Root may unlink anywhere, so as root the guard runs as nobody.
 func TestReadOnlyCredentialDirectoryStopsTheNode(t *testing.T) {
-	t.Skip(failsToday + ": a failed removal is only logged")
 	dir := t.TempDir()
 	for _, d := range []string{dir, filepath.Dir(dir)} {
 		if err := os.Chmod(d, 0o755); err != nil {
@@ -256,7 +264,6 @@ func TestReadOnlyCredentialDirectoryStopsTheNode(t *testing.T) {
 // The manager installs through mkstemp temporaries (".kes.skey.XXXXXXXX") in the credentials
 // directory; one left by a crash holds key material.
 func TestRevocationRemovesTheManagersTemporaries(t *testing.T) {
-	t.Skip(failsToday + ": the guard does not know the manager's temporaries")
 	dir := t.TempDir()
 	n := newNode(t, dir)
 	creds := credentialsIn(t, dir)
@@ -279,7 +286,6 @@ func TestRevocationRemovesTheManagersTemporaries(t *testing.T) {
 // A SIGHUP before cardano-node installs its handler kills it. A node started non-producing
 // cannot forge before it is up, so the guard removes the files and leaves it alone.
 func TestBootingNodeIsNotSignalled(t *testing.T) {
-	t.Skip(failsToday + ": the guard signals a node that is still booting, which kills it")
 	dir := t.TempDir()
 	n := newNode(t, dir)
 	creds := credentialsIn(t, dir)
@@ -301,7 +307,6 @@ func TestBootingNodeIsNotSignalled(t *testing.T) {
 // A node started without --start-as-non-producing-node forges as soon as it is up with the keys
 // it read at start; a booting one cannot be signalled safely, so it is stopped.
 func TestBootingProducingNodeIsStopped(t *testing.T) {
-	t.Skip(failsToday + ": the guard sends SIGHUP, which does not stop a node that read its keys")
 	dir := t.TempDir()
 	n := newNode(t, dir)
 	creds := credentialsIn(t, dir)
@@ -315,8 +320,6 @@ func TestBootingProducingNodeIsStopped(t *testing.T) {
 		t.Fatal("credentials left in place")
 	}
 }
-
-func unsafePointer(ts *syscall.Timespec) unsafe.Pointer { return unsafe.Pointer(ts) }
 
 // guardArgs is forge-guard's command line: its flags, then "--" and the node's command.
 func guardArgs(permit string, creds []string, flags []string, node []string) []string {

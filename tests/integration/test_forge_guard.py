@@ -119,11 +119,12 @@ def lease_holder(control_plane: ControlPlane, namespace: str) -> str | None:
 
 
 def permit_deadline(pod: ForgePod) -> int | None:
+    """The permit's deadline, ns of CLOCK_BOOTTIME (the stand-ins' clock), None when absent."""
     try:
-        text = pod.permit_file.read_text().strip()
-    except FileNotFoundError:
+        clock, ns, _boot = pod.permit_file.read_text().split()
+    except (FileNotFoundError, ValueError):
         return None
-    return int(text) if text.isdigit() else None
+    return int(ns) if clock == "boottime" else None
 
 
 def last_event(pod: ForgePod, event: str, after: float) -> float:
@@ -142,8 +143,12 @@ def assert_fenced_before_takeover(pool: Pool, old: ForgePod, fault_at: float) ->
     assert stopped < started, pool.diagnose()
     assert old.node_running(), "the old node must have been fenced, not killed"
     assert not old.credentials_present()
-    assert old.permit_file.read_text().strip() == "revoked"
+    # The guard never writes the manager's permit: it records what it revoked in its own file.
+    deadline = permit_deadline(old)
+    assert deadline is not None and deadline / 1e9 < now(), "the passed permit is left as written"
+    assert old.revoked_file.read_text().startswith("revoked ")
     assert "revoked forging: permit passed" in old.node_log.read_text()
+    assert "sent SIGHUP" in old.node_log.read_text()
     pool.assert_never_two_forgers()
     return new
 
@@ -193,6 +198,8 @@ def test_killed_manager_is_fenced_by_the_guard(
     old.restart_manager()
     wait_for(lambda: old.get("/health")[0] == 200, WAIT, "the restarted manager's /health")
     wait_for(lambda: old.metric("cardano_leader_status") == 0.0, WAIT, "the restarted manager")
+    # The permit its previous incarnation left is withdrawn once demotion is confirmed.
+    wait_for(lambda: not old.permit_file.exists(), WAIT, "the left-behind permit withdrawn")
     for _ in range(3):
         assert pool.forgers() == [new]
         assert not old.credentials_present()

@@ -10,13 +10,9 @@ import inspect
 import time
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
-TODAY = "fails on the current code (issue 11): deadlines run on CLOCK_MONOTONIC"
 
-
-@pytest.mark.xfail(strict=True, reason=TODAY)
 def test_now_reads_clock_boottime() -> None:
     from forge_manager import clock  # noqa: PLC0415 (the module is what is under test)
 
@@ -26,7 +22,6 @@ def test_now_reads_clock_boottime() -> None:
     assert before <= value <= after
 
 
-@pytest.mark.xfail(strict=True, reason=TODAY)
 def test_the_manager_and_the_coordinator_default_to_it() -> None:
     from forge_manager import clock  # noqa: PLC0415
     from forge_manager.cluster.coordinator import ClusterCoordinator  # noqa: PLC0415
@@ -36,7 +31,6 @@ def test_the_manager_and_the_coordinator_default_to_it() -> None:
         assert inspect.signature(cls).parameters["clock"].default is clock.now, cls.__name__
 
 
-@pytest.mark.xfail(strict=True, reason=TODAY)
 def test_the_pool_wide_lease_is_wired_to_it(tmp_path: Path) -> None:
     from forge_manager import clock  # noqa: PLC0415
     from forge_manager.cluster.settings import load_cluster_settings  # noqa: PLC0415

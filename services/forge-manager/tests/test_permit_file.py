@@ -12,15 +12,21 @@ from .fakes import Clock, LeaseStore
 from .test_manager import Pod
 
 
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
 def _deadline_ns(path: Path) -> int:
-    return int(path.read_text().strip())
+    clock_name, ns, boot = path.read_text().split()
+    assert (clock_name, boot) == ("boottime", _boot_id())
+    return int(ns)
 
 
 def test_grant_writes_nanoseconds_atomically_and_withdraw_deletes(tmp_path: Path) -> None:
     path = tmp_path / "permit"
-    permit = PermitFile(path)
+    permit = PermitFile(path, boot_id=lambda: "b00t")
     permit.grant(12.5)
-    assert path.read_text() == "12500000000\n"
+    assert path.read_text() == "boottime 12500000000 b00t\n"
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["permit"]
     permit.withdraw()
@@ -87,13 +93,8 @@ def test_unwritable_permit_keeps_the_pod_from_forging(
 
 
 # ---- issue 11 ------------------------------------------------------------------------------------
-def _boot_id() -> str:
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="fails on the current code (issue 11): a bare CLOCK_MONOTONIC integer"
-)
 def test_the_format_names_its_clock_and_boot(tmp_path: Path) -> None:
     """``boottime <ns> <boot id>``: an older guard cannot parse it and a newer guard cannot parse
     the older bare integer, so a mixed pair fails closed; a file kept across a reboot names
@@ -103,10 +104,6 @@ def test_the_format_names_its_clock_and_boot(tmp_path: Path) -> None:
     assert path.read_text() == f"boottime 12500000000 {_boot_id()}\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fails on the current code (issue 11): an unchanged deadline is not rewritten",
-)
 def test_the_permit_is_rewritten_whenever_credentials_are_installed(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
@@ -118,19 +115,16 @@ def test_the_permit_is_rewritten_whenever_credentials_are_installed(
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
     pod.manager.step()
     assert pod.files.all_present()
-    revoked = path.stat().st_ino
-    for target in pod.settings.targets:  # forge-guard revoked the permit
+    revoked = tmp / "revoked-permit"
+    revoked.hardlink_to(path)  # the file forge-guard revoked (the link keeps its inode taken)
+    for target in pod.settings.targets:  # and the credentials it removed
         target.unlink()
-    pod.manager.step()  # same instant, so the same deadline
+    pod.manager.reconcile_now()  # one reconcile, at the same instant: the same deadline
     assert pod.files.all_present()
-    assert path.stat().st_ino != revoked, "credentials reinstalled under the revoked permit file"
-    assert path.stat().st_mtime_ns <= pod.settings.targets[0].stat().st_mtime_ns
+    assert not path.samefile(revoked), "credentials reinstalled under the revoked permit file"
+    assert path.stat().st_mtime_ns <= pod.settings.targets[0].stat().st_mtime_ns  # permit first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fails on the current code (issue 11): a permit left by a previous incarnation stays",
-)
 def test_a_restarted_manager_withdraws_the_permit_it_finds_once_demoted(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:

@@ -50,9 +50,12 @@
 //
 // It records what it revoked, the permit file's identity (device, inode, change time and a hash
 // of its content), in memory and in a marker file of its own (--revoked-file), and acts on each
-// permit once. The manager writes every permit as a new file renamed into place, and rewrites it
-// whenever it installs credentials: credentials installed after a revocation come with a new
-// permit, which is enforced again, however close to the revocation it was written.
+// passed permit once. The manager writes every permit as a new file renamed into place, and
+// rewrites it whenever it installs credentials: credentials installed after a revocation come with
+// a new permit, which is enforced again, however close to the revocation it was written. An
+// invalid permit is different: it never lets credentials stand, so whenever one appears beside
+// it, it is revoked again (a manager of another version, which installs under a permit this guard
+// cannot read and does not rewrite it, is fenced within one interval every time).
 //
 // At start, before the node starts, a passed or invalid permit that was not revoked yet is
 // revoked: the files are removed (the node is not running, so nothing is signalled). If that
@@ -399,6 +402,30 @@ func (g *guard) alreadyRevoked(p permit) bool {
 	return g.revoked != nil && *g.revoked == p.id
 }
 
+// settled: nothing to do about p. A passed permit is revoked once: credentials provisioned
+// later under the same file are the manager's start-up credentials (the manager writes a new
+// permit before it installs to forge). An invalid permit never lets anything stand: whenever a
+// credential appears beside it, it is revoked again (a forge manager of another version
+// installing under a permit this guard cannot read is fenced within one interval, every time).
+func (g *guard) settled(p permit) bool {
+	switch p.state {
+	case permitExpired:
+		return g.alreadyRevoked(p)
+	case permitInvalid:
+		return g.alreadyRevoked(p) && !anyPresent(g.cfg.credentials)
+	}
+	return true
+}
+
+func anyPresent(paths []string) bool {
+	for _, c := range paths {
+		if _, err := os.Lstat(c); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // markRevoked records p as revoked, in memory and in the guard's own file (atomically).
 func (g *guard) markRevoked(p permit) {
 	g.revoked = &p.id
@@ -425,7 +452,7 @@ func (g *guard) report(problem string) {
 func (g *guard) revokeBeforeStart() bool {
 	now := g.now()
 	p := readPermit(g.cfg.permitFile, now, g.bootID)
-	if (p.state != permitExpired && p.state != permitInvalid) || g.alreadyRevoked(p) {
+	if g.settled(p) {
 		return true
 	}
 	removed, failures := removeCredentials(g.cfg.credentials)
@@ -456,8 +483,7 @@ func (g *guard) probe() bool {
 func (g *guard) tick() {
 	g.probe()
 	now := g.now()
-	p := readPermit(g.cfg.permitFile, now, g.bootID)
-	if (p.state == permitExpired || p.state == permitInvalid) && !g.alreadyRevoked(p) {
+	if p := readPermit(g.cfg.permitFile, now, g.bootID); !g.settled(p) {
 		g.revoke(p, now)
 	}
 }

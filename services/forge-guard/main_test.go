@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -273,4 +274,34 @@ func TestForwardedSignalsReachTheNode(t *testing.T) {
 	if code := g.stop(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+}
+
+// A manager of another version installs again under the same permit file, which this guard
+// cannot read: each time, the credentials are removed again.
+func TestCredentialsReappearingUnderAnInvalidPermitAreRemovedAgain(t *testing.T) {
+	dir := t.TempDir()
+	n := newNode(t, dir)
+	creds := credentialsIn(t, dir)
+	permit := filepath.Join(dir, "permit")
+	writeFile(t, permit, strconv.FormatInt(clockNow()+int64(time.Hour), 10)+"\n") // the old format
+	args := guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))
+	g := startGuard(t, args...)
+	waitFor(t, "the node up", func() bool { return n.count("up") == 1 })
+	if !noneLeft(creds)() {
+		t.Fatal("credentials left beside an invalid permit at start")
+	}
+	for i := 1; i <= 2; i++ {
+		credentialsIn(t, dir)
+		waitFor(t, "the credentials removed again", noneLeft(creds))
+		waitFor(t, "the node signalled", func() bool { return n.count("hup") == i })
+	}
+	g.stop(t)
+	// Restarted beside the same unreadable permit, with credentials present: removed before start.
+	credentialsIn(t, dir)
+	g = startGuard(t, args...)
+	waitFor(t, "the node up again", func() bool { return n.count("up") == 2 })
+	if !noneLeft(creds)() {
+		t.Fatal("credentials left beside an invalid permit at a restart")
+	}
+	g.stop(t)
 }

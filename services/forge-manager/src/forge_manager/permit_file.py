@@ -11,8 +11,9 @@ Format, one line: ``boottime <ns> <boot id>``: integer nanoseconds of ``CLOCK_BO
 (:mod:`forge_manager.clock`; system-wide, and it counts a host suspend) and the kernel's boot id,
 so that a file kept across a reboot (the clock restarted) is not believed. The first word names
 the clock and versions the format: the older format was a bare ``CLOCK_MONOTONIC`` integer. A
-guard of either version reads the other's file as invalid and revokes, so a mixed pair fails
-closed (never forges) rather than misreading a deadline.
+guard of either version reads the other's file as invalid and removes the credentials whenever
+they appear under it, so a mixed pair fails closed (its node forges at most one guard interval
+at a time, never unguarded) rather than misreading a deadline.
 
 Every write is a new file renamed into place. forge-guard never writes this file; it remembers
 which file (identity and content) it revoked and acts on each once. So the manager writes a new

@@ -76,8 +76,9 @@ demo: venv tools ## the main job: two regions on the embedded control plane, fai
 chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
 	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
 
-bench: venv tools ## print the figures: failover times, sidecar memory, health endpoint load
+bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load
 	$(PY) -m bench.failover --runs $${RUNS:-20}
+	$(PY) -m bench.forge_guard --runs $${RUNS:-20}
 	$(PY) bench/health_endpoint.py
 
 clean: cluster-down ## remove .venv, .tools links and the cluster state (the tool cache stays)

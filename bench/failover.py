@@ -3,7 +3,7 @@
 Each section starts a private control plane (etcd + kube-apiserver on loopback) and pods (forge
 manager + cardano-node stand-in under ``forge-guard`` each, as local processes) with the default
 timings (LEASE_DURATION 15, LEASE_RENEW_DEADLINE 10, LEASE_RETRY_PERIOD 2, KUBE_REQUEST_TIMEOUT 1).
-Times come from the stand-ins' CLOCK_MONOTONIC event logs; every run is checked for overlap.
+Times come from the stand-ins' CLOCK_BOOTTIME event logs; every run is checked for overlap.
 
 ``local`` (one region, ``--pods`` pods):
 

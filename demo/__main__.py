@@ -49,6 +49,7 @@ from tests.harness.controlplane import REPO_ROOT, ControlPlane, free_port, tool
 from tests.harness.fake_exporters import FakeCardanoNode, FakeNodeExporter
 from tests.harness.forge_pod import ForgePod, all_events, write_pool_secret
 from tests.harness.forging_log import intervals, longest_gap, overlaps
+from tests.harness.node_standin import now
 from tests.harness.prometheus import PrometheusServer
 
 CHART = REPO_ROOT / "charts" / "cardano-forge"
@@ -347,7 +348,7 @@ class Demo:
                     forging=bool(last and last.end is None),
                     health_failures=pod.metric("cardano_cluster_health_check_consecutive_failures"),
                     last_change=(None if last is None
-                                 else time.monotonic() - (last.end or last.start)),
+                                 else now() - (last.end or last.start)),
                     alive=pod.manager is not None and pod.manager.poll() is None,
                 ))  # fmt: skip
         sys.stdout.write(render(rows, self.notes[-8:]))
@@ -388,15 +389,15 @@ class Demo:
     def report(self) -> int:
         events = all_events(self.all_pods())
         spans = intervals(events)
-        now = time.monotonic()
-        overlap = sum(o.seconds for o in overlaps(spans, now))
-        start = min((s.start for s in spans), default=now)
+        end = now()
+        overlap = sum(o.seconds for o in overlaps(spans, end))
+        start = min((s.start for s in spans), default=end)
         print("\ncardano-forge demo: transitions")
         for t in self.transitions:
             print(f"  {t.name:<18} {t.seconds:6.1f} s  {t.detail}")
         print(f"  two nodes forging at once: {overlap * 1000:.0f} ms in total (must be 0)")
         print(f"  longest time with no forger after the first block producer: "
-              f"{longest_gap(spans, start, now):.1f} s")  # fmt: skip
+              f"{longest_gap(spans, start, end):.1f} s")  # fmt: skip
         return 0 if overlap == 0 else 1
 
     def main(self, *, story: bool) -> int:

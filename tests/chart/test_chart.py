@@ -10,11 +10,13 @@ rendered objects, and so are the values schema's and the templates' refusals.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
-import signal
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -416,7 +418,10 @@ def test_forge_guard_is_on_by_default_and_wraps_the_node(tmp_path: Path) -> None
         "--credentials": ",".join(
             [env["TARGET_KES_KEY"], env["TARGET_VRF_KEY"], env["TARGET_OP_CERT"]]
         ),
+        # The guard signals only a node that answered here; the manager watches the same socket.
+        "--socket": env["NODE_SOCKET"],
     }
+    assert node["args"][node["args"].index("--socket-path") + 1] == env["NODE_SOCKET"]
     for flag in ("--shelley-kes-key", "--shelley-vrf-key", "--shelley-operational-certificate"):
         assert node["args"][node["args"].index(flag) + 1] in flags["--credentials"].split(",")
     assert node["args"][0] == "run"
@@ -429,7 +434,7 @@ def test_forge_guard_is_on_by_default_and_wraps_the_node(tmp_path: Path) -> None
     for container in (sidecar, node):
         run = mounts(container)["run"]
         assert run["mountPath"] == "/run/forge" == str(Path(PERMIT).parent)
-        assert not run.get("readOnly", False), "the manager writes it, the guard marks it revoked"
+        assert not run.get("readOnly", False), "the manager writes it, the guard its own record"
 
 
 def test_forge_guard_is_installed_from_the_forge_manager_image(tmp_path: Path) -> None:
@@ -531,10 +536,12 @@ def forge_guard_binary() -> str:
 def test_rendered_guard_command_revokes_an_expired_permit(tmp_path: Path) -> None:
     """The rendered forge-guard flags, run for real with the volumes moved to local directories.
 
-    A permit whose deadline passes while the node runs must make the guard remove exactly the
-    three credential files the node reads, signal the node and mark the permit revoked: proof that
-    the chart's flags say what the guard needs (a wrong path or separator would leave the
-    credentials in place).
+    The node is the cardano-node stand-in, given the rendered node's socket, key paths and
+    non-producing flag. A permit whose deadline passes while the node runs must make the guard
+    remove exactly the three credential files the node reads and signal the node once its socket
+    answered, leaving the manager's permit as it was: proof that the chart's flags say what the
+    guard needs (a wrong path or separator would leave the credentials in place, a wrong socket
+    would make the guard stop the node instead of signalling it).
     """
     node = pod_spec(render(BASE, tmp_path))["containers"][0]
     local = {m["mountPath"]: tmp_path / m["name"] for m in node["volumeMounts"]}
@@ -547,25 +554,50 @@ def test_rendered_guard_command_revokes_an_expired_permit(tmp_path: Path) -> Non
                 return str(directory / value.removeprefix(mount_path + "/"))
         return value
 
+    def node_arg(flag: str) -> str:
+        return move(node["args"][node["args"].index(flag) + 1])
+
     flags = guard_flags(node)
     credentials = [Path(move(c)) for c in flags["--credentials"].split(",")]
     for path in credentials:
-        path.write_text("secret\n")
+        path.write_text('{"type": "t", "cborHex": "5820"}\n')
     unrelated = credentials[0].with_name("keep.me")
     unrelated.write_text("not a credential\n")
     permit = Path(move(flags["--permit-file"]))
-    permit.write_text(f"{time.monotonic_ns() + 1_000_000_000}\n")  # passes in a second
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    deadline = time.clock_gettime_ns(time.CLOCK_BOOTTIME) + 3_000_000_000  # after the node is up
+    permit.write_text(f"boottime {deadline} {boot}\n")
     args = [forge_guard_binary()]
     for flag, value in flags.items():
         args += [flag, ",".join(move(v) for v in value.split(","))]
-    # The node stand-in: sleeps until the guard's SIGHUP ends it.
-    guard = subprocess.run(
-        [*args, "--", "sleep", "120"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert guard.returncode == 128 + signal.SIGHUP, guard.stderr
-    assert not [p for p in credentials if p.exists()], guard.stderr
+    events = tmp_path / "node-events.jsonl"
+    standin = [
+        sys.executable, "-m", "tests.harness.node_standin",
+        "--name", f"cn{uuid.uuid4().hex[:6]}",
+        "--event-log", str(events),
+        "--startup-delay", "0.2",
+        *[a for f in ("--socket-path", "--shelley-kes-key", "--shelley-vrf-key",
+                      "--shelley-operational-certificate") for a in (f, node_arg(f))],
+        *[a for a in node["args"] if a == "--start-as-non-producing-node"],
+    ]  # fmt: skip
+    log = tmp_path / "guard.log"
+    with log.open("wb") as out:
+        guard = subprocess.Popen([*args, "--", *standin], stderr=out, cwd=REPO_ROOT)
+    try:
+        give_up = time.monotonic() + 30
+        while "sent SIGHUP" not in log.read_text() and time.monotonic() < give_up:
+            time.sleep(0.05)
+        assert "sent SIGHUP" in log.read_text(), log.read_text()
+    finally:
+        guard.terminate()  # forwarded: the stand-in exits, then the guard
+        code = guard.wait(30)
+    assert code == 0, log.read_text()
+    assert not [p for p in credentials if p.exists()], log.read_text()
     assert unrelated.exists()
-    assert permit.read_text().strip() == "revoked"
+    assert permit.read_text() == f"boottime {deadline} {boot}\n"  # never written by the guard
+    assert permit.with_name("permit.revoked").read_text().startswith("revoked ")
+    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert "socket_up" in kinds and "sighup_ignored" not in kinds, kinds
 
 
 REQUIRED_ENV = {

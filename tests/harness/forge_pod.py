@@ -131,6 +131,11 @@ class ForgePod:
         return self.dir / "run" / "permit"
 
     @property
+    def revoked_file(self) -> Path:
+        """forge-guard's own record of the permit it revoked (its default: beside the permit)."""
+        return self.dir / "run" / "permit.revoked"
+
+    @property
     def node_log(self) -> Path:
         """The node container's output (the stand-in's and, with the guard, forge-guard's)."""
         return self.dir / "node.log"
@@ -197,6 +202,7 @@ class ForgePod:
                 "--permit-file", str(self.permit_file),
                 "--credentials", ",".join(str(t) for t in self.targets),
                 "--interval", GUARD_INTERVAL,
+                "--socket", str(self.socket),
                 "--", *args,
             ]  # fmt: skip
         log = self.node_log.open("ab")

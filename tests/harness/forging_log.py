@@ -1,6 +1,6 @@
 """Forging intervals from the node stand-ins' event logs, and the overlap between nodes.
 
-Pure functions over events (dicts with ``t`` on the system-wide monotonic clock, ``pid``,
+Pure functions over events (dicts with ``t`` on the system-wide CLOCK_BOOTTIME, ``pid``,
 ``name``, ``event``). A node's forging interval starts at ``forging_started`` and ends at the
 next ``forging_stopped`` or at the end of that process (``exited``, or ``killed`` written by the
 harness after it reaped a process it killed with SIGKILL). An interval with no end is open: it

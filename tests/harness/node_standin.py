@@ -9,7 +9,8 @@
 * On SIGHUP: all three files present and parseable -> forging; any file missing -> not forging;
   any other problem (unparsable, unreadable) -> previous state kept.
 * Every change is appended to ``--event-log`` as a JSON line with ``t`` from
-  ``clock_gettime(CLOCK_MONOTONIC)`` (system-wide on Linux, so logs of several processes compare),
+  ``clock_gettime(CLOCK_BOOTTIME)`` (system-wide on Linux, so logs of several processes compare;
+  the clock of the forge manager's deadlines and of the forge permit, so they compare too),
   ``pid``, ``name`` and ``event`` (``started``, ``socket_up``, ``forging_started``,
   ``forging_stopped``, ``sighup_ignored``, ``reconfig_kept``, ``exited``).
 * ``--name`` sets the process name (``/proc/PID/comm``, via ``prctl(PR_SET_NAME)``), so a manager
@@ -39,7 +40,7 @@ PR_SET_NAME = 15
 
 
 def now() -> float:
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def set_process_name(name: str) -> None:

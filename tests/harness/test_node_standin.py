@@ -108,7 +108,7 @@ def test_without_flag_it_boots_forging(creds: Path) -> None:
         assert int((creds / "node.pid").read_text()) == node.proc.pid
         first = json.loads(node.log.read_text().splitlines()[0])
         assert first["pid"] == node.proc.pid and first["name"] == "cn-standin-t"
-        assert abs(first["t"] - time.clock_gettime(time.CLOCK_MONOTONIC)) < 60
+        assert abs(first["t"] - time.clock_gettime(time.CLOCK_BOOTTIME)) < 60
     finally:
         node.stop()
     assert os.path.exists(creds / "kes.skey")  # the node never modifies credentials

@@ -7,12 +7,16 @@ frozen (SIGSTOP) or killed (SIGKILL) while its node goes on running: the guard m
 credentials and signal the node before any other pod can take the expired Lease, so the stand-ins'
 monotonic logs show the old node's ``forging_stopped`` before the new node's ``forging_started``.
 
-The last test is the demonstration that it is the guard that prevents the overlap: the same
-freeze without the guard leaves two nodes forging until the manager is resumed.
+A test shows it is the guard that prevents the overlap: the same freeze without the guard leaves
+two nodes forging until the manager is resumed. Others cover what the guard must not do or must
+do besides: leave a node that is still booting alone (a SIGHUP would kill it), stop a node whose
+credentials cannot be removed, and leave the credentials the manager provisions for a restarted
+node's boot in place when the permit was already revoked before the restart.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,11 +123,12 @@ def lease_holder(control_plane: ControlPlane, namespace: str) -> str | None:
 
 
 def permit_deadline(pod: ForgePod) -> int | None:
+    """The permit's deadline, ns of CLOCK_BOOTTIME (the stand-ins' clock), None when absent."""
     try:
-        text = pod.permit_file.read_text().strip()
-    except FileNotFoundError:
+        clock, ns, _boot = pod.permit_file.read_text().split()
+    except (FileNotFoundError, ValueError):
         return None
-    return int(text) if text.isdigit() else None
+    return int(ns) if clock == "boottime" else None
 
 
 def last_event(pod: ForgePod, event: str, after: float) -> float:
@@ -142,8 +147,12 @@ def assert_fenced_before_takeover(pool: Pool, old: ForgePod, fault_at: float) ->
     assert stopped < started, pool.diagnose()
     assert old.node_running(), "the old node must have been fenced, not killed"
     assert not old.credentials_present()
-    assert old.permit_file.read_text().strip() == "revoked"
+    # The guard never writes the manager's permit: it records what it revoked in its own file.
+    deadline = permit_deadline(old)
+    assert deadline is not None and deadline / 1e9 < now(), "the passed permit is left as written"
+    assert old.revoked_file.read_text().startswith("revoked ")
     assert "revoked forging: permit passed" in old.node_log.read_text()
+    assert "sent SIGHUP" in old.node_log.read_text()
     pool.assert_never_two_forgers()
     return new
 
@@ -193,6 +202,8 @@ def test_killed_manager_is_fenced_by_the_guard(
     old.restart_manager()
     wait_for(lambda: old.get("/health")[0] == 200, WAIT, "the restarted manager's /health")
     wait_for(lambda: old.metric("cardano_leader_status") == 0.0, WAIT, "the restarted manager")
+    # The permit its previous incarnation left is withdrawn once demotion is confirmed.
+    wait_for(lambda: not old.permit_file.exists(), WAIT, "the left-behind permit withdrawn")
     for _ in range(3):
         assert pool.forgers() == [new]
         assert not old.credentials_present()
@@ -214,6 +225,95 @@ def test_without_the_guard_a_frozen_manager_leaves_two_forgers(unguarded: Pool) 
     # Once resumed, the manager demotes its node: one forger again, and no new overlap begins.
     pool.one_forger(exclude=old)
     assert not old.credentials_present()
+
+
+# ---- what the guard must not do, and must do besides ------------------------------------------
+BOOT = 12.0  # the stand-in's start-up delay below: longer than a permit (renew deadline 5 s)
+
+
+def test_a_booting_node_is_not_signalled_when_its_permit_passes(
+    control_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The permit passes while the leader's node is still booting (replaying its chain): the
+    guard removes the credentials but sends no SIGHUP, which would kill a cardano-node that has
+    not yet installed its handler. Started non-producing, the node cannot forge meanwhile, and it
+    comes up not forging."""
+    secret = write_pool_secret(tmp_path / "pool-secret")
+    pod = ForgePod("bp-0", tmp_path, control_plane.kubeconfig, kube_namespace, secret,
+                   guard=True, startup_delay=BOOT)  # fmt: skip
+    try:
+        pod.start_manager()
+        wait_for(pod.startup_ready, WAIT, "start-up credentials")
+        pod.start_node()
+        wait_for(lambda: permit_deadline(pod) is not None, WAIT, "the leader's forge permit")
+        pod.freeze_manager()
+        wait_for(lambda: not pod.credentials_present(), WAIT, "the guard to remove the credentials")
+        assert not pod.node_up(), "the test needs the permit to pass while the node boots"
+        wait_for(pod.node_up, WAIT, "the node up after its boot")
+        events = [e["event"] for e in pod.events()]
+        assert "sighup_ignored" not in events, "the guard signalled a booting node"
+        assert "forging_started" not in events
+        assert "not signalled: its socket has not answered yet" in pod.node_log.read_text()
+        assert pod.node_running()
+    finally:
+        pod.thaw_manager()
+        pod.stop()
+
+
+def test_credentials_that_cannot_be_removed_stop_the_node(guarded: Pool) -> None:
+    """A credential path the guard cannot unlink (EACCES, EROFS... here a non-empty directory in
+    its place, which even root cannot unlink): the node is stopped (SIGTERM) before anyone else
+    may take over, instead of forging on with the keys it holds."""
+    pool = guarded
+    old = pool.one_forger()
+    wait_for(lambda: permit_deadline(old) is not None, WAIT, "the leader's forge permit")
+    stuck = old.targets[1]
+    frozen_at = now()
+    old.freeze_manager()
+    try:
+        stuck.unlink()
+        (stuck / "held").mkdir(parents=True)
+        new = pool.one_forger(exclude=old)
+        stopped = last_event(old, "forging_stopped", frozen_at)
+        started = min(float(e["t"]) for e in new.events()
+                      if e["event"] == "forging_started" and e["t"] > frozen_at)  # fmt: skip
+        assert stopped < started, pool.diagnose()
+        wait_for(lambda: not old.node_running(), WAIT, "the node container to end")
+        log = old.node_log.read_text()
+        assert "the credentials cannot be removed" in log and "sent SIGTERM" in log, log
+        assert old.node is not None and old.node.returncode == 0  # the stand-in's clean exit
+        assert not old.revoked_file.exists(), "a permit counted revoked with a file left"
+    finally:
+        old.thaw_manager()
+        shutil.rmtree(stuck, ignore_errors=True)
+    pool.assert_never_two_forgers()
+
+
+def test_a_restarted_node_keeps_the_credentials_provisioned_for_its_boot(guarded: Pool) -> None:
+    """The guard revoked a killed manager's permit; then the node crashes (its container, the
+    guard with it, restarts) and the kubelet restarts the sidecar, which provisions credentials
+    for the node's boot. The restarted guard finds the same passed permit already revoked (its
+    own record, kept beside the permit) and must leave them: removing them again would keep the
+    node from starting."""
+    pool = guarded
+    old = pool.one_forger()
+    wait_for(lambda: permit_deadline(old) is not None, WAIT, "the leader's forge permit")
+    killed_at = now()
+    old.kill9_manager()
+    new = assert_fenced_before_takeover(pool, old, killed_at)
+    old.kill9_node()
+    old.restart_manager()
+    wait_for(old.startup_ready, WAIT, "start-up credentials from the restarted manager")
+    assert permit_deadline(old) is not None, "the passed permit is still there"
+    old.start_node()
+    wait_for(old.node_up, WAIT, "the restarted node up")
+    assert "refused_to_start" not in [e["event"] for e in old.events()]
+    assert "revoked forging before starting the node" not in old.node_log.read_text()
+    # A standby again: its manager removes the credentials and withdraws the old permit.
+    wait_for(lambda: not old.permit_file.exists(), WAIT, "the left-behind permit withdrawn")
+    assert not old.credentials_present()
+    assert pool.forgers() == [new]
+    pool.assert_never_two_forgers()
 
 
 # ---- the permit under cluster coordination ----------------------------------------------------

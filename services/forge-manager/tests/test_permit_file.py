@@ -12,15 +12,21 @@ from .fakes import Clock, LeaseStore
 from .test_manager import Pod
 
 
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
 def _deadline_ns(path: Path) -> int:
-    return int(path.read_text().strip())
+    clock_name, ns, boot = path.read_text().split()
+    assert (clock_name, boot) == ("boottime", _boot_id())
+    return int(ns)
 
 
 def test_grant_writes_nanoseconds_atomically_and_withdraw_deletes(tmp_path: Path) -> None:
     path = tmp_path / "permit"
-    permit = PermitFile(path)
+    permit = PermitFile(path, boot_id=lambda: "b00t")
     permit.grant(12.5)
-    assert path.read_text() == "12500000000\n"
+    assert path.read_text() == "boottime 12500000000 b00t\n"
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["permit"]
     permit.withdraw()
@@ -84,3 +90,51 @@ def test_unwritable_permit_keeps_the_pod_from_forging(
     assert "cannot write the forge permit" in reason
     assert not pod.files.any_present()
     assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0
+
+
+# ---- issue 11 ------------------------------------------------------------------------------------
+
+
+def test_the_format_names_its_clock_and_boot(tmp_path: Path) -> None:
+    """``boottime <ns> <boot id>``: an older guard cannot parse it and a newer guard cannot parse
+    the older bare integer, so a mixed pair fails closed; a file kept across a reboot names
+    another boot, and its deadline (on a clock that restarted) is not believed."""
+    path = tmp_path / "permit"
+    PermitFile(path).grant(12.5)
+    assert path.read_text() == f"boottime 12500000000 {_boot_id()}\n"
+
+
+def test_the_permit_is_rewritten_whenever_credentials_are_installed(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """forge-guard remembers which permit it revoked (the file, not only its deadline): after a
+    revocation, credentials installed again under the same deadline need a new permit file, or
+    the guard would take the old, revoked one as still standing and not fence them."""
+    tmp, store, clock = world
+    path = tmp / "permit"
+    pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
+    pod.manager.step()
+    assert pod.files.all_present()
+    revoked = tmp / "revoked-permit"
+    revoked.hardlink_to(path)  # the file forge-guard revoked (the link keeps its inode taken)
+    for target in pod.settings.targets:  # and the credentials it removed
+        target.unlink()
+    pod.manager.reconcile_now()  # one reconcile, at the same instant: the same deadline
+    assert pod.files.all_present()
+    assert not path.samefile(revoked), "credentials reinstalled under the revoked permit file"
+    assert path.stat().st_mtime_ns <= pod.settings.targets[0].stat().st_mtime_ns  # permit first
+
+
+def test_a_restarted_manager_withdraws_the_permit_it_finds_once_demoted(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    path = tmp / "permit"
+    Pod(tmp, store, clock, "pod-1").manager.step()  # another pod leads
+    path.write_text("boottime 1 left-behind\n")  # by this pod's previous manager
+    pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
+    pod.files.install()  # and its credentials
+    assert pod.manager.step().startswith("following pod-1")
+    assert not pod.files.any_present()
+    assert pod.signals.sent == [(42,)]
+    assert not path.exists()

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from forge_manager.clock import now as boottime_now
 from forge_manager.config import Settings
 from forge_manager.credentials import CredentialError, CredentialFiles, SourceError
 from forge_manager.decision import (
@@ -80,7 +81,7 @@ class ForgeManager:
         signal_node: Callable[[tuple[int, ...]], None],
         metrics: ForgeMetrics | None = None,
         permit: Callable[[], Permit] = lambda: PERMIT_LOCAL_ONLY,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime_now,
         settle: Callable[[float], None] = time.sleep,
         permit_file: PermitFile | None = None,
         wall: Callable[[], float] = time.time,
@@ -383,7 +384,8 @@ class ForgeManager:
         self._last_node = node
         self._report_flag(node)
         decision = decide_forging(self._forging_snapshot(node))
-        if decision.forge and not self._grant_permit():
+        install = decision.credentials is CredentialAction.INSTALL
+        if decision.forge and not self._grant_permit(rewrite=install):
             decision = decide_forging(self._forging_snapshot(node))
         wrote = False
         if decision.credentials is CredentialAction.INSTALL:
@@ -421,9 +423,11 @@ class ForgeManager:
         self._last_forge_decision = decision.forge
         return decision
 
-    def _grant_permit(self) -> bool:
+    def _grant_permit(self, *, rewrite: bool = False) -> bool:
         """Extend forge-guard's permit to the leadership deadline before forging (lock held).
 
+        ``rewrite``: before an install, a new permit file even under an unchanged deadline, so
+        credentials installed again after forge-guard revoked the previous file are fenced.
         False when it cannot be written: the pod then stays out of the election for a lease
         duration, like a failed credential write."""
         if self._permit_file is None or self._leading_until is None:
@@ -433,16 +437,16 @@ class ForgeManager:
         if cluster_until is not None:
             until = min(until, cluster_until)
         try:
-            self._permit_file.grant(until)
+            self._permit_file.grant(until, rewrite=rewrite)
         except PermitError as exc:
             self._credential_failure("install", CredentialError(str(exc)))
             return False
         return True
 
     def _withdraw_permit(self) -> None:
-        """Delete the permit once demotion is complete; until then its deadline stands (lock
-        held)."""
-        if self._permit_file is None or self._permit_file.granted_until_ns is None:
+        """Delete the permit (ours, or one a previous incarnation left) once demotion is
+        complete; until then its deadline stands (lock held)."""
+        if self._permit_file is None or not self._permit_file.outstanding:
             return
         if not self._demotion_confirmed()[0]:
             return

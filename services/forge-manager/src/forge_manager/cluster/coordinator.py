@@ -29,6 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from forge_manager.clock import now as boottime_now
 from forge_manager.cluster.health_check import HealthChecker, HealthSnapshot
 from forge_manager.cluster.liveness import LivenessTracker
 from forge_manager.cluster.metrics import ClusterMetrics
@@ -90,7 +91,7 @@ class ClusterCoordinator:
         local_leader: Callable[[], bool],
         reconcile: Callable[[], tuple[bool, str]],
         metrics: ClusterMetrics | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime_now,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         settle: Callable[[float], None] = time.sleep,
     ) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from forge_manager.clock import now as boottime_now
 from forge_manager.cluster.coordinator import ClusterCoordinator
 from forge_manager.cluster.health_check import HealthChecker
 from forge_manager.cluster.metrics import ClusterMetrics
@@ -63,7 +63,7 @@ def build_coordinator(
             identity=identity,
             lease_duration=float(settings.lease_duration),
             renew_deadline=settings.renew_deadline,
-            clock=time.monotonic,
+            clock=boottime_now,
         ),
         health=HealthChecker(
             cluster.health_check,

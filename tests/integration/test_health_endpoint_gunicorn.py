@@ -168,11 +168,6 @@ def test_bad_configuration_stops_startup_with_one_clear_line(tmp_path: Path) -> 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gunicorn >= 25.1 opens a control socket under $HOME/.gunicorn: in the image HOME is "
-    "/nonexistent and the root read-only, so start-up logs 'Failed to start control socket'",
-)
 def test_starts_cleanly_with_an_unwritable_home(tmp_path: Path) -> None:
     """As in the image (HOME=/nonexistent, read-only root): no warning, nothing written to HOME.
 

@@ -74,10 +74,11 @@ chart: venv tools ## the chart alone: helm lint, rendering matrix, install and R
 alerts: venv tools ## the alert rules alone: promtool check and unit tests, Alertmanager example
 	$(PYTEST) tests/alerts
 
-test: venv tools ## everything CI runs: lint, unit, integration
+test: venv tools ## everything CI runs: lint, unit, images, integration (the image tests required)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory images
+	CARDANO_FORGE_REQUIRE_IMAGES=1 $(MAKE) --no-print-directory integration
 
 demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
 	$(PY) -m demo $(DEMO_ARGS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import signal
 import stat
 import time
@@ -75,6 +76,7 @@ def rootfs(
         out[repository] = base / repository.rsplit("/", 1)[1]
         oci.unpack(image.archive, out[repository])
     yield out
+    shutil.rmtree(base)  # a few hundred MiB: not left for pytest's retention of old runs
 
 
 def container(

@@ -15,7 +15,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 SERVICES := services/forge-manager services/health-endpoint
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)
 
-.PHONY: help venv tools cluster-up cluster-down lint unit integration chart alerts test demo chaos bench clean
+.PHONY: help venv tools images images-lock images-clean cluster-up cluster-down lint unit integration chart alerts test demo chaos bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -39,6 +39,15 @@ tools: $(TOOL_STAMP) .tools/bin/forge-guard ## build kube-apiserver, etcd, kubec
 .tools/bin/forge-guard: services/forge-guard/main.go services/forge-guard/go.mod
 	@mkdir -p .tools/bin
 	cd services/forge-guard && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ .
+
+images: ## build the images (forge-manager, health-endpoint, node stand-in) into .images/ (cached by content)
+	bash tools/build-images.sh build
+
+images-lock: ## re-pin the Debian packages of the base images (tools/images/*.lock) to what the mirror serves
+	bash tools/build-images.sh lock
+
+images-clean: ## remove this project's images from buildah's storage and .images/ (the cache stays)
+	bash tools/build-images.sh clean
 
 cluster-up: venv tools ## start etcd + kube-apiserver on loopback; kubeconfig in .cluster/kubeconfig
 	$(PY) -m tests.harness.controlplane up --dir .cluster
@@ -65,10 +74,11 @@ chart: venv tools ## the chart alone: helm lint, rendering matrix, install and R
 alerts: venv tools ## the alert rules alone: promtool check and unit tests, Alertmanager example
 	$(PYTEST) tests/alerts
 
-test: venv tools ## everything CI runs: lint, unit, integration
+test: venv tools ## everything CI runs: lint, unit, images, integration (the image tests required)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory images
+	CARDANO_FORGE_REQUIRE_IMAGES=1 $(MAKE) --no-print-directory integration
 
 demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
 	$(PY) -m demo $(DEMO_ARGS)

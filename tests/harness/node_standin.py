@@ -8,16 +8,25 @@
   A SIGHUP before that is ignored for forging ("consensus not initialised"), as the real node does.
 * On SIGHUP: all three files present and parseable -> forging; any file missing -> not forging;
   any other problem (unparsable, unreadable) -> previous state kept.
-* Every change is appended to ``--event-log`` as a JSON line with ``t`` from
-  ``clock_gettime(CLOCK_BOOTTIME)`` (system-wide on Linux, so logs of several processes compare;
-  the clock of the forge manager's deadlines and of the forge permit, so they compare too),
-  ``pid``, ``name`` and ``event`` (``started``, ``socket_up``, ``forging_started``,
-  ``forging_stopped``, ``sighup_ignored``, ``reconfig_kept``, ``exited``).
-* ``--name`` sets the process name (``/proc/PID/comm``, via ``prctl(PR_SET_NAME)``), so a manager
-  can find it by exact name; ``--pid-file`` writes its PID.
+* Every change is written to stdout, and appended to ``--event-log`` (default: the environment
+  variable ``STANDIN_EVENT_LOG``) when one is given, as a JSON line with ``t`` from
+  ``clock_gettime(CLOCK_BOOTTIME)`` (system-wide on Linux and shared by the containers of a host,
+  so logs of several processes and pods compare; the clock of the forge manager's deadlines and
+  of the forge permit, so they compare too), ``pid``, ``name``, ``host`` (the hostname: the
+  pod's name in Kubernetes) and ``event`` (``started``, ``socket_up``, ``forging_started``,
+  ``forging_stopped``, ``sighup_ignored``, ``reconfig_kept``, ``exited``, ``refused_to_start``).
+* ``--name`` (default ``cardano-node``) sets the process name (``/proc/PID/comm``, via
+  ``prctl(PR_SET_NAME)``), so a manager can find it by exact name; ``--pid-file`` writes its PID.
+* It takes the command line the chart gives the real node: the ``run`` subcommand, ``--config``
+  and ``--topology`` (must be files, as the real node reads them), ``--database-path`` (created),
+  ``--host-addr``, ``--port`` (accepted; the stand-in has no peers and opens no port) and
+  ``--non-producing-node`` (the name before cardano-node 10.5.1). Any other flag is refused, as
+  the real node refuses an unknown one: ``node.extraArgs`` may carry the stand-in's own
+  ``--startup-delay`` and ``--event-log``.
 
 Run: ``python -m tests.harness.node_standin --name cnode-a --socket-path ... --event-log ...
---shelley-kes-key ... --shelley-vrf-key ... --shelley-operational-certificate ...``.
+--shelley-kes-key ... --shelley-vrf-key ... --shelley-operational-certificate ...``, or as the
+test image's ``cardano-node run --config ... --socket-path ... --start-as-non-producing-node``.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from types import FrameType
 from typing import Any
 
 PR_SET_NAME = 15
+HOST = socket.gethostname()
 
 
 def now() -> float:
@@ -63,18 +73,22 @@ class StandIn:
         self.name: str = args.name
         self.files = [Path(args.shelley_kes_key), Path(args.shelley_vrf_key),
                       Path(args.shelley_operational_certificate)]  # fmt: skip
-        self.event_log = Path(args.event_log)
+        self.event_log = Path(args.event_log) if args.event_log else None
         self.forging = False
         self.initialised = False
         self.stopping = False
         self.sock: socket.socket | None = None
 
     def event(self, event: str, **extra: Any) -> None:
-        line = json.dumps({"t": now(), "pid": os.getpid(), "name": self.name, "event": event,
-                           **extra})  # fmt: skip
+        line = json.dumps({"t": now(), "pid": os.getpid(), "name": self.name, "host": HOST,
+                           "event": event, **extra}).encode() + b"\n"  # fmt: skip
+        with contextlib.suppress(OSError):  # os.write: safe inside a signal handler, unlike print
+            os.write(1, line)
+        if self.event_log is None:
+            return
         fd = os.open(self.event_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, (line + "\n").encode())
+            os.write(fd, line)
         finally:
             os.close(fd)
 
@@ -160,18 +174,41 @@ class StandIn:
         self.event("socket_up")
 
 
+def run_flags_problem(args: argparse.Namespace) -> str | None:
+    """What the real node would refuse to start with among the ``run`` flags, or None."""
+    for flag, path in (("--config", args.config), ("--topology", args.topology)):
+        if path is not None and not Path(path).is_file():
+            return f"{flag} {path}: no such file"
+    if args.database_path is not None:
+        try:
+            Path(args.database_path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"--database-path {args.database_path}: {exc.strerror}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # the real node's subcommand: `cardano-node run --config ...`
+        argv = argv[1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--name", default="cardano-node")
     p.add_argument("--socket-path", required=True)
-    p.add_argument("--event-log", required=True)
+    p.add_argument("--event-log", default=os.environ.get("STANDIN_EVENT_LOG") or None)
     p.add_argument("--shelley-kes-key", required=True)
     p.add_argument("--shelley-vrf-key", required=True)
     p.add_argument("--shelley-operational-certificate", required=True)
-    p.add_argument("--start-as-non-producing-node", action="store_true")
+    p.add_argument("--start-as-non-producing-node", "--non-producing-node", action="store_true")
     p.add_argument("--startup-delay", type=float, default=0.5)
     p.add_argument("--pid-file")
-    return StandIn(p.parse_args(argv)).run()
+    # The rest of the real node's `run` flags that the chart passes (see the module docstring).
+    for flag in ("--config", "--topology", "--database-path", "--host-addr", "--port"):
+        p.add_argument(flag)
+    args = p.parse_args(argv)
+    if problem := run_flags_problem(args):
+        print(f"{args.name}: cannot start: {problem}", file=sys.stderr, flush=True)
+        return 1
+    return StandIn(args).run()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -112,3 +113,64 @@ def test_without_flag_it_boots_forging(creds: Path) -> None:
     finally:
         node.stop()
     assert os.path.exists(creds / "kes.skey")  # the node never modifies credentials
+
+
+def chart_command(creds: Path, *extra: str) -> list[str]:
+    """The node container's command line as the chart renders it, aimed at ``creds``."""
+    (creds / "config.json").write_text("{}\n")
+    (creds / "topology.json").write_text("{}\n")
+    return [
+        sys.executable, "-m", "tests.harness.node_standin", "run",
+        "--config", str(creds / "config.json"), "--topology", str(creds / "topology.json"),
+        "--database-path", str(creds / "db"), "--socket-path", str(creds / "node.socket"),
+        "--host-addr", "0.0.0.0", "--port", "3001",
+        "--shelley-kes-key", str(creds / "kes.skey"), "--shelley-vrf-key", str(creds / "vrf.skey"),
+        "--shelley-operational-certificate", str(creds / "node.cert"), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", ["--start-as-non-producing-node", "--non-producing-node"])
+def test_takes_the_real_nodes_run_command_line(creds: Path, flag: str) -> None:
+    """Events go to stdout and, with STANDIN_EVENT_LOG, to that file; the process: cardano-node."""
+    log = creds / "env-events.jsonl"
+    env = {**os.environ, "STANDIN_EVENT_LOG": str(log)}
+    proc = subprocess.Popen(
+        chart_command(creds, flag, "--startup-delay", "0.2"),
+        cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait(lambda: "socket_up" in [e["event"] for e in read_events([log])])
+        assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "cardano-node"
+        proc.send_signal(signal.SIGHUP)
+        wait(lambda: "forging_started" in [e["event"] for e in read_events([log])])
+    finally:
+        proc.terminate()
+        stdout, _ = proc.communicate(timeout=10)
+    in_file = read_events([log])
+    on_stdout = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert on_stdout == in_file
+    assert [e["event"] for e in in_file] == [
+        "started", "socket_up", "forging_started", "forging_stopped", "exited",
+    ]  # fmt: skip
+    assert in_file[0]["non_producing"] is True
+    assert {e["name"] for e in in_file} == {"cardano-node"}
+    assert {e["host"] for e in in_file} == {socket.gethostname()}
+    assert (creds / "db").is_dir()
+
+
+def test_refuses_unknown_flags_and_missing_config(creds: Path) -> None:
+    unknown = subprocess.run(
+        [*chart_command(creds), "--no-such-flag"], cwd=REPO, capture_output=True, timeout=30
+    )
+    assert unknown.returncode != 0
+    assert b"unrecognized arguments: --no-such-flag" in unknown.stderr
+    # A prefix of a flag is not that flag (the real node does not accept abbreviations).
+    abbreviated = [*chart_command(creds), "--start-as-non-producing"]
+    prefix = subprocess.run(abbreviated, cwd=REPO, capture_output=True, timeout=30)
+    assert prefix.returncode != 0
+    command = chart_command(creds)
+    (creds / "config.json").unlink()
+    missing = subprocess.run(command, cwd=REPO, capture_output=True, timeout=30)
+    assert missing.returncode == 1
+    assert f"--config {creds / 'config.json'}: no such file".encode() in missing.stderr
+    assert missing.stdout == b""  # it did not start

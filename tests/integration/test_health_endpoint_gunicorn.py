@@ -4,6 +4,7 @@ gunicorn.conf.py) in a subprocess on loopback, against a real Prometheus."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from gunicorn import version_info as gunicorn_version
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.fake_exporters import FakeCardanoNode, FakeNodeExporter
@@ -164,3 +166,45 @@ def test_bad_configuration_stops_startup_with_one_clear_line(tmp_path: Path) -> 
         "health-endpoint: configuration error: PROMETHEUS_URL is not set: give the Prometheus "
         "base URL, e.g. http://prometheus-operated.monitoring:9090"
     ]
+
+
+def test_starts_cleanly_with_an_unwritable_home(tmp_path: Path) -> None:
+    """As in the image (HOME=/nonexistent, read-only root): no warning, nothing written to HOME.
+
+    HOME is a regular file here, so that creating anything below it fails even for root. The
+    master sets up its control socket (or says it is disabled, at debug level) after the first
+    workers answer: the test waits for that line before it judges the log.
+    """
+    home = tmp_path / "home"
+    home.write_text("not a directory\n")
+    log = tmp_path / "gunicorn.log"
+    port = free_port()
+    env = {
+        "HOME": str(home),
+        "XDG_RUNTIME_DIR": "",
+        "BIND": f"127.0.0.1:{port}",
+        "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "WEB_CONCURRENCY": "1",
+        "LOG_LEVEL": "debug",
+    }
+    server = Gunicorn(spawn(env, log), f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.process.poll() is None, log.read_text()
+            try:
+                if requests.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, f"gunicorn did not answer: {log.read_text()}"
+            time.sleep(0.1)
+        if gunicorn_version >= (25, 1):  # the release that added the control socket
+            while not re.search(r"\[[A-Z]+\] Control (socket|server)", log.read_text()):
+                assert time.monotonic() < deadline, f"no control socket line: {log.read_text()}"
+                time.sleep(0.1)
+    finally:
+        assert server.stop() == 0, log.read_text()
+    output = log.read_text()
+    assert not [line for line in output.splitlines() if "[WARNING]" in line or "[ERROR]" in line]
+    assert home.read_text() == "not a directory\n"

@@ -57,6 +57,11 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+# gunicorn 25.1+ opens a control socket for `gunicornc` in $XDG_RUNTIME_DIR or $HOME/.gunicorn.
+# In the image HOME is /nonexistent and the root filesystem read-only, so it failed at every start
+# ("Control server error: Permission denied: '/nonexistent'"); and a socket that can change the
+# worker count or stop the server is not wanted beside this service. Older gunicorn ignores this.
+control_socket_disable = True
 
 _private_multiproc_dir: str | None = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

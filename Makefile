@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-SERVICES := services/forge-manager services/health-endpoint
+SERVICES := services/forge-manager services/health-endpoint services/cli
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)
 
 .PHONY: help venv tools images images-lock images-clean cluster-up cluster-down lint unit integration chart alerts test demo chaos bench clean
@@ -20,7 +20,7 @@ TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VER
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-$(VENV)/.installed: requirements-dev.txt services/forge-manager/pyproject.toml services/health-endpoint/pyproject.toml
+$(VENV)/.installed: requirements-dev.txt $(foreach s,$(SERVICES),$(s)/pyproject.toml)
 	@command -v $(PYTHON) >/dev/null || { echo "error: no $(PYTHON) on PATH: install Python 3.11 or newer"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: $(PYTHON) is older than 3.11: install Python 3.11 or newer, or run make PYTHON=python3.12"; exit 1; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ $(VENV)/.installed: requirements-dev.txt services/forge-manager/pyproject.toml s
 	$(PY) -m pip install -q -r requirements-dev.txt $(foreach s,$(SERVICES),-e $(s))
 	@touch $@
 
-venv: $(VENV)/.installed ## create .venv with both services (editable) and the test tools
+venv: $(VENV)/.installed ## create .venv with the services and the CLI (editable) and the test tools
 
 $(TOOL_STAMP): tools/versions.env tools/build-tools.sh
 	bash tools/build-tools.sh
@@ -55,15 +55,15 @@ cluster-up: venv tools ## start etcd + kube-apiserver on loopback; kubeconfig in
 cluster-down: venv ## stop what cluster-up started and remove its state
 	$(PY) -m tests.harness.controlplane down --dir .cluster
 
-lint: venv ## ruff on the whole tree, mypy --strict on both services, gofmt on forge-guard
+lint: venv ## ruff on the whole tree, mypy --strict on the services and the CLI, gofmt on forge-guard
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy services/forge-manager/src services/health-endpoint/src
+	$(PY) -m mypy services/forge-manager/src services/health-endpoint/src services/cli/src
 	@test -z "$$(gofmt -l services/forge-guard)" || { echo "gofmt: run 'gofmt -w services/forge-guard'"; exit 1; }
 
-unit: venv ## fast unit tests of the services (Python) and of forge-guard (Go)
+unit: venv ## fast unit tests of the services and the CLI (Python) and of forge-guard (Go)
 	cd services/forge-guard && go vet ./... && go test -count=1 ./...
-	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests
+	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests services/cli/tests
 
 integration: venv tools ## tests against the real control plane, Prometheus, helm and promtool
 	$(PYTEST) tests

@@ -329,9 +329,15 @@ class ForgePod:
     def credentials_present(self) -> bool:
         return any(p.exists() for p in self.targets)
 
+    @property
+    def http_host(self) -> str:
+        """Where the manager's HTTP server listens (``METRICS_BIND_ADDRESS``)."""
+        return self.extra_env.get("METRICS_BIND_ADDRESS", "127.0.0.1")
+
     def get(self, path: str) -> tuple[int, str]:
+        url = f"http://{self.http_host}:{self.port}{path}"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 return int(resp.status), resp.read().decode()
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc.read().decode()

@@ -127,6 +127,7 @@ class Regions:
         via_proxy: bool = True,
         timing: Mapping[str, str] | None = None,
         cluster_timing: Mapping[str, str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.cp = cp
         self.namespace = namespace
@@ -138,6 +139,8 @@ class Regions:
         self.cluster_timing = dict(
             FAST_CLUSTER_TIMING if cluster_timing is None else cluster_timing
         )
+        self.extra_env = dict(extra_env or {})
+        """More environment for every pod (e.g. ``METRICS_BIND_ADDRESS``)."""
         self.token = uuid.uuid4().hex[:4]
         self.generation = 0
         self.health = {region: HealthServer() for region in priorities}
@@ -171,6 +174,7 @@ class Regions:
             "CLUSTER_PRIORITY": str(self.priorities[region]),
             "HEALTH_CHECK_ENDPOINT": self.health[region].url,
             **self.cluster_timing,
+            **self.extra_env,
         }
         if region in self.kubeconfigs:
             env["COORDINATION_KUBECONFIG"] = str(self.kubeconfigs[region])

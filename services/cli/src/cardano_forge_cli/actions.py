@@ -18,27 +18,48 @@ from typing import Any
 from cardano_forge_cli.contract import REPORTING_COMPONENT
 from cardano_forge_cli.errors import CliError
 from cardano_forge_cli.inventory import read_facts, read_lease
-from cardano_forge_cli.kube import CFC_GROUP, CFC_PLURAL, CFC_VERSION, MERGE_PATCH, Kube
-from cardano_forge_cli.model import PodFacts, Workload, format_time, parse_time
+from cardano_forge_cli.kube import CFC_GROUP, CFC_PLURAL, CFC_VERSION, MERGE_PATCH, Conflict, Kube
+from cardano_forge_cli.model import PodFacts, Workload, format_time
 from cardano_forge_cli.plan import OverrideChange
+
+CONFLICT_RETRIES = 5
 
 
 def apply_change(kube: Kube, namespace: str, change: OverrideChange) -> None:
-    body = {
-        "metadata": {"resourceVersion": change.resource_version},
-        "spec": {"override": change.override},
-    }
-    kube.call(
-        f"update CardanoForgeCluster {change.region} in namespace {namespace}",
-        kube.custom.patch_namespaced_custom_object,
-        CFC_GROUP,
-        CFC_VERSION,
-        namespace,
-        CFC_PLURAL,
-        change.region,
-        body,
-        _content_type=MERGE_PATCH,
-    )
+    """Write one override against the version read. A conflict caused by something other than
+    a change of ``spec.override`` (the region's leader wrote its status) is retried against the
+    new version; a changed override raises :class:`Conflict`: the plan must be made again."""
+    version = change.resource_version
+    what = f"update CardanoForgeCluster {change.region} in namespace {namespace}"
+    for _ in range(CONFLICT_RETRIES):
+        body = {"metadata": {"resourceVersion": version}, "spec": {"override": change.override}}
+        try:
+            kube.call(
+                what,
+                kube.custom.patch_namespaced_custom_object,
+                CFC_GROUP,
+                CFC_VERSION,
+                namespace,
+                CFC_PLURAL,
+                change.region,
+                body,
+                _content_type=MERGE_PATCH,
+            )
+            return
+        except Conflict:
+            current = kube.call(
+                f"read CardanoForgeCluster {change.region} in namespace {namespace}",
+                kube.custom.get_namespaced_custom_object,
+                CFC_GROUP,
+                CFC_VERSION,
+                namespace,
+                CFC_PLURAL,
+                change.region,
+            )
+            if (current.get("spec") or {}).get("override") != change.previous:
+                raise
+            version = str((current.get("metadata") or {}).get("resourceVersion") or "")
+    raise Conflict(f"cannot {what}: it keeps changing while being written")
 
 
 def record_event(
@@ -210,7 +231,3 @@ def region_status(kube: Kube, namespace: str, region: str) -> dict[str, Any]:
     )
     status = obj.get("status") if isinstance(obj, dict) else None
     return status if isinstance(status, dict) else {}
-
-
-def wall(value: Any) -> datetime | None:
-    return parse_time(value)

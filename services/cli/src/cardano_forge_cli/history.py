@@ -130,6 +130,17 @@ def history_entries(snap: Snapshot, events: Iterable[Mapping[str, Any]] = ()) ->
                         f"pool-wide Lease, transition {lease.transitions}",
                     )
                 )
+            elif lease.holder and lease.renew_time:
+                entries.append(
+                    Entry(
+                        lease.renew_time,
+                        "pool-lease",
+                        pool.holder_region or "",
+                        subject,
+                        f"held by {lease.holder} (last renewed)",
+                        "the record keeps no acquireTime",
+                    )
+                )
             elif not lease.holder and lease.renew_time:
                 who = lease.released_by or "someone"
                 entries.append(
@@ -143,19 +154,18 @@ def history_entries(snap: Snapshot, events: Iterable[Mapping[str, Any]] = ()) ->
                     )
                 )
         for (ns, name), local in pool.local_leases.items():
-            if local is None or not local.holder or local.acquire_time is None:
+            if local is None or not local.holder:
                 continue
             region = pod_region.get((ns, local.holder), "")
-            entries.append(
-                Entry(
-                    local.acquire_time,
-                    "lease",
-                    region,
-                    f"pod/{local.holder}",
-                    f"became local leader ({name})",
-                    f"local Lease, transition {local.transitions}",
-                )
-            )
+            if local.acquire_time is not None:
+                when, what = local.acquire_time, f"became local leader ({name})"
+                why = f"local Lease, transition {local.transitions}"
+            elif local.renew_time is not None:
+                when, what = local.renew_time, f"local leader ({name}, last renewed)"
+                why = "the record keeps no acquireTime"
+            else:
+                continue
+            entries.append(Entry(when, "lease", region, f"pod/{local.holder}", what, why))
         for pod in pool.pods:
             facts = pool.facts.get(pod.key)
             if facts is not None and facts.forging_since:

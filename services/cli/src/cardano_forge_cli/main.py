@@ -768,24 +768,53 @@ def cmd_pause(ctx: Context) -> int:
     if args.no_wait:
         say(f"region {args.region} paused until {format_time(plan.expires_at)}")
         return 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = region_status(ctx.coord, pool.namespace, args.region)
-        holder = lease_holder(ctx.coord, pool.namespace, pool.name)()
-        if (
-            status.get("effectiveState") == "Disabled"
-            and status.get("forgingEnabled") is not True
-            and not (holder or "").startswith(f"{args.region}/")
-        ):
+    region = args.region
+    successor = plan.extra.get("successor")
+
+    def stopped() -> bool:
+        status = region_status(ctx.coord, pool.namespace, region)
+        return (
+            status.get("effectiveState") == "Disabled" and status.get("forgingEnabled") is not True
+        )
+
+    interval = 0.2
+    if successor:
+        old_pod = next(
+            (w for w in pool.pods if w.region == region and w.name == pool.holder_pod), None
+        )
+        handover = watch_handover(
+            ctx.kube,
+            holder=lease_holder(ctx.coord, pool.namespace, pool.name),
+            arrived=lambda h: h is not None and not h.startswith(f"{region}/"),
+            old=old_pod,
+            candidates=[w for w in pool.pods if w.region != region],
+            pod_of_holder=lambda h: h.split("/", 1)[1] if h and "/" in h else None,
+            timeout=timeout,
+            interval=interval,
+            confirmed=stopped,
+        )
+        if handover.done:
+            from_what = pool.lease.holder if pool.lease and pool.lease.holder else region
             say(
-                f"region {args.region} paused until {format_time(plan.expires_at)}; the pool-wide "
-                f"Lease is held by {holder or 'nobody'}"
+                f"region {region} paused until {format_time(plan.expires_at)}; "
+                + describe_handover(handover, from_what=from_what, interval=interval)
             )
             return 0
-        time.sleep(0.25)
+    else:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            holder = lease_holder(ctx.coord, pool.namespace, pool.name)()
+            if stopped() and not (holder or "").startswith(f"{region}/"):
+                say(
+                    f"region {region} paused until {format_time(plan.expires_at)}; the pool-wide "
+                    f"Lease is held by {holder or 'nobody'}"
+                )
+                return 0
+            time.sleep(0.25)
     raise CliError(
-        f"region {args.region} did not stop forging within {format_duration(timeout)}: "
-        f"{_forging_message(ctx, pool, args.region)}",
+        f"region {region} did not hand over forging within {format_duration(timeout)}: "
+        f"{_forging_message(ctx, pool, region)}; it stays paused until "
+        f"{format_time(plan.expires_at)}",
         EXIT_TIMEOUT,
     )
 

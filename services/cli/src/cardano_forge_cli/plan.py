@@ -340,6 +340,7 @@ def plan_pause(
         "reason": f"{text} (paused by {requested_by})"[:MAX_REASON],
         "expiresAt": format_time(expires),
     }
+    successor = None
     if pool.holder_region == name:
         successor = next_region(pool, now, exclude=name, live=live)
         notes.append(
@@ -359,7 +360,14 @@ def plan_pause(
         ov,
         f"region {name}: Disabled until {format_time(expires)}",
     )
-    return Plan(name, (change,), tuple(notes), expires, from_region=pool.holder_region)
+    return Plan(
+        name,
+        (change,),
+        tuple(notes),
+        expires,
+        from_region=pool.holder_region,
+        extra={"successor": successor},
+    )
 
 
 def plan_resume(pool: PoolView, name: str, *, now: datetime) -> Plan:

@@ -83,6 +83,7 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
                     "pod": pool.holder_pod,
                     "changedAt": format_time(changed),
                     "secondsSinceChange": _age(now, changed),
+                    "secondsSinceRenew": _age(now, lease.renew_time),
                     "transitions": lease.transitions,
                     "releasedBy": lease.released_by,
                 },
@@ -118,6 +119,9 @@ def _pool_header(p: dict[str, Any]) -> str:
     if lease is None:
         return f"{head}: no Lease {p['pool']} (nobody has led yet, or it was deleted)"
     since = format_duration(lease["secondsSinceChange"])
+    if lease["holder"] and lease["secondsSinceChange"] is None:
+        renewed = format_duration(lease["secondsSinceRenew"])
+        return f"{head}: held by {lease['holder']} (since unknown; renewed {renewed} ago)"
     if lease["holder"]:
         return f"{head}: held by {lease['holder']} for {since} ({lease['transitions']} transitions)"
     released = f", released by {lease['releasedBy']}" if lease["releasedBy"] else ""

@@ -58,6 +58,8 @@ from cardano_forge_cli.table import render_table
 
 OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
 HELM_TIMEOUT_S = 120.0
+DEFAULT_KUBE_VERSION = "1.34.0"
+"""What ``helm template`` renders for by default (the chart needs 1.29 or later)."""
 
 # What the chart derives from its values when helm is not at hand (templates/statefulset.yaml).
 CHART_FIXED_ENV = {
@@ -221,6 +223,7 @@ def check_values(
     helm: str | None,
     release: str,
     namespace: str,
+    kube_version: str = DEFAULT_KUBE_VERSION,
 ) -> list[Finding]:
     values: dict[str, Any] = {}
     for path in files:
@@ -243,7 +246,16 @@ def check_values(
     helm_bin = helm or shutil.which("helm")
     chart_ref = chart or _default_chart()
     if helm_bin and chart_ref:
-        args = [helm_bin, "template", release, chart_ref, "--namespace", namespace]
+        args = [
+            helm_bin,
+            "template",
+            release,
+            chart_ref,
+            "--namespace",
+            namespace,
+            "--kube-version",
+            kube_version,
+        ]
         for path in files:
             args += ["-f", str(path)]
         try:
@@ -253,8 +265,7 @@ def check_values(
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise CliError(f"cannot run {helm_bin}: {exc}") from None
         if done.returncode != 0:
-            lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-            return [Finding(FAIL, "helm", (lines[-1] if lines else "helm template failed")[:500])]
+            return [Finding(FAIL, "helm", helm_error(done.stderr))]
         findings.append(Finding(OK, "helm", f"helm template {chart_ref} rendered"))
         rendered = manager_env_from_manifests(done.stdout, namespace=namespace)
         if not rendered:
@@ -274,6 +285,13 @@ def check_values(
         )
     )
     return findings + env_findings(env_from_values(values, release=release, namespace=namespace))
+
+
+def helm_error(stderr: str) -> str:
+    """The line of helm's output that says what is wrong (its ``Error:`` line)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    return ((errors or lines or ["helm template failed"])[0])[:500]
 
 
 def _default_chart() -> str | None:

@@ -267,6 +267,16 @@ def collect(kube: Kube, coordination: Kube | None, scope: Scope) -> Snapshot:
                 PoolView(pool_name, True, ns, by_name.get(pool_name), regions, members_pods)
             )
 
+    # ---- pods whose regions meet in an API server we were not given: their pods only -----------
+    unread: dict[tuple[str, str], list[Workload]] = {}
+    for w in workloads:
+        if w.cluster_management and w.remote_coordination and coordination is None:
+            unread.setdefault((w.coordination_namespace or "", w.pool_lease or ""), []).append(w)
+    for (ns, pool_name), remote_pods in sorted(unread.items()):
+        if not scope.pool or pool_name == scope.pool:
+            why = "its regions meet in another API server: pass --coordination-kubeconfig"
+            pools.append(PoolView(pool_name, True, ns, None, (), tuple(remote_pods), unread=why))
+
     # ---- pools without cluster management: one local Lease each ---------------------------------
     local: dict[tuple[str, str], list[Workload]] = {}
     for w in workloads:
@@ -309,6 +319,7 @@ def collect(kube: Kube, coordination: Kube | None, scope: Scope) -> Snapshot:
                 p.pods,
                 {k: v for k, v in local_leases.items() if k in keys},
                 {w.key: facts[w.key] for w in p.pods if w.key in facts},
+                p.unread,
             )
         )
     return Snapshot(datetime.now(UTC), tuple(out), tuple(dict.fromkeys(warnings)))

@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the chart to render the values with (default ./charts/cardano-forge)",
     )
     p.add_argument("--helm", default=None, help="helm binary (default: helm on PATH)")
+    p.add_argument(
+        "--kube-version",
+        default="1.34.0",
+        help="Kubernetes version to render the values for (1.34.0)",
+    )
 
     p = sub.add_parser("completion", help="print the shell completion script")
     p.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"))
@@ -894,6 +899,7 @@ def cmd_check(ctx: Context | None, args: argparse.Namespace) -> int:
             helm=args.helm,
             release=getattr(args, "release", None) or "cardano-forge",
             namespace=namespace,
+            kube_version=args.kube_version,
         )
     else:
         assert ctx is not None

@@ -400,6 +400,8 @@ class PoolView:
     pods: tuple[Workload, ...] = ()
     local_leases: Mapping[tuple[str, str], LeaseInfo | None] = field(default_factory=dict)
     facts: Mapping[tuple[str, str], PodFacts] = field(default_factory=dict)
+    unread: str | None = None
+    """Why the pool-wide Lease and the regions were not read (None: they were)."""
 
     def region(self, name: str) -> RegionView | None:
         return next((r for r in self.regions if r.name == name), None)

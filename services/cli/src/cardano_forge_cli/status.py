@@ -73,6 +73,7 @@ def status_document(snap: Snapshot) -> dict[str, Any]:
             {
                 "pool": pool.name,
                 "clusterManagement": pool.cluster,
+                "notRead": pool.unread,
                 "namespace": pool.namespace,
                 "lease": None
                 if lease is None
@@ -116,6 +117,8 @@ def _pool_header(p: dict[str, Any]) -> str:
     kind = "pool" if p["clusterManagement"] else "pool (no cluster management: one region)"
     head = f"{kind} {p['pool']} in namespace {p['namespace']}"
     lease = p["lease"]
+    if p.get("notRead"):
+        return f"{head}: not read ({p['notRead']})"
     if lease is None:
         return f"{head}: no Lease {p['pool']} (nobody has led yet, or it was deleted)"
     since = format_duration(lease["secondsSinceChange"])

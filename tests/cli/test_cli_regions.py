@@ -31,7 +31,7 @@ from tests.harness.node_standin import now
 from tests.harness.pod_objects import host_address, register
 from tests.harness.regions import Regions, create_namespace, install_crd
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 WAIT = 90.0
 ADDRESS = host_address()

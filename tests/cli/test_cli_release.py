@@ -23,7 +23,7 @@ from tests.cli.cli_run import Run, cardano_forge, one_line_error
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, free_port, tool
 from tests.harness.regions import HealthServer, install_crd
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CHART = REPO_ROOT / "charts" / "cardano-forge"
 

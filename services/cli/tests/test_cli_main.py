@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,30 @@ def test_unknown_context(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         and "127.0.0.1:1 is unreachable (connection refused)" in err
     )
     assert len(err.splitlines()) == 1
+
+
+def _script(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def test_shell_completion_of_commands_and_options(tmp_path: Path) -> None:
+    out = tmp_path / "completions"
+    line = "cardano-forge switchover --to"
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+        "_ARGCOMPLETE_IFS": "\n",
+    }
+    subprocess.run([_script("cardano-forge")], env=env, check=True, timeout=60)
+    assert set(out.read_text().split()) == {"--to-region", "--to-pod"}
+    done = subprocess.run(
+        [_script("kubectl_complete-cardano_forge"), "pa"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["pause", ":4"]

@@ -7,14 +7,18 @@
 * After ``--startup-delay`` seconds (the node replaying its chain) it listens on ``--socket-path``.
   A SIGHUP before that is ignored for forging ("consensus not initialised"), as the real node does.
 * On SIGHUP: all three files present and parseable -> forging; any file missing -> not forging;
-  any other problem (unparsable, unreadable) -> previous state kept.
+  any other problem (unparsable, unreadable) -> previous state kept. The credentials it forges
+  with are recorded as ``keys`` (a short SHA-256 of each file: ``kes``, ``vrf``, ``cert``) in
+  ``forging_started``, and a SIGHUP that finds other valid files while forging reloads them
+  (``credentials_reloaded``, with the new ``keys``), as the real node re-reads them.
 * Every change is written to stdout, and appended to ``--event-log`` (default: the environment
   variable ``STANDIN_EVENT_LOG``) when one is given, as a JSON line with ``t`` from
   ``clock_gettime(CLOCK_BOOTTIME)`` (system-wide on Linux and shared by the containers of a host,
   so logs of several processes and pods compare; the clock of the forge manager's deadlines and
   of the forge permit, so they compare too), ``pid``, ``name``, ``host`` (the hostname: the
   pod's name in Kubernetes) and ``event`` (``started``, ``socket_up``, ``forging_started``,
-  ``forging_stopped``, ``sighup_ignored``, ``reconfig_kept``, ``exited``, ``refused_to_start``).
+  ``forging_stopped``, ``credentials_reloaded``, ``sighup_ignored``, ``reconfig_kept``,
+  ``exited``, ``refused_to_start``).
 * ``--name`` (default ``cardano-node``) sets the process name (``/proc/PID/comm``, via
   ``prctl(PR_SET_NAME)``), so a manager can find it by exact name; ``--pid-file`` writes its PID.
 * It takes the command line the chart gives the real node: the ``run`` subcommand, ``--config``
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import select
@@ -75,6 +80,8 @@ class StandIn:
                       Path(args.shelley_operational_certificate)]  # fmt: skip
         self.event_log = Path(args.event_log) if args.event_log else None
         self.forging = False
+        self.keys: dict[str, str] | None = None
+        """Digests of the credentials it forges with (None while not forging)."""
         self.initialised = False
         self.stopping = False
         self.sock: socket.socket | None = None
@@ -92,10 +99,26 @@ class StandIn:
         finally:
             os.close(fd)
 
-    def set_forging(self, on: bool, why: str) -> None:
+    def key_digests(self) -> dict[str, str] | None:
+        """A short SHA-256 of each credential file, None when one cannot be read."""
+        try:
+            kinds = ("kes", "vrf", "cert")
+            return {
+                kind: hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+                for kind, f in zip(kinds, self.files, strict=True)
+            }
+        except OSError:
+            return None
+
+    def set_forging(self, on: bool, why: str, keys: dict[str, str] | None = None) -> None:
+        if on and self.forging and keys is not None and keys != self.keys:
+            self.keys = keys
+            self.event("credentials_reloaded", reason=why, keys=keys)
         if on != self.forging:
             self.forging = on
-            self.event("forging_started" if on else "forging_stopped", reason=why)
+            self.keys = keys if on else None
+            extra = {"keys": keys} if on else {}
+            self.event("forging_started" if on else "forging_stopped", reason=why, **extra)
             print(f"{self.name}: Performing block forging reconfiguration: "
                   f"{'Enabling' if on else 'Disabling'} ({why})", flush=True)  # fmt: skip
 
@@ -115,8 +138,9 @@ class StandIn:
             self.event("sighup_ignored")
             return
         state = self.read_credentials()
-        if state == "ok":
-            self.set_forging(True, "sighup")
+        keys = self.key_digests() if state == "ok" else None
+        if state == "ok" and keys is not None:
+            self.set_forging(True, "sighup", keys)
         elif state == "missing":
             self.set_forging(False, "sighup")
         else:
@@ -140,7 +164,7 @@ class StandIn:
         signal.signal(signal.SIGINT, self.on_term)
         self.event("started", non_producing=self.args.start_as_non_producing_node)
         if not self.args.start_as_non_producing_node and self.read_credentials() == "ok":
-            self.set_forging(True, "boot")
+            self.set_forging(True, "boot", self.key_digests())
         deadline = now() + self.args.startup_delay
         while not self.stopping and now() < deadline:
             time.sleep(min(0.05, max(0.0, deadline - now())))

@@ -50,6 +50,7 @@ from tests.harness.fake_exporters import FakeCardanoNode, FakeNodeExporter
 from tests.harness.forge_pod import ForgePod, all_events, write_pool_secret
 from tests.harness.forging_log import intervals, longest_gap, overlaps
 from tests.harness.node_standin import now
+from tests.harness.pod_objects import host_address, register
 from tests.harness.prometheus import PrometheusServer
 
 CHART = REPO_ROOT / "charts" / "cardano-forge"
@@ -257,6 +258,9 @@ class Demo:
     def pods(self) -> None:
         assert self.cp is not None
         secret = write_pool_secret(self.dir / "pool-secret")
+        # Pod objects for the local pods, reachable through the API server's pod proxy (which
+        # refuses loopback): 'cardano-forge status' then reads each forge manager's /metrics.
+        address = host_address()
         with self.cp.api_client() as api:
             apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
             for region in self.regions:
@@ -294,12 +298,18 @@ class Demo:
                          "run": str(pod_dir / "run")},
                         pod_name=name, namespace=region.namespace,
                     )  # fmt: skip
+                    if address is not None:
+                        env["METRICS_BIND_ADDRESS"] = address
                     region.pods.append(ForgePod(
                         name=name, root=self.dir / "pods", kubeconfig=kubeconfig,
                         namespace=region.namespace, secret_dir=secret, timing={},
                         node_name=f"cn{self.token}{region.name[:4]}{ordinal}",
                         extra_env=env, guard=True,
                     ))  # fmt: skip
+        if address is not None:
+            for region in self.regions:
+                register(self.cp, region.namespace, region.pods, address=address,
+                         release_of=lambda _pod, r=region.name: r)  # fmt: skip
         for pod in self.all_pods():
             self.stack.callback(pod.stop)
             pod.start_manager()
@@ -416,6 +426,8 @@ class Demo:
             self.say("try: kill -9 a forge manager, or kubectl patch cfc east -n cardano-pool "
                      "--type merge -p '{\"spec\":{\"forgeState\":\"Disabled\"}}'")  # fmt: skip
             self.say(f"KUBECONFIG={self.admin}")
+            cli = f"cardano-forge --kubeconfig {self.admin}"
+            self.say(f"try: {cli} -A status; {cli} -n cardano-east switchover --to-region west")
             while True:
                 self.refresh()
                 self.sleep(0.5)

@@ -18,7 +18,7 @@ from typing import Any
 from cardano_forge_cli.contract import REPORTING_COMPONENT
 from cardano_forge_cli.errors import CliError
 from cardano_forge_cli.inventory import read_facts, read_lease
-from cardano_forge_cli.kube import CFC_GROUP, CFC_PLURAL, CFC_VERSION, MERGE_PATCH, Conflict, Kube
+from cardano_forge_cli.kube import Conflict, Kube, core_path, region_path
 from cardano_forge_cli.model import PodFacts, Workload, format_time
 from cardano_forge_cli.plan import OverrideChange
 
@@ -34,27 +34,12 @@ def apply_change(kube: Kube, namespace: str, change: OverrideChange) -> None:
     for _ in range(CONFLICT_RETRIES):
         body = {"metadata": {"resourceVersion": version}, "spec": {"override": change.override}}
         try:
-            kube.call(
-                what,
-                kube.custom.patch_namespaced_custom_object,
-                CFC_GROUP,
-                CFC_VERSION,
-                namespace,
-                CFC_PLURAL,
-                change.region,
-                body,
-                _content_type=MERGE_PATCH,
-            )
+            kube.merge_patch(what, region_path(namespace, change.region), body)
             return
         except Conflict:
-            current = kube.call(
+            current = kube.get(
                 f"read CardanoForgeCluster {change.region} in namespace {namespace}",
-                kube.custom.get_namespaced_custom_object,
-                CFC_GROUP,
-                CFC_VERSION,
-                namespace,
-                CFC_PLURAL,
-                change.region,
+                region_path(namespace, change.region),
             )
             if (current.get("spec") or {}).get("override") != change.previous:
                 raise
@@ -87,11 +72,8 @@ def record_event(
         "count": 1,
     }
     try:
-        kube.call(
-            f"create an Event in namespace {namespace}",
-            kube.core.create_namespaced_event,
-            namespace,
-            body,
+        kube.create(
+            f"create an Event in namespace {namespace}", core_path(namespace, "events"), body
         )
     except CliError as exc:
         return f"the change is made, but no Event was recorded: {exc.message}"
@@ -220,14 +202,9 @@ def lease_holder(kube: Kube, namespace: str, name: str) -> Callable[[], str | No
 
 
 def region_status(kube: Kube, namespace: str, region: str) -> dict[str, Any]:
-    obj = kube.call(
+    obj = kube.get(
         f"read CardanoForgeCluster {region} in namespace {namespace}",
-        kube.custom.get_namespaced_custom_object,
-        CFC_GROUP,
-        CFC_VERSION,
-        namespace,
-        CFC_PLURAL,
-        region,
+        region_path(namespace, region),
     )
     status = obj.get("status") if isinstance(obj, dict) else None
     return status if isinstance(status, dict) else {}

@@ -15,6 +15,7 @@ ServiceAccount (SelfSubjectAccessReview while impersonating it, which is ``kubec
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -42,16 +43,19 @@ from cardano_forge_cli.kube import (
     CFC_CRD,
     CFC_GROUP,
     CFC_PLURAL,
-    CFC_VERSION,
     Kube,
     NotFound,
     Target,
+    core_path,
+    group_path,
+    region_path,
 )
 from cardano_forge_cli.model import (
     BLOCK_PRODUCER_SELECTOR,
     DEFAULT_POOL_LEASE,
     MANAGER_CONTAINER,
     container_env,
+    workload_from_pod,
     workloads_from_statefulset,
 )
 from cardano_forge_cli.table import render_table
@@ -371,9 +375,9 @@ def _can(kube: Kube, perms: Sequence[Permission], who: str) -> list[Finding]:
     out: list[Finding] = []
     for perm in perms:
         try:
-            review = kube.call(
+            review = kube.create(
                 f"review access as {who}",
-                kube.authorization.create_self_subject_access_review,
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
                 perm.review(),
             )
         except CliError as exc:
@@ -391,13 +395,11 @@ def release_statefulsets(kube: Kube, namespace: str, release: str | None) -> lis
     selector = BLOCK_PRODUCER_SELECTOR + (
         f",app.kubernetes.io/instance={release}" if release else ""
     )
-    data = kube.call(
+    found = kube.items(
         f"list statefulsets in namespace {namespace}",
-        kube.apps.list_namespaced_stateful_set,
-        namespace,
-        label_selector=selector,
+        group_path("apps/v1", namespace, "statefulsets"),
+        labelSelector=selector,
     )
-    found = [s for s in data.get("items") or [] if isinstance(s, dict)]
     if not found:
         what = f"release {release}" if release else "any cardano-forge release"
         raise CliError(
@@ -475,10 +477,9 @@ def _coordination_findings(
         ]
     out = []
     try:
-        coord.call(
+        coord.get(
             f"read CustomResourceDefinition {CFC_CRD}",
-            coord.extensions.read_custom_resource_definition,
-            CFC_CRD,
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CFC_CRD}",
         )
         out.append(Finding(OK, "crd", f"{CFC_CRD} installed"))
     except NotFound:
@@ -496,14 +497,7 @@ def _coordination_findings(
     limit = float(env.get("KUBE_REQUEST_TIMEOUT") or 1)
     started = time.monotonic()
     try:
-        coord.call(
-            f"list CardanoForgeClusters in namespace {ns}",
-            coord.custom.list_namespaced_custom_object,
-            CFC_GROUP,
-            CFC_VERSION,
-            ns,
-            CFC_PLURAL,
-        )
+        coord.items(f"list CardanoForgeClusters in namespace {ns}", region_path(ns))
     except NotFound:
         return [
             *out,
@@ -532,15 +526,7 @@ def _health_endpoint_findings(
     ns = env.get("COORDINATION_NAMESPACE") or env.get("NAMESPACE", "default")
     if coord is not None and region:
         try:
-            obj = coord.call(
-                f"read CardanoForgeCluster {region}",
-                coord.custom.get_namespaced_custom_object,
-                CFC_GROUP,
-                CFC_VERSION,
-                ns,
-                CFC_PLURAL,
-                region,
-            )
+            obj = coord.get(f"read CardanoForgeCluster {region}", region_path(ns, region))
             hc = (obj.get("spec") or {}).get("healthCheck") or {}
             if hc.get("enabled") and hc.get("endpoint"):
                 endpoint = str(hc["endpoint"])  # the resource's spec wins over the environment
@@ -574,18 +560,14 @@ def get_endpoint(kube: Kube, url: str, timeout: float) -> tuple[int, str]:
     proxied = service_proxy(url)
     if proxied is not None:
         ns, name, path, _ = proxied
+        where = f"/api/v1/namespaces/{ns}/services/{name}/proxy/{path}"
         try:
-            resp = kube.core.connect_get_namespaced_service_proxy_with_path(
-                name, ns, path or "/", _preload_content=False, _request_timeout=timeout
-            )
-            resp.read()
-            code = int(resp.status)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            return (int(status) if status else 0), f"through the API server's service proxy: {exc}"[
-                :300
-            ]
-        return code, f"{(time.monotonic() - started) * 1000:.0f} ms, through the service proxy"
+            kube.request(f"get {url} through the service proxy", "GET", where, timeout=timeout,
+                         text=True)  # fmt: skip
+        except CliError as exc:
+            found = re.search(r"HTTP (\d{3})", exc.message)
+            return (int(found.group(1)) if found else 0), exc.message[:300]
+        return 200, f"{(time.monotonic() - started) * 1000:.0f} ms, through the service proxy"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the configured endpoint)
             code = int(resp.status)
@@ -599,17 +581,18 @@ def get_endpoint(kube: Kube, url: str, timeout: float) -> tuple[int, str]:
 def _manager_findings(
     kube: Kube, pods: Sequence[str], namespace: str, env: Mapping[str, str], timeout: float
 ) -> list[Finding]:
-    port = int(env.get("METRICS_PORT") or 8000)
     out = []
     for pod in pods:
         try:
-            kube.call(f"read pod {pod}", kube.core.read_namespaced_pod, pod, namespace)
+            obj = kube.get(f"read pod {pod}", core_path(namespace, "pods", pod))
         except NotFound:
             out.append(Finding(SKIP, "manager", f"pod {pod} does not exist"))
             continue
         except CliError as exc:
             out.append(Finding(WARN, "manager", exc.message))
             continue
+        found = workload_from_pod(obj)  # the pod's own port, should it differ from the template
+        port = found.metrics_port if found else int(env.get("METRICS_PORT") or 8000)
         try:
             kube.pod_proxy_get(namespace, pod, port, "health", timeout)
         except CliError as exc:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cardano_forge_cli.errors import CliError
-from cardano_forge_cli.kube import CFC_GROUP, CFC_PLURAL, CFC_VERSION, Kube, NotFound
+from cardano_forge_cli.kube import Kube, NotFound, core_path, group_path, lease_path, region_path
 from cardano_forge_cli.model import (
     BLOCK_PRODUCER_SELECTOR,
     DEFAULT_POOL_LEASE,
@@ -65,40 +65,19 @@ def list_workloads(kube: Kube, scope: Scope, warnings: list[str]) -> list[Worklo
     pods: list[dict[str, Any]] = []
     sets: list[dict[str, Any]] = []
     errors: list[str] = []
+    ns = scope.namespace
     try:
-        if scope.namespace:
-            data = kube.call(
-                f"list pods in {where}",
-                kube.core.list_namespaced_pod,
-                scope.namespace,
-                label_selector=selector,
-            )
-        else:
-            data = kube.call(
-                f"list pods in {where}",
-                kube.core.list_pod_for_all_namespaces,
-                label_selector=selector,
-            )
-        pods = data.get("items") or []
+        pods = kube.items(f"list pods in {where}", core_path(ns, "pods"), labelSelector=selector)
     except NotFound:
         pass
     except CliError as exc:
         errors.append(exc.message)
     try:
-        if scope.namespace:
-            data = kube.call(
-                f"list statefulsets in {where}",
-                kube.apps.list_namespaced_stateful_set,
-                scope.namespace,
-                label_selector=selector,
-            )
-        else:
-            data = kube.call(
-                f"list statefulsets in {where}",
-                kube.apps.list_stateful_set_for_all_namespaces,
-                label_selector=selector,
-            )
-        sets = data.get("items") or []
+        sets = kube.items(
+            f"list statefulsets in {where}",
+            group_path("apps/v1", ns, "statefulsets"),
+            labelSelector=selector,
+        )
     except NotFound:
         pass
     except CliError as exc:
@@ -119,12 +98,7 @@ def list_workloads(kube: Kube, scope: Scope, warnings: list[str]) -> list[Worklo
 
 def read_lease(kube: Kube, namespace: str, name: str) -> LeaseInfo | None:
     try:
-        obj = kube.call(
-            f"read Lease {name} in namespace {namespace}",
-            kube.coordination.read_namespaced_lease,
-            name,
-            namespace,
-        )
+        obj = kube.get(f"read Lease {name} in namespace {namespace}", lease_path(namespace, name))
     except NotFound:
         return None
     return LeaseInfo.from_api(obj)
@@ -132,22 +106,12 @@ def read_lease(kube: Kube, namespace: str, name: str) -> LeaseInfo | None:
 
 def list_regions(kube: Kube, namespace: str) -> list[dict[str, Any]]:
     """The CardanoForgeClusters of a namespace; NotFound when the CRD is not installed."""
-    data = kube.call(
-        f"list CardanoForgeClusters in namespace {namespace}",
-        kube.custom.list_namespaced_custom_object,
-        CFC_GROUP,
-        CFC_VERSION,
-        namespace,
-        CFC_PLURAL,
-    )
-    return [i for i in data.get("items") or [] if isinstance(i, dict)]
+    return kube.items(f"list CardanoForgeClusters in namespace {namespace}", region_path(namespace))
 
 
 def list_leases(kube: Kube, namespace: str) -> list[LeaseInfo]:
-    data = kube.call(
-        f"list Leases in namespace {namespace}", kube.coordination.list_namespaced_lease, namespace
-    )
-    return [LeaseInfo.from_api(i) for i in data.get("items") or []]
+    found = kube.items(f"list Leases in namespace {namespace}", lease_path(namespace))
+    return [LeaseInfo.from_api(i) for i in found]
 
 
 def read_facts(kube: Kube, pod: Workload, timeout: float) -> PodFacts:

@@ -7,15 +7,13 @@ touches the client's model classes.
 
 from __future__ import annotations
 
+import json
 import os
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from cardano_forge_cli.errors import CliError
@@ -98,7 +96,6 @@ class Kube:
         self.api = client.ApiClient(configuration)
         if impersonate:
             self.api.set_default_header("Impersonate-User", impersonate)  # type: ignore[no-untyped-call]
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.api.close()  # type: ignore[no-untyped-call]
@@ -109,54 +106,65 @@ class Kube:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- clients -----------------------------------------------------------------------------
-    @property
-    def core(self) -> Any:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def apps(self) -> Any:
-        return client.AppsV1Api(self.api)
-
-    @property
-    def coordination(self) -> Any:
-        return client.CoordinationV1Api(self.api)
-
-    @property
-    def custom(self) -> Any:
-        return client.CustomObjectsApi(self.api)
-
-    @property
-    def extensions(self) -> Any:
-        return client.ApiextensionsV1Api(self.api)
-
-    @property
-    def authorization(self) -> Any:
-        return client.AuthorizationV1Api(self.api)
-
-    @property
-    def authentication(self) -> Any:
-        return client.AuthenticationV1Api(self.api)
-
     # ---- calls -------------------------------------------------------------------------------
-    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` bounded by the timeout; the answer as plain JSON data.
+    def request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+        text: bool = False,
+    ) -> Any:
+        """One REST call, bounded by the timeout; the answer as JSON data (or text).
 
-        ``what`` completes "cannot ..." / "no permission to ..." in the error line."""
-        kwargs.setdefault("_request_timeout", self.timeout)
+        Plain REST through the client's ApiClient (its authentication, TLS and exec plugins):
+        the generated API classes cost seconds of CPU to import. ``what`` completes "cannot ..."
+        / "no permission to ..." in the error line."""
+        headers = {"Accept": "*/*" if text else "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
         try:
-            result = fn(*args, **kwargs)
-        except ApiException as exc:
-            raise self._api_error(what, exc) from None
+            verb, url, sent_headers, payload, _ = self.api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self.api.call_api(
+                verb, url, header_params=sent_headers, body=payload,
+                _request_timeout=timeout or self.timeout,
+            )  # fmt: skip
+            response.read()  # type: ignore[no-untyped-call]
         except Exception as exc:  # urllib3 connection errors and timeouts, TLS errors
             raise CliError(f"cannot {what}: {unreachable(self.host, exc)}") from None
-        if isinstance(result, dict | list | str | None):
-            return result
-        return self.api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
+        data = bytes(response.data or b"")
+        if response.status >= 400:
+            raise self._status_error(what, int(response.status), data)
+        if text:
+            return data.decode("utf-8", errors="replace")
+        return json.loads(data) if data.strip() else None
 
-    def _api_error(self, what: str, exc: ApiException) -> CliError:
-        message = api_message(exc)
-        status = exc.status
+    def get(self, what: str, path: str, **query: str) -> Any:
+        return self.request(what, "GET", path, query=query or None)
+
+    def items(self, what: str, path: str, **query: str) -> list[dict[str, Any]]:
+        data = self.get(what, path, **query)
+        return [i for i in (data or {}).get("items") or [] if isinstance(i, dict)]
+
+    def create(self, what: str, path: str, body: Any) -> Any:
+        return self.request(what, "POST", path, body=body)
+
+    def merge_patch(self, what: str, path: str, body: Any) -> Any:
+        return self.request(what, "PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    def _status_error(self, what: str, status: int, data: bytes) -> CliError:
+        message = status_message(data)
         if status == 404:
             return NotFound(f"cannot {what}: not found ({message})")
         if status == 409:
@@ -172,28 +180,24 @@ class Kube:
 
     def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str, timeout: float) -> str:
         """GET ``path`` of a pod's port through the API server's pod proxy."""
+        where = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}"
         try:
-            resp = self.core.connect_get_namespaced_pod_proxy_with_path(
-                f"{pod}:{port}",
-                namespace,
-                path.lstrip("/"),
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-            data = resp.read()
-        except ApiException as exc:
-            if exc.status == 403:
+            return str(self.request(f"get {path} of pod {pod}", "GET", where, timeout=timeout,
+                                    text=True))  # fmt: skip
+        except CliError as exc:
+            if exc.message.startswith("no permission"):
                 raise CliError(f"no permission to get pods/proxy in {namespace}") from None
-            raise CliError(f"HTTP {exc.status} from {pod}:{port} ({api_message(exc)})") from None
-        except Exception as exc:
-            raise CliError(unreachable(self.host, exc)) from None
-        return bytes(data).decode("utf-8", errors="replace")
+            raise
 
     def whoami(self) -> str:
         """The user's name as the API server sees it (SelfSubjectReview), else the context."""
         try:
-            review = self.call("ask who I am", self.authentication.create_self_subject_review, {})
-            name = review.get("status", {}).get("userInfo", {}).get("username")
+            review = self.create(
+                "ask who I am",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            )
+            name = (review or {}).get("status", {}).get("userInfo", {}).get("username")
             if name:
                 return str(name)
         except CliError:
@@ -201,15 +205,35 @@ class Kube:
         return f"context {self.context}" if self.context else "unknown user"
 
 
-def api_message(exc: ApiException) -> str:
-    import json  # noqa: PLC0415 (rarely needed)
-
+def status_message(data: bytes) -> str:
+    """The ``message`` of a Kubernetes Status answer, else the body's start."""
     try:
-        body = json.loads(exc.body or "{}")
-        text = str(body.get("message") or "")
-    except (ValueError, AttributeError):
-        text = ""
-    return (text or str(exc.reason or "")).strip()[:300]
+        body = json.loads(data or b"{}")
+        text = str(body.get("message") or "") if isinstance(body, dict) else ""
+    except ValueError:
+        text = data[:200].decode("utf-8", errors="replace")
+    return text.strip()[:300]
+
+
+# ---- paths --------------------------------------------------------------------------------------
+def core_path(namespace: str | None, resource: str, name: str = "") -> str:
+    base = f"/api/v1/namespaces/{namespace}/{resource}" if namespace else f"/api/v1/{resource}"
+    return f"{base}/{name}" if name else base
+
+
+def group_path(api: str, namespace: str | None, resource: str, name: str = "") -> str:
+    base = (
+        f"/apis/{api}/namespaces/{namespace}/{resource}" if namespace else f"/apis/{api}/{resource}"
+    )
+    return f"{base}/{name}" if name else base
+
+
+def lease_path(namespace: str, name: str = "") -> str:
+    return group_path("coordination.k8s.io/v1", namespace, "leases", name)
+
+
+def region_path(namespace: str, name: str = "") -> str:
+    return group_path(f"{CFC_GROUP}/{CFC_VERSION}", namespace, CFC_PLURAL, name)
 
 
 def unreachable(host: str, exc: BaseException) -> str:

@@ -43,7 +43,7 @@ from cardano_forge_cli.durations import DurationError, format_duration, parse_du
 from cardano_forge_cli.errors import EXIT_ERROR, EXIT_TIMEOUT, EXIT_USAGE, CliError, Refused
 from cardano_forge_cli.history import history_entries, pending_overrides, render_history
 from cardano_forge_cli.inventory import Scope, collect, read_facts, read_lease
-from cardano_forge_cli.kube import MERGE_PATCH, Conflict, Kube, Target
+from cardano_forge_cli.kube import Conflict, Kube, Target, core_path, lease_path
 from cardano_forge_cli.model import PoolView, Snapshot, Workload, format_time
 from cardano_forge_cli.plan import (
     Plan,
@@ -542,6 +542,11 @@ def switchover_region(ctx: Context) -> int:
             f"{format_time(plan.expires_at)}: undo with 'cardano-forge resume {target}'",
             EXIT_TIMEOUT,
         )
+    if not any(w.region == target for w in pool.pods):
+        handover.note = (
+            f"gap unknown: the pods of region {target} are not in this view (pass -A, or -n "
+            "with their namespace)"
+        )
     text = describe_handover(handover, from_what=old_holder or "nobody", interval=interval)
     say(text)
     record_event(ctx.coord, pool.namespace, _cfc_ref(target), "SwitchoverCompleted", text)
@@ -618,13 +623,10 @@ def switchover_pod(ctx: Context) -> int:
             "annotations": {REQUEST_ANNOTATION: plan.request.encode()},
         }
     }
-    ctx.kube.call(
+    ctx.kube.merge_patch(
         f"update Lease {pod.lease_name} in namespace {pod.namespace}",
-        ctx.kube.coordination.patch_namespaced_lease,
-        pod.lease_name,
-        pod.namespace,
+        lease_path(pod.namespace, pod.lease_name),
         body,
-        _content_type=MERGE_PATCH,
     )
     record_event(
         ctx.kube,
@@ -691,13 +693,8 @@ def _withdraw_request(ctx: Context, pod: Workload, request_id: str) -> None:
             }
         }
         try:
-            ctx.kube.call(
-                "withdraw the switchover request",
-                ctx.kube.coordination.patch_namespaced_lease,
-                pod.lease_name,
-                pod.namespace,
-                body,
-                _content_type=MERGE_PATCH,
+            ctx.kube.merge_patch(
+                "withdraw the switchover request", lease_path(pod.namespace, pod.lease_name), body
             )
             return
         except Conflict:
@@ -860,13 +857,11 @@ def cmd_history(ctx: Context) -> int:
     for kube, namespaces in ((ctx.kube, pod_namespaces), (ctx.coord, coord_namespaces)):
         for ns in sorted(namespaces):
             try:
-                data = kube.call(
-                    f"list Events in namespace {ns}", kube.core.list_namespaced_event, ns
-                )
+                found = kube.items(f"list Events in namespace {ns}", core_path(ns, "events"))
             except CliError as exc:
                 say(f"warning: {exc.message}", sys.stderr)
                 continue
-            events += [e for e in data.get("items") or [] if isinstance(e, dict)]
+            events += found
     entries = history_entries(snap, _unique(events))
     if since is not None:
         cutoff = snap.taken_at - timedelta(seconds=since)

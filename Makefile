@@ -86,10 +86,11 @@ demo: venv tools ## the main job: two regions on the embedded control plane, fai
 chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
 	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
 
-bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load
+bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load, CLI
 	$(PY) -m bench.failover --runs $${RUNS:-20}
 	$(PY) -m bench.forge_guard --runs $${RUNS:-20}
 	$(PY) bench/health_endpoint.py
+	$(PY) -m bench.cli --runs $${RUNS:-20}
 
 clean: cluster-down ## remove .venv, .tools links and the cluster state (the tool cache stays)
 	rm -rf $(VENV) .tools .cluster

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cardano_forge_cli.actions import ForgerTrace, handover_gap
+from cardano_forge_cli.actions import ForgerTrace, apply_change, handover_gap
 from cardano_forge_cli.check import (
     FAIL,
     OK,
@@ -20,7 +20,9 @@ from cardano_forge_cli.check import (
 )
 from cardano_forge_cli.contract import SwitchoverRequest, SwitchoverResult, capabilities
 from cardano_forge_cli.errors import CliError
+from cardano_forge_cli.kube import Conflict
 from cardano_forge_cli.model import PodFacts
+from cardano_forge_cli.plan import OverrideChange
 from cli_builders import pod
 
 
@@ -216,3 +218,40 @@ def test_contract_encodings() -> None:
     assert (result.outcome, result.reason) == ("refused", "not synced")
     with pytest.raises(ValueError):
         SwitchoverResult.decode('{"id": "a", "outcome": "maybe"}')
+
+
+class ScriptedKube:
+    """The two calls apply_change makes, answered from a script (the project's seam: Kube)."""
+
+    def __init__(self, conflicts: int, override_now: dict[str, object] | None) -> None:
+        self.conflicts = conflicts
+        self.override_now = override_now
+        self.patches: list[dict[str, object]] = []
+
+    def merge_patch(self, what: str, path: str, body: dict[str, object]) -> None:
+        self.patches.append(body)
+        if len(self.patches) <= self.conflicts:
+            raise Conflict(f"cannot {what}: it changed since it was read")
+
+    def get(self, what: str, path: str) -> dict[str, object]:
+        rv = str(100 + len(self.patches))
+        return {"metadata": {"resourceVersion": rv}, "spec": {"override": self.override_now}}
+
+
+def test_a_status_write_in_between_is_retried_against_the_new_version() -> None:
+    previous = {"priority": 2, "reason": "old", "expiresAt": "2026-01-01T00:00:00Z"}
+    change = OverrideChange("west", "100", {"priority": 1}, previous, "why")
+    kube = ScriptedKube(conflicts=2, override_now=previous)  # only the status changed
+    apply_change(kube, "ns", change)  # type: ignore[arg-type]
+    versions = [p["metadata"]["resourceVersion"] for p in kube.patches]  # type: ignore[index]
+    assert versions == ["100", "101", "102"]
+    assert all(p["spec"] == {"override": {"priority": 1}} for p in kube.patches)
+
+
+def test_an_override_changed_by_someone_else_is_not_overwritten() -> None:
+    previous = {"priority": 2, "reason": "old", "expiresAt": "2026-01-01T00:00:00Z"}
+    change = OverrideChange("west", "100", {"priority": 1}, previous, "why")
+    kube = ScriptedKube(conflicts=1, override_now={"forgeState": "Disabled", "reason": "bob"})
+    with pytest.raises(Conflict):
+        apply_change(kube, "ns", change)  # type: ignore[arg-type]
+    assert len(kube.patches) == 1

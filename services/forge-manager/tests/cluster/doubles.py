@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -244,11 +245,13 @@ class Region:
             settle=self.settle,
         )
         self.next_cycle = clock()
+        self.on_reconcile: Callable[[], None] = lambda: None
 
     def reconcile(self) -> tuple[bool, str]:
         """The manager's side: forge exactly while permitted."""
         self.reconciles += 1
         self.forging = self.c.permit().granted
+        self.on_reconcile()
         return (not self.forging, "")
 
     def settle(self, seconds: float) -> None:
@@ -273,13 +276,25 @@ class Figures:
     longest_gap: float = 0.0
     """The longest stretch with no forger."""
 
+    def rounded(self) -> Figures:
+        return Figures(
+            round(self.two_forgers, 1), round(self.no_forger, 1), round(self.longest_gap, 1)
+        )
+
 
 class World:
     def __init__(self, *regions: tuple[str, int]) -> None:
         self.api = Api()
         self.clock = Clock()
         self.regions = {n: Region(self.api, self.clock, n, p) for n, p in regions}
+        for r in self.regions.values():
+            r.on_reconcile = self._mark
         self.reasons: list[str] = []
+        self._figures: Figures | None = None
+        self._marked = self.clock.now
+        self._forging: list[str] = []
+        self._gap = 0.0
+        self._check = False
 
     def __getitem__(self, name: str) -> Region:
         return self.regions[name]
@@ -293,13 +308,34 @@ class World:
                 self.assert_at_most_one_forger()
             self.clock.now += RETRY_PERIOD
 
+    def _mark(self) -> None:
+        """Count the time since the last mark with the forgers as they were, then look again.
+        Called at every reconcile (a permit change) and at every sample of :meth:`run`."""
+        f = self._figures
+        if f is None:
+            return
+        elapsed = self.clock.now - self._marked
+        if elapsed > 0:
+            if len(self._forging) > 1:
+                f.two_forgers += elapsed
+            if not self._forging:
+                self._gap += elapsed
+                f.no_forger += elapsed
+                f.longest_gap = max(f.longest_gap, self._gap)
+            else:
+                self._gap = 0.0
+        self._marked = self.clock.now
+        self._forging = self.forgers()
+        if self._check:
+            assert len(self._forging) <= 1, (self._forging, self.reasons[-4:])
+
     def run(self, seconds: float, *, step: float = 0.1, check: bool = False) -> Figures:
         """Every region cycles on its own retry period (a cycle starts a retry period after the
-        previous one started, as ``ClusterCoordinator.run`` does); forgers are sampled every
-        ``step`` seconds of simulated time. ``check`` asserts at most one forger at every
-        sample."""
-        figures = Figures()
-        gap = 0.0
+        previous one started, as ``ClusterCoordinator.run`` does); forgers are looked at at
+        every permit change and every ``step`` seconds of simulated time (a permit also lapses
+        by itself at its deadline). ``check`` asserts at most one forger throughout."""
+        self._figures, self._check = Figures(), check
+        self._marked, self._forging, self._gap = self.clock.now, self.forgers(), 0.0
         end = self.clock.now + seconds
         while self.clock.now < end:
             for r in self.regions.values():
@@ -308,22 +344,11 @@ class World:
                     self.reasons.append(r.c.step())
                     r.reconcile()
                     r.next_cycle = max(started + RETRY_PERIOD, self.clock.now)
-            forging = self.forgers()
-            if check:
-                assert len(forging) <= 1, (forging, self.reasons[-4:])
-            if len(forging) > 1:
-                figures.two_forgers += step
-            if not forging:
-                figures.no_forger += step
-                gap += step
-                figures.longest_gap = max(figures.longest_gap, gap)
-            else:
-                gap = 0.0
+            self._mark()
             self.clock.now += step
-        figures.two_forgers = round(figures.two_forgers, 1)
-        figures.no_forger = round(figures.no_forger, 1)
-        figures.longest_gap = round(figures.longest_gap, 1)
-        return figures
+        self._mark()
+        figures, self._figures = self._figures, None
+        return figures.rounded()
 
     def forgers(self) -> list[str]:
         return [n for n, r in self.regions.items() if r.c.permit().granted]
@@ -338,4 +363,3 @@ class World:
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.api.objects[name].get("status") or {})
-

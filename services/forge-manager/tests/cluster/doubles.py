@@ -308,6 +308,16 @@ class World:
                 self.assert_at_most_one_forger()
             self.clock.now += RETRY_PERIOD
 
+    def elect(self, limit: int = 20) -> str:
+        """Lock-step rounds until a region forges (the first election waits a lease duration:
+        a pool Lease that was never created is no evidence that nobody forges)."""
+        for _ in range(limit):
+            self.tick()
+            forger = self.forger()
+            if forger is not None:
+                return forger
+        raise AssertionError(f"nobody forges after {limit} rounds: {self.reasons[-4:]}")
+
     def _mark(self) -> None:
         """Count the time since the last mark with the forgers as they were, then look again.
         Called at every reconcile (a permit change) and at every sample of :meth:`run`."""

@@ -14,7 +14,8 @@ from .doubles import World
 
 def test_normal_operation_the_lowest_priority_forges_and_statuses_say_so() -> None:
     w = World(("east", 1), ("west", 2), ("eu", 3))
-    w.tick(4)
+    w.elect()
+    w.tick()
     assert w.forger() == "east"
     assert w.regions["east"].forging
     assert w.api.lease is not None and w.api.lease.holder == "east/bp-0"
@@ -43,7 +44,7 @@ def test_normal_operation_the_lowest_priority_forges_and_statuses_say_so() -> No
 
 def test_degradation_hands_over_and_recovery_fails_back() -> None:
     w = World(("east", 1), ("west", 2))
-    w.tick(4)
+    w.elect()
     assert w.forger() == "east"
     w.regions["east"].fail(2)
     w.tick(3)
@@ -68,7 +69,7 @@ def test_degradation_hands_over_and_recovery_fails_back() -> None:
 
 def test_handover_needs_no_lease_expiry() -> None:
     w = World(("east", 1), ("west", 2))
-    w.tick(4)
+    w.elect()
     w.regions["east"].fail(3)
     w.tick(1)  # east hands over in this cycle, west takes it in the same round
     assert w.forger() == "west"
@@ -76,12 +77,23 @@ def test_handover_needs_no_lease_expiry() -> None:
 
 def test_a_dead_holder_region_is_replaced_after_expiry() -> None:
     w = World(("east", 1), ("west", 2))
-    w.tick(4)
+    w.elect()
     del w.regions["east"]  # east's pods vanish: no release, no heartbeat
     w.tick(3)
     assert w.forger() is None  # the lease has not expired in west's observation
     w.tick(6)
     assert w.forger() == "west"
+
+
+def test_the_first_election_waits_a_lease_duration() -> None:
+    """A pool Lease that was never created is no evidence that nobody forges (it may have been
+    deleted a moment ago): it counts like an unchanged record."""
+    w = World(("east", 1))
+    w.tick(8)  # cycles at 0, 2, ... 14 s after the first read
+    assert w.forger() is None
+    assert "the pool lease does not exist" in w.reasons[-1]
+    w.tick(1)
+    assert w.forger() == "east"
 
 
 def test_a_follower_never_writes_and_never_forges() -> None:
@@ -105,7 +117,7 @@ def test_missing_crd_never_forges() -> None:
 
 def test_api_outage_the_holder_stops_within_the_renew_deadline() -> None:
     w = World(("east", 1))
-    w.tick(3)
+    w.elect()
     assert w.forger() == "east"
     w.api.down = True
     w.tick(3)  # 8 s after its last renewal was sent: within the 10 s renew deadline
@@ -119,7 +131,7 @@ def test_api_outage_the_holder_stops_within_the_renew_deadline() -> None:
 
 def test_operator_disables_the_forging_region() -> None:
     w = World(("east", 1), ("west", 2))
-    w.tick(4)
+    w.elect()
     obj = w.api.objects["east"]
     obj["spec"]["forgeState"] = "Disabled"
     obj["metadata"]["generation"] = 2
@@ -132,7 +144,7 @@ def test_operator_disables_the_forging_region() -> None:
 
 def test_losing_local_leadership_releases_the_pool_lease() -> None:
     w = World(("east", 1), ("west", 2))
-    w.tick(4)
+    w.elect()
     w.regions["east"].leader = False
     w.tick(1)
     assert w.api.lease is not None and w.api.lease.holder in (None, "west/bp-0")
@@ -141,7 +153,7 @@ def test_losing_local_leadership_releases_the_pool_lease() -> None:
 
 def test_permit_carries_the_pool_lease_deadline_for_forge_guard() -> None:
     w = World(("east", 1), ("west", 2))
-    w.tick(4)
+    w.elect()
     east, west = w.regions["east"], w.regions["west"]
     permit = east.c.permit()
     assert permit.granted

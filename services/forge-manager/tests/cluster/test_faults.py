@@ -25,11 +25,6 @@ def forging_alone(first: str, second: str) -> World:
     return w
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: a deleted (or cleared) pool Lease is taken at once while the cut-off "
-    "holder still forges until its renew deadline",
-)
 @pytest.mark.parametrize("fault", ["deleted", "cleared by someone else"])
 def test_a_vacated_pool_lease_is_not_taken_while_a_cut_off_holder_may_still_forge(
     fault: str,

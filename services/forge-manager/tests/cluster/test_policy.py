@@ -279,6 +279,42 @@ def test_lease_held_by_another_region_is_waited_for() -> None:
     assert d.reason == "standing by: region west holds the pool lease (west/bp-1)"
 
 
+def test_a_missing_lease_is_waited_for_like_an_unchanged_record() -> None:
+    lease = PoolLeaseView(
+        holder=None, expired=False, mine=False, leading=False, absent=True, expires_in=6.25
+    )
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.STAND_BY
+    assert d.reason == (
+        "standing by: the pool lease does not exist (deleted or not yet created); waiting 6.2 s "
+        "more, as for an unchanged record, in case a holder that did not see it still forges"
+    )
+
+
+def test_a_lease_cleared_by_someone_else_is_waited_for_like_an_unchanged_record() -> None:
+    lease = PoolLeaseView(holder=None, expired=False, mine=False, leading=False, expires_in=3)
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.STAND_BY
+    assert d.reason.startswith(
+        "standing by: the pool lease's holder was cleared by someone other than that holder; "
+        "waiting 3.0 s more"
+    )
+
+
+def test_a_missing_lease_unchanged_for_its_duration_is_created() -> None:
+    lease = PoolLeaseView(holder=None, expired=True, mine=False, leading=False, absent=True)
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.ACQUIRE
+    assert d.reason.startswith("acquiring the missing pool lease")
+
+
+def test_a_lease_released_by_its_holder_is_taken_at_once() -> None:
+    lease = PoolLeaseView(holder=None, expired=True, mine=False, leading=False, released=True)
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.ACQUIRE
+    assert d.reason.startswith("acquiring the free pool lease")
+
+
 def test_expired_lease_of_a_dead_region_is_taken() -> None:
     lease = PoolLeaseView(holder="west/bp-1", expired=True, mine=False, leading=False)
     d = decide(view(own=parse_region(cfc("east", 3)), peers=(west(2, age=30),), lease=lease))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.lease import LeaseRecord
 
@@ -40,14 +39,6 @@ def observe_for(p: PoolLease, clock: Clock, seconds: float) -> None:
     p.refresh()
 
 
-DELETED = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: a deleted pool Lease, or one cleared by someone other than its holder, "
-    "is taken at once while the old holder may still forge",
-)
-
-
-@DELETED
 def test_a_deleted_pool_lease_is_taken_only_after_it_was_missing_for_the_lease_duration() -> None:
     api, clock = Api(), Clock()
     held_by(api, EAST)
@@ -60,7 +51,6 @@ def test_a_deleted_pool_lease_is_taken_only_after_it_was_missing_for_the_lease_d
     assert p.view().expired
 
 
-@DELETED
 def test_a_holder_cleared_by_someone_else_is_waited_for_like_an_unchanged_record() -> None:
     api, clock = Api(), Clock()
     held_by(api, EAST)
@@ -73,7 +63,6 @@ def test_a_holder_cleared_by_someone_else_is_waited_for_like_an_unchanged_record
     assert p.view().expired
 
 
-@DELETED
 def test_a_release_naming_another_holder_than_the_one_last_seen_is_waited_for() -> None:
     api, clock = Api(), Clock()
     held_by(api, EAST)
@@ -84,7 +73,6 @@ def test_a_release_naming_another_holder_than_the_one_last_seen_is_waited_for() 
     assert not p.view().expired
 
 
-@DELETED
 def test_a_lease_first_seen_released_is_waited_for() -> None:
     """Who held it before is unknown to a pod that has just started watching."""
     api, clock = Api(), Clock()
@@ -96,7 +84,6 @@ def test_a_lease_first_seen_released_is_waited_for() -> None:
     assert p.view().expired
 
 
-@DELETED
 def test_a_lease_that_never_existed_is_created_only_after_the_lease_duration() -> None:
     api, clock = Api(), Clock()
     p = pool(api, clock)

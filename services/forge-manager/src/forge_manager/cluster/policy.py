@@ -17,9 +17,13 @@ Rules, in the order :func:`decide` applies them (the first that matches wins):
    a region in the ``Enabled`` state outranks a ``Priority-based`` holder; between
    ``Priority-based`` regions a strictly lower effective priority outranks. An ``Enabled`` holder
    is never preempted, and a tie never preempts: the holder keeps it (no ping-pong).
-5. Not holding it: while someone else's Lease has not expired in *this* pod's observation, wait.
-   When it is free (released or expired), acquire it only if this region ranks first among this
-   region and every other region that may be alive; otherwise defer to the better region.
+5. Not holding it: while the Lease has not expired in *this* pod's observation, wait. A Lease
+   held by someone else, a Lease that does not exist and a Lease whose holder was cleared by
+   anyone but that holder all count alike: unchanged for the lease duration, or nothing (a
+   deletion or a restore says nothing about whether the old holder stopped forging). Only a
+   release by the holder this pod saw last frees it at once. When it is free, acquire it only if
+   this region ranks first among this region and every other region that may be alive;
+   otherwise defer to the better region.
 
 Liveness of another region is judged on this pod's monotonic clock (see :mod:`.liveness`): a
 region is *possibly alive* while its heartbeat Lease changed less than ``stale_after`` seconds ago
@@ -81,15 +85,22 @@ class PoolLeaseView:
     """The pool-wide Lease in this pod's observation."""
 
     holder: str | None
-    """``<region>/<pod>``; None when nobody holds it (released, never created)."""
+    """``<region>/<pod>``; None when nobody holds it (released, cleared, deleted, never created)."""
     expired: bool
-    """Unchanged for its duration on this pod's monotonic clock (or released, or absent)."""
+    """May be taken: released by the holder this pod saw last, or unchanged (held, vacant or
+    absent alike) for its duration on this pod's monotonic clock."""
     mine: bool
     """Written by this process and carrying this pod's identity."""
     leading: bool
     """``mine`` and the last successful renewal was sent less than the renew deadline ago."""
     error: str | None = None
     """The last read failed; the other fields describe the last good read."""
+    absent: bool = False
+    """The Lease does not exist (deleted, or never created)."""
+    released: bool = False
+    """Vacated by a release of the holder this pod saw last: free at once."""
+    expires_in: float = 0.0
+    """Seconds until ``expired`` (0 when expired)."""
 
 
 @dataclass(frozen=True)
@@ -236,17 +247,24 @@ def decide(v: ClusterView) -> ClusterDecision:
         )
 
     # ---- not holding it -------------------------------------------------------------------------
-    if lease.holder is not None and not lease.expired:
-        owner = holder_region(lease.holder)
-        who = f"region {owner}" if owner else "an unknown holder"
-        return ClusterDecision(
-            ClusterAction.STAND_BY,
-            f"standing by: {who} holds the pool lease ({lease.holder})",
-            eff,
-        )
+    if not lease.expired:
+        if lease.holder is not None:
+            owner = holder_region(lease.holder)
+            who = f"region {owner}" if owner else "an unknown holder"
+            why = f"{who} holds the pool lease ({lease.holder})"
+        elif lease.absent:
+            why = "the pool lease does not exist (deleted or not yet created)"
+        else:
+            why = "the pool lease's holder was cleared by someone other than that holder"
+        if lease.holder is None:
+            why += (
+                f"; waiting {lease.expires_in:.1f} s more, as for an unchanged record, in case "
+                "a holder that did not see it still forges"
+            )
+        return ClusterDecision(ClusterAction.STAND_BY, f"standing by: {why}", eff)
     contenders = [c for p in live for c in [peer_candidate(p)] if c is not None]
     best = min([me, *contenders], key=lambda c: c.rank)
-    free = "expired" if lease.holder is not None else "free"
+    free = "expired" if lease.holder is not None else "missing" if lease.absent else "free"
     if best is not me:
         return ClusterDecision(
             ClusterAction.STAND_BY,

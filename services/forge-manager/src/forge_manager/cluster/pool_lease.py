@@ -1,10 +1,17 @@
 """The pool-wide Lease, held by at most one region's local leader (``<region>/<pod>``).
 
 Same rules as the local Lease (:mod:`forge_manager.lease` does the I/O): writes only against the
-resourceVersion last read (409 = lost), expiry judged on this pod's monotonic clock from when it
-*saw* the record change, and the holder believes it holds the Lease only until the monotonic time
-its last successful write was *sent* plus the renew deadline. Because the pool-wide Lease uses the
-local Lease's durations, the start-up timing check of :mod:`forge_manager.timing` covers it too.
+resourceVersion last read (409 or 404 = lost), expiry judged on this pod's monotonic clock from
+when it *saw* the record change, and the holder believes it holds the Lease only until the
+monotonic time its last successful write was *sent* plus the renew deadline. Because the pool-wide
+Lease uses the local Lease's durations, the start-up timing check of :mod:`forge_manager.timing`
+covers it too.
+
+A vacant Lease is free at once only when it was *released by the holder this pod saw last*
+(``released_by`` names it, and the record before it was that holder's). A Lease that does not
+exist (deleted, restored without it, never created) or whose holder was cleared by anyone else
+is no evidence that the old holder stopped forging: it counts like an unchanged record, free only
+once this pod has seen it so for the lease duration.
 """
 
 from __future__ import annotations
@@ -44,7 +51,11 @@ class PoolLease:
         self._clock = clock
         self._lock = threading.Lock()
         self._record: LeaseRecord | None = None
+        self._read_once = False
         self._seen_at = clock()
+        self._released = False
+        """The current record was cleared by a release of the holder we saw before it."""
+        self._last_duration = lease_duration
         self._own_rv: str | None = None
         self._leading_until: float | None = None
         self._error: str | None = None
@@ -52,9 +63,23 @@ class PoolLease:
     # ---- observation -------------------------------------------------------------------------
     def _observe(self, rec: LeaseRecord | None, now: float) -> None:
         prev = self._record
-        if prev is None or rec is None or prev.resource_version != rec.resource_version:
+        if rec is None:
+            changed = prev is not None or not self._read_once
+        else:
+            changed = prev is None or prev.resource_version != rec.resource_version
+        if changed:
             self._seen_at = now
+            self._released = (
+                rec is not None
+                and rec.holder is None
+                and rec.released_by is not None
+                and prev is not None
+                and prev.holder == rec.released_by
+            )
+        self._read_once = True
         self._record = rec
+        if rec is not None and rec.duration_seconds:
+            self._last_duration = float(rec.duration_seconds)
         if self._own_rv is not None and (rec is None or rec.resource_version != self._own_rv):
             self._own_rv = None
             self._leading_until = None
@@ -83,13 +108,17 @@ class PoolLease:
             now = self._clock()
             rec = self._record
             mine = self._own_rv is not None and rec is not None
-            duration = max(float((rec.duration_seconds or 0) if rec else 0), self._duration)
+            duration = max(self._last_duration, self._duration)
+            left = 0.0 if self._released else max(0.0, duration - (now - self._seen_at))
             return PoolLeaseView(
                 holder=rec.holder if rec else None,
-                expired=rec is None or not rec.holder or now - self._seen_at >= duration,
+                expired=left <= 0.0,
                 mine=mine,
                 leading=mine and self._leading_until is not None and now < self._leading_until,
                 error=self._error,
+                absent=rec is None,
+                released=self._released,
+                expires_in=left,
             )
 
     # ---- writes -------------------------------------------------------------------------------

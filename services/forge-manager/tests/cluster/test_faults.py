@@ -54,13 +54,6 @@ def test_a_planned_hand_over_needs_no_lease_expiry() -> None:
     assert figures.longest_gap <= RETRY_PERIOD + DEMOTION + STEP
 
 
-LOST_ANSWERS = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: PoolLease does not recognise its own write when the answer was lost",
-)
-
-
-@LOST_ANSWERS
 def test_one_lost_answer_to_a_renew_costs_no_forging() -> None:
     w = World(("east", 1), ("west", 2))
     w.run(30, check=True)
@@ -71,7 +64,6 @@ def test_one_lost_answer_to_a_renew_costs_no_forging() -> None:
     assert figures.no_forger == 0
 
 
-@LOST_ANSWERS
 def test_every_write_slower_than_the_request_timeout_still_forges() -> None:
     """Every pool-lease write is applied but answers after the request timeout (a remote
     coordination API with slow writes); reads are fast."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.lease import LeaseRecord
 
@@ -116,12 +115,6 @@ def test_a_404_on_renew_means_lost() -> None:
     assert not p.leading() and not p.view().mine
 
 
-LOST_ANSWER = pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: PoolLease does not recognise its own write when the answer was lost",
-)
-
-
 def leading_pool(api: Api, clock: Clock, faults: Faults) -> PoolLease:
     p = pool(api, clock, EAST, faults)
     clock.now += LEASE_DURATION
@@ -130,7 +123,6 @@ def leading_pool(api: Api, clock: Clock, faults: Faults) -> PoolLease:
     return p
 
 
-@LOST_ANSWER
 def test_an_acquire_applied_whose_answer_was_lost_is_recognised_on_the_next_read() -> None:
     api, clock, faults = Api(), Clock(), Faults(lose_answers=1)
     p = pool(api, clock, EAST, faults)
@@ -145,7 +137,6 @@ def test_an_acquire_applied_whose_answer_was_lost_is_recognised_on_the_next_read
     assert p.leading_until() == sent + RENEW_DEADLINE  # counted from when it was sent
 
 
-@LOST_ANSWER
 def test_a_renew_applied_whose_answer_was_lost_extends_the_deadline_from_its_sending() -> None:
     api, clock, faults = Api(), Clock(), Faults()
     p = leading_pool(api, clock, faults)

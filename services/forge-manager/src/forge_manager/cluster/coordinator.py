@@ -327,10 +327,19 @@ class ClusterCoordinator:
         if d.action is ClusterAction.KEEP:
             error = self.pool.renew()
             if error is not None:
-                if not self.pool.leading():
+                until = self.pool.leading_until()
+                if until is None or not self.pool.leading():
                     self._set_permit(False, f"renewing the pool lease failed: {error}")
                     self._reconcile()
-                return f"{d.reason}; renewing failed: {error}"
+                    return f"{d.reason}; renewing failed: {error}"
+                # Still within the deadline of the last write known to have been applied (an
+                # answer that was lost is recognised by its stamp at the next read).
+                reason = (
+                    f"{d.reason}; renewing failed ({error}); leading for at most "
+                    f"{until - self._clock():.1f} s more unless a write is applied"
+                )
+                self._set_permit(True, reason)
+                return reason
             self._set_permit(True, d.reason)
             return d.reason
         self._set_permit(False, d.reason)

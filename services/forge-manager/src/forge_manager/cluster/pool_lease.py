@@ -7,6 +7,11 @@ monotonic time its last successful write was *sent* plus the renew deadline. Bec
 Lease uses the local Lease's durations, the start-up timing check of :mod:`forge_manager.timing`
 covers it too.
 
+A write whose answer was lost but which the API server applied is recognised on the next read by
+its stamp (:class:`~forge_manager.write_stamps.SentWrites`), and the deadline counts from when
+that write was sent, so one lost answer (or a remote API that answers every write after the
+request timeout) does not make the holder wait for its own record to expire.
+
 A vacant Lease is free at once only when it was *released by the holder this pod saw last*
 (``released_by`` names it, and the record before it was that holder's). A Lease that does not
 exist (deleted, restored without it, never created) or whose holder was cleared by anyone else
@@ -22,6 +27,7 @@ from typing import Protocol
 
 from forge_manager.cluster.policy import PoolLeaseView
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+from forge_manager.write_stamps import SentWrites
 
 
 class LeaseBackend(Protocol):
@@ -59,6 +65,7 @@ class PoolLease:
         self._own_rv: str | None = None
         self._leading_until: float | None = None
         self._error: str | None = None
+        self._sent = SentWrites()
 
     # ---- observation -------------------------------------------------------------------------
     def _observe(self, rec: LeaseRecord | None, now: float) -> None:
@@ -80,6 +87,13 @@ class PoolLease:
         self._record = rec
         if rec is not None and rec.duration_seconds:
             self._last_duration = float(rec.duration_seconds)
+        if rec is not None and rec.resource_version != self._own_rv:
+            sent = self._sent.sent_at(rec, self.identity)
+            if sent is not None:  # our write, applied, whose answer we never got
+                self._own_rv = rec.resource_version
+                deadline = sent + self._renew_deadline
+                if self._leading_until is None or deadline > self._leading_until:
+                    self._leading_until = deadline
         if self._own_rv is not None and (rec is None or rec.resource_version != self._own_rv):
             self._own_rv = None
             self._leading_until = None
@@ -125,6 +139,8 @@ class PoolLease:
     def _write(self, fn: Callable[[str], LeaseRecord]) -> str | None:
         stamp = self._backend.new_renew_stamp()
         sent = self._clock()
+        with self._lock:
+            self._sent.sent(stamp, sent)
         try:
             rec = fn(stamp)
         except LeaseLost as exc:

@@ -22,6 +22,7 @@ from typing import Any
 
 from forge_manager.cluster.coordinator import ClusterCoordinator
 from forge_manager.cluster.health_check import HealthChecker
+from forge_manager.cluster.metrics import ClusterMetrics
 from forge_manager.cluster.model import holder_identity
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.cluster.resource import (
@@ -30,8 +31,10 @@ from forge_manager.cluster.resource import (
     ResourceNotFound,
     seed_body,
 )
+from forge_manager.cluster.round_trips import RoundTrips
 from forge_manager.cluster.settings import load_cluster_settings
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+from prometheus_client import CollectorRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE_DURATION = 15.0
@@ -221,12 +224,16 @@ class Region:
         self.lease = Lease(api, self.faults, clock, holder_identity(name, "bp-0"))
         self.beats = Beats(api, self.faults)
         self.store = Store(api, self.faults)
+        self.registry = CollectorRegistry()
+        self.metrics = ClusterMetrics(self.registry, name)
         pool = PoolLease(
             self.lease,
             identity=holder_identity(name, "bp-0"),
             lease_duration=LEASE_DURATION,
             renew_deadline=RENEW_DEADLINE,
             clock=clock,
+            round_trips=RoundTrips(REQUEST_TIMEOUT),
+            on_write=self.metrics.pool_lease_write,
         )
         self.c = ClusterCoordinator(
             self.settings,
@@ -243,6 +250,7 @@ class Region:
             clock=clock,
             wall=lambda: T0,
             settle=self.settle,
+            metrics=self.metrics,
         )
         self.next_cycle = clock()
         self.on_reconcile: Callable[[], None] = lambda: None
@@ -257,6 +265,16 @@ class Region:
     def settle(self, seconds: float) -> None:
         self.settled.append(seconds)
         self.clock.now += seconds
+
+    def metric(self, name: str) -> float | None:
+        return self.registry.get_sample_value(name, {"cluster": self.name})
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        """This region's status condition ``kind`` as stored in the API."""
+        status = self.store.api.objects[self.name].get("status") or {}
+        found = [c for c in status.get("conditions", []) if c["type"] == kind]
+        assert found, (kind, status)
+        return dict(found[0])
 
     def fail(self, n: int) -> None:
         for _ in range(n):

@@ -281,23 +281,24 @@ def test_lease_held_by_another_region_is_waited_for() -> None:
 
 def test_a_missing_lease_is_waited_for_like_an_unchanged_record() -> None:
     lease = PoolLeaseView(
-        holder=None, expired=False, mine=False, leading=False, absent=True, expires_in=6.25
+        holder=None, expired=False, mine=False, leading=False, absent=True, duration=15
     )
     d = decide(view(lease=lease))
     assert d.action is ClusterAction.STAND_BY
     assert d.reason == (
-        "standing by: the pool lease does not exist (deleted or not yet created); waiting 6.2 s "
-        "more, as for an unchanged record, in case a holder that did not see it still forges"
+        "standing by: the pool lease does not exist (deleted or not yet created); taking it "
+        "only once it has stayed so for 15 s, as an unchanged record, in case a holder that did "
+        "not see it still forges"
     )
 
 
 def test_a_lease_cleared_by_someone_else_is_waited_for_like_an_unchanged_record() -> None:
-    lease = PoolLeaseView(holder=None, expired=False, mine=False, leading=False, expires_in=3)
+    lease = PoolLeaseView(holder=None, expired=False, mine=False, leading=False, duration=8)
     d = decide(view(lease=lease))
     assert d.action is ClusterAction.STAND_BY
     assert d.reason.startswith(
         "standing by: the pool lease's holder was cleared by someone other than that holder; "
-        "waiting 3.0 s more"
+        "taking it only once it has stayed so for 8 s"
     )
 
 

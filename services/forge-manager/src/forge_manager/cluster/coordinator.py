@@ -48,6 +48,7 @@ from forge_manager.cluster.policy import (
 )
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.cluster.resource import CoordinationError, ResourceConflict, ResourceNotFound
+from forge_manager.cluster.round_trips import ProbeResult
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.decision import Permit
 from forge_manager.timing import DEMOTION_BUDGET_S
@@ -93,6 +94,7 @@ class ClusterCoordinator:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         settle: Callable[[float], None] = time.sleep,
+        api_probe: Callable[[], ProbeResult] | None = None,
     ) -> None:
         self.settings = settings
         self.region = settings.crd_name
@@ -110,6 +112,7 @@ class ClusterCoordinator:
         self._clock = clock
         self._wall = wall
         self._settle = settle
+        self._api_probe = api_probe
 
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -122,7 +125,12 @@ class ClusterCoordinator:
         self._own_obj: dict[str, Any] | None = None
         self._last_beat: float | None = None
         self._written_status: dict[str, Any] | None = None
-        self._transition: tuple[str, str] = ("", "")
+        self._transitions: dict[str, tuple[str, str]] = {}
+        self._api_condition: tuple[str, str, str] = (
+            "Unknown",
+            "NoWritesYet",
+            "no pool-lease write yet: measured while competing for or holding the pool lease",
+        )
         self._last_reason = ""
         self._peers: tuple[PeerView, ...] = ()
         self._health_restored = False
@@ -145,6 +153,15 @@ class ClusterCoordinator:
             self._granted, self._permit_reason = granted, reason
         if self.metrics:
             self.metrics.forge_enabled(granted)
+
+    def check_api(self) -> None:
+        """At start-up: time a read of the coordination API and log it; raises
+        :class:`~.round_trips.CoordinationTooSlow` when it answers more slowly than the
+        request timeout allows (the caller exits with that line)."""
+        if self._api_probe is None:
+            return
+        result = self._api_probe()
+        (log.warning if result.warning else log.info)("%s", result.message)
 
     # ---- one cycle -----------------------------------------------------------------------------
     def run_cycle(self) -> str:
@@ -169,6 +186,7 @@ class ClusterCoordinator:
         if leader:
             self._publish(decision, forging=self.permit().granted)
         outcome = self._act(decision)
+        self._check_round_trips()
         if leader:
             self._publish(decision, forging=self.permit().granted)
         return outcome
@@ -273,20 +291,57 @@ class ClusterCoordinator:
             status["effectivePriority"] = d.effective.priority
         if isinstance(generation, int):
             status["observedGeneration"] = generation
-        reason = _CONDITION_REASON[d.action]
-        if self._transition[0] != f"{forging}/{reason}":
-            self._transition = (f"{forging}/{reason}", format_time(self._wall()))
-        condition: dict[str, Any] = {
-            "type": "Forging",
-            "status": "True" if forging else "False",
-            "reason": reason,
-            "message": d.reason[:4096],
-            "lastTransitionTime": self._transition[1],
-        }
+        conditions = [
+            self._condition(
+                "Forging", "True" if forging else "False", _CONDITION_REASON[d.action], d.reason
+            )
+        ]
+        if self.pool.round_trips is not None:
+            conditions.append(self._condition("CoordinationAPIResponsive", *self._api_condition))
         if isinstance(generation, int):
-            condition["observedGeneration"] = generation
-        status["conditions"] = [condition]
+            for condition in conditions:
+                condition["observedGeneration"] = generation
+        status["conditions"] = conditions
         return status
+
+    def _condition(self, kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        """A metav1.Condition; lastTransitionTime moves only when status or reason change."""
+        key = f"{status}/{reason}"
+        if self._transitions.get(kind, ("", ""))[0] != key:
+            self._transitions[kind] = (key, format_time(self._wall()))
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message[:4096],
+            "lastTransitionTime": self._transitions[kind][1],
+        }
+
+    def _check_round_trips(self) -> None:
+        """Say so, once, when the pool-lease writes approach the request timeout (and when they
+        no longer do): a log line, the metric, and the status condition."""
+        trips = self.pool.round_trips
+        if trips is None:
+            return
+        state = trips.state()
+        if self._api_condition[0] == "Unknown" and state.message == "no pool-lease write yet":
+            return
+        slow = self._api_condition[0] == "False"
+        if self._api_condition[0] != "Unknown" and state.slow == slow:
+            return
+        if state.slow:
+            log.warning("%s", state.message)
+            self._api_condition = ("False", "RoundTripsNearTimeout", state.message)
+        else:
+            if slow:
+                log.info("coordination API answers within the timeouts again: %s", state.message)
+            self._api_condition = (
+                "True",
+                "RoundTripsWithinTimeout",
+                f"pool-lease writes answer within KUBE_REQUEST_TIMEOUT={trips.request_timeout:g} s",
+            )
+        if self.metrics:
+            self.metrics.coordination_api_slow(state.slow)
 
     def _publish(self, d: ClusterDecision, *, forging: bool) -> None:
         now = self._clock()

@@ -99,8 +99,8 @@ class PoolLeaseView:
     """The Lease does not exist (deleted, or never created)."""
     released: bool = False
     """Vacated by a release of the holder this pod saw last: free at once."""
-    expires_in: float = 0.0
-    """Seconds until ``expired`` (0 when expired)."""
+    duration: float = 0.0
+    """Seconds the record must stay unchanged in this pod's observation before it expires."""
 
 
 @dataclass(frozen=True)
@@ -258,8 +258,8 @@ def decide(v: ClusterView) -> ClusterDecision:
             why = "the pool lease's holder was cleared by someone other than that holder"
         if lease.holder is None:
             why += (
-                f"; waiting {lease.expires_in:.1f} s more, as for an unchanged record, in case "
-                "a holder that did not see it still forges"
+                f"; taking it only once it has stayed so for {lease.duration:g} s, as an "
+                "unchanged record, in case a holder that did not see it still forges"
             )
         return ClusterDecision(ClusterAction.STAND_BY, f"standing by: {why}", eff)
     contenders = [c for p in live for c in [peer_candidate(p)] if c is not None]

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from forge_manager.cluster.policy import PoolLeaseView
+from forge_manager.cluster.round_trips import RoundTrips
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.write_stamps import SentWrites
 
@@ -49,8 +50,13 @@ class PoolLease:
         lease_duration: float,
         renew_deadline: float,
         clock: Callable[[], float],
+        round_trips: RoundTrips | None = None,
+        on_write: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         self._backend = backend
+        self.round_trips = round_trips
+        """Round trips of the writes, against the request timeout (None: not measured)."""
+        self._on_write = on_write
         self.identity = identity
         self._duration = lease_duration
         self._renew_deadline = renew_deadline
@@ -132,7 +138,7 @@ class PoolLease:
                 error=self._error,
                 absent=rec is None,
                 released=self._released,
-                expires_in=left,
+                duration=duration,
             )
 
     # ---- writes -------------------------------------------------------------------------------
@@ -144,21 +150,30 @@ class PoolLease:
         try:
             rec = fn(stamp)
         except LeaseLost as exc:
+            self._timed(sent)
             with self._lock:
                 self._own_rv = None
                 self._leading_until = None
             self.refresh()
             return str(exc)
         except LeaseError as exc:
+            self._timed(sent)
             with self._lock:
                 self._error = str(exc)
             return str(exc)
+        self._timed(sent)
         with self._lock:
             self._own_rv = rec.resource_version
             self._observe(rec, self._clock())
             self._leading_until = sent + self._renew_deadline
             self._error = None
         return None
+
+    def _timed(self, sent: float) -> None:
+        seconds = self._clock() - sent
+        if self.round_trips is not None:
+            self.round_trips.record(seconds)
+        self._on_write(seconds)
 
     def acquire(self) -> str | None:
         """None on success, else why it failed."""
@@ -180,12 +195,15 @@ class PoolLease:
             self._leading_until = None
         if current is None or self._own_rv is None:
             return "not holding the pool lease"
+        sent = self._clock()
         try:
             rec = self._backend.release(current)
         except LeaseError as exc:
+            self._timed(sent)
             with self._lock:
                 self._own_rv = None
             return str(exc)
+        self._timed(sent)
         with self._lock:
             self._own_rv = None
             self._observe(rec, self._clock())

@@ -41,6 +41,7 @@ LEASE_DURATION = 15.0
 RENEW_DEADLINE = 10.0
 RETRY_PERIOD = 2.0
 REQUEST_TIMEOUT = 1.0
+STALE_AFTER = 10.0
 
 
 class Clock:
@@ -211,7 +212,7 @@ class Region:
                 "NAMESPACE": "cardano",
                 "HEALTH_CHECK_ENDPOINT": "http://127.0.0.1:9/health",  # never probed here
                 "CLUSTER_HEARTBEAT_INTERVAL": "2",
-                "CLUSTER_STALE_AFTER": "10",
+                "CLUSTER_STALE_AFTER": f"{STALE_AFTER:g}",
             }
         )
         self.clock = clock

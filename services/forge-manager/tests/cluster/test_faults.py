@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from .doubles import LEASE_DURATION, RETRY_PERIOD, World
+from .doubles import LEASE_DURATION, RETRY_PERIOD, STALE_AFTER, World
 
 DEMOTION = 0.5
 STEP = 0.1
@@ -73,3 +73,53 @@ def test_every_write_slower_than_the_request_timeout_still_forges() -> None:
     assert w.forger() == "east"
     # The first election waits a lease duration; afterwards east forges without a break.
     assert figures.no_forger <= LEASE_DURATION + 2 * RETRY_PERIOD
+
+
+CANNOT_ACT = pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: everyone defers to a better region that is alive but cannot act, and a "
+    "hand-over proceeds although the status announcing it was not written",
+)
+
+
+@CANNOT_ACT
+def test_a_better_region_that_cannot_list_the_regions_does_not_block_the_others() -> None:
+    """East heartbeats and writes its status but has lost ``list`` on cardanoforgeclusters."""
+    w = World(("east", 1), ("west", 2))
+    w.run(30, check=True)
+    assert w.forger() == "east"
+    w["east"].faults.forbidden = {"list"}
+    figures = w.run(300, check=True)
+    assert w.forger() == "west"
+    # East forges on its last view for up to the renew deadline, then releases; west takes the
+    # released Lease at its next cycle.
+    assert figures.longest_gap <= RETRY_PERIOD + DEMOTION + STEP
+    eligible = w["east"].condition("Eligible")
+    assert (eligible["status"], eligible["reason"]) == ("False", "CannotReadRegions")
+
+
+@CANNOT_ACT
+def test_a_better_region_that_can_neither_list_nor_write_its_status_stops_heartbeating() -> None:
+    w = World(("east", 1), ("west", 2))
+    w.run(30, check=True)
+    w["east"].faults.forbidden = {"list", "status"}
+    figures = w.run(300, check=True)
+    assert w.forger() == "west"
+    # West stops deferring once east's heartbeat has been unchanged for CLUSTER_STALE_AFTER.
+    assert figures.longest_gap <= STALE_AFTER + 2 * RETRY_PERIOD
+
+
+@CANNOT_ACT
+def test_no_hand_over_while_the_status_announcing_it_cannot_be_written() -> None:
+    w = World(("east", 1), ("west", 2))
+    w.run(30, check=True)
+    w["east"].faults.forbidden = {"status"}
+    w["east"].fail(3)  # east is demoted (+100) and would hand over to west
+    figures = w.run(60, check=True)
+    assert figures.no_forger == 0
+    assert w.forger() == "east"
+    assert any("not handing over" in r for r in w.reasons)
+    w["east"].faults.forbidden = set()
+    figures = w.run(30, check=True)
+    assert w.forger() == "west"
+    assert figures.longest_gap <= RETRY_PERIOD + DEMOTION + STEP

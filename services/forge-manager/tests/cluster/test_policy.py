@@ -84,7 +84,9 @@ def west(priority: int = 2, state: str = "Priority-based", **kw: Any) -> PeerVie
 # ---- who takes part ------------------------------------------------------------------------------
 def test_a_follower_stands_by() -> None:
     d = decide(view(local_leader=False))
-    assert d == ClusterDecision(ClusterAction.STAND_BY, "not the local leader")
+    assert d == ClusterDecision(
+        ClusterAction.STAND_BY, "not the local leader", ineligible="NotLocalLeader"
+    )
     assert not d.may_forge
 
 
@@ -270,6 +272,53 @@ def test_a_region_without_heartbeat_is_not_a_candidate() -> None:
 def test_regions_that_are_no_candidate(obj: dict[str, Any]) -> None:
     d = decide(view(own=parse_region(cfc("east", 3)), peers=(peer(obj),)))
     assert d.action is ClusterAction.ACQUIRE
+
+
+@pytest.mark.parametrize(
+    ("kw", "code"),
+    [
+        ({"own": None, "own_error": "not found"}, "RegionUnavailable"),
+        ({"own": parse_region({"metadata": {"name": "east"}, "spec": {}})}, "RegionInvalid"),
+        ({"read_ok": False, "read_error": "HTTP 403 Forbidden", "view_age": 11.0},
+         "CannotReadRegions"),
+        ({"lease": dataclasses.replace(FREE, error="HTTP 500")}, "PoolLeaseUnreadable"),
+        ({"lease": dataclasses.replace(HELD_BY_ME, leading=False)}, "PoolLeaseNotRenewed"),
+        ({"own": parse_region(cfc("east", 1, "Disabled"))}, "Disabled"),
+    ],
+)  # fmt: skip
+def test_a_fail_closed_stop_marks_the_region_ineligible(kw: dict[str, Any], code: str) -> None:
+    d = decide(view(**kw))
+    assert not d.may_forge
+    assert d.ineligible == code
+
+
+@pytest.mark.parametrize(
+    "lease", [FREE, HELD_BY_ME, PoolLeaseView("west/bp-0", False, False, False)]
+)
+def test_competing_holding_and_waiting_regions_are_eligible(lease: PoolLeaseView) -> None:
+    assert decide(view(lease=lease, peers=(west(2),))).ineligible is None
+
+
+def test_a_region_that_says_it_is_not_eligible_is_no_candidate() -> None:
+    """A better region that heartbeats but cannot act (it lost list on the regions)."""
+    status = {
+        **published(priority=1),
+        "conditions": [{"type": "Eligible", "status": "False", "reason": "CannotReadRegions"}],
+    }
+    d = decide(view(own=parse_region(cfc("east", 2)), peers=(peer(cfc("west", 1, status=status)),)))
+    assert d.action is ClusterAction.ACQUIRE
+
+
+def test_a_holder_does_not_hand_over_to_a_region_that_is_not_eligible() -> None:
+    status = {
+        **published(priority=1),
+        "conditions": [{"type": "Eligible", "status": "False", "reason": "CannotReadRegions"}],
+    }
+    d = decide(
+        view(own=parse_region(cfc("east", 2)), lease=HELD_BY_ME,
+             peers=(peer(cfc("west", 1, status=status)),))
+    )  # fmt: skip
+    assert d.action is ClusterAction.KEEP
 
 
 def test_lease_held_by_another_region_is_waited_for() -> None:

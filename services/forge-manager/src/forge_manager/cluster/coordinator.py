@@ -183,9 +183,10 @@ class ClusterCoordinator:
             self.metrics.decision(decision.action.value)
             if decision.effective is not None:
                 self.metrics.effective_priority(decision.effective.priority)
+        announced = True
         if leader:
-            self._publish(decision, forging=self.permit().granted)
-        outcome = self._act(decision)
+            announced = self._publish(decision, forging=self.permit().granted)
+        outcome = self._act(decision, announced=announced)
         self._check_round_trips()
         if leader:
             self._publish(decision, forging=self.permit().granted)
@@ -294,7 +295,8 @@ class ClusterCoordinator:
         conditions = [
             self._condition(
                 "Forging", "True" if forging else "False", _CONDITION_REASON[d.action], d.reason
-            )
+            ),
+            self._eligible_condition(d),
         ]
         if self.pool.round_trips is not None:
             conditions.append(self._condition("CoordinationAPIResponsive", *self._api_condition))
@@ -303,6 +305,19 @@ class ClusterCoordinator:
                 condition["observedGeneration"] = generation
         status["conditions"] = conditions
         return status
+
+    def _eligible_condition(self, d: ClusterDecision) -> dict[str, Any]:
+        """``Eligible``: whether the other regions may count on this one (defer to it, hand the
+        pool-wide Lease to it). False, with the reason, when this cycle stopped on a fail-closed
+        path or the region is Disabled."""
+        if d.ineligible is not None:
+            return self._condition("Eligible", "False", d.ineligible, d.reason)
+        return self._condition(
+            "Eligible",
+            "True",
+            "Competing",
+            "this region's local leader reads the regions and the pool lease and competes for it",
+        )
 
     def _condition(self, kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
         """A metav1.Condition; lastTransitionTime moves only when status or reason change."""
@@ -343,34 +358,50 @@ class ClusterCoordinator:
         if self.metrics:
             self.metrics.coordination_api_slow(state.slow)
 
-    def _publish(self, d: ClusterDecision, *, forging: bool) -> None:
+    def _publish(self, d: ClusterDecision, *, forging: bool) -> bool:
+        """Write this region's status, then renew its heartbeat, but only once the status is
+        written: the heartbeat vouches for the status, so a region that cannot publish what it
+        decided (that it is demoted, handing over, ineligible) stops counting as alive for the
+        others after ``CLUSTER_STALE_AFTER`` instead of blocking them. Returns whether the
+        status in the API is this cycle's."""
+        current = self._write_status(d, forging)
         now = self._clock()
-        if self._last_beat is None or now - self._last_beat >= self.settings.heartbeat_interval:
+        due = self._last_beat is None or now - self._last_beat >= self.settings.heartbeat_interval
+        if current and due:
             try:
                 self._heartbeats.beat(self.region, self.pod)
                 self._last_beat = now
             except CoordinationError as exc:
                 log.warning("heartbeat of region %s failed: %s", self.region, exc)
+        return current
+
+    def _write_status(self, d: ClusterDecision, forging: bool) -> bool:
         own = self._own_obj
         if own is None:
-            return
+            return False
         status = self._status(d, forging, self.health.snapshot())
         if status == self._written_status or status == own.get("status"):
             self._written_status = status
-            return
+            return True
         try:
             updated = self._store.replace_status(own, status)
         except ResourceConflict:
             self._own_obj = None  # changed under us (an operator's edit): read again next cycle
-            return
+            return False
         except CoordinationError as exc:
-            log.warning("writing the status of %s failed: %s", self.region, exc)
-            return
+            log.warning(
+                "writing the status of %s failed: %s; not renewing its heartbeat until it is "
+                "written, so that the other regions do not wait for this one",
+                self.region,
+                exc,
+            )
+            return False
         self._own_obj = updated or own
         self._written_status = status
+        return True
 
     # ---- acting ----------------------------------------------------------------------------------
-    def _act(self, d: ClusterDecision) -> str:
+    def _act(self, d: ClusterDecision, *, announced: bool = True) -> str:
         if d.action is ClusterAction.ACQUIRE:
             error = self.pool.acquire()
             if error is not None:
@@ -379,24 +410,15 @@ class ClusterCoordinator:
             self._set_permit(True, d.reason)
             self._reconcile()
             return d.reason
+        if d.action is ClusterAction.HAND_OVER and not announced:
+            # The better region would see the Lease free but this region's old status (its old
+            # priority) and defer to it: nobody would forge. Keep holding until it is written.
+            return self._keep(
+                f"{d.reason}; not handing over: the status announcing it could not be written, "
+                f"and region {d.hand_over_to} would defer to this region's old status"
+            )
         if d.action is ClusterAction.KEEP:
-            error = self.pool.renew()
-            if error is not None:
-                until = self.pool.leading_until()
-                if until is None or not self.pool.leading():
-                    self._set_permit(False, f"renewing the pool lease failed: {error}")
-                    self._reconcile()
-                    return f"{d.reason}; renewing failed: {error}"
-                # Still within the deadline of the last write known to have been applied (an
-                # answer that was lost is recognised by its stamp at the next read).
-                reason = (
-                    f"{d.reason}; renewing failed ({error}); leading for at most "
-                    f"{until - self._clock():.1f} s more unless a write is applied"
-                )
-                self._set_permit(True, reason)
-                return reason
-            self._set_permit(True, d.reason)
-            return d.reason
+            return self._keep(d.reason)
         self._set_permit(False, d.reason)
         if d.releases:
             ok, why = self._reconcile()
@@ -411,6 +433,24 @@ class ClusterCoordinator:
                 return f"{d.reason}; release failed ({error}); it will expire instead"
             return f"{d.reason}; released"
         return d.reason
+
+    def _keep(self, reason: str) -> str:
+        """Renew the pool-wide Lease and keep forging while it is held within its deadline."""
+        error = self.pool.renew()
+        if error is not None:
+            until = self.pool.leading_until()
+            if until is None or not self.pool.leading():
+                self._set_permit(False, f"renewing the pool lease failed: {error}")
+                self._reconcile()
+                return f"{reason}; renewing failed: {error}"
+            # Still within the deadline of the last write known to have been applied (an
+            # answer that was lost is recognised by its stamp at the next read).
+            reason = (
+                f"{reason}; renewing failed ({error}); leading for at most "
+                f"{until - self._clock():.1f} s more unless a write is applied"
+            )
+        self._set_permit(True, reason)
+        return reason
 
     def step(self) -> str:
         """One cycle, with any exception turned into "not forging"."""

@@ -11,7 +11,10 @@ Rules, in the order :func:`decide` applies them (the first that matches wins):
 1. Only the local leader takes part. Anything else releases the pool-wide Lease if it holds it.
 2. Fail closed: this region's resource missing or invalid, the pool-wide Lease held but not
    renewed within the renew deadline, no successful read of the resources within the renew
-   deadline, or an unreadable pool-wide Lease -> not forging.
+   deadline, or an unreadable pool-wide Lease -> not forging. Such a decision also marks this
+   region *ineligible* (``ClusterDecision.ineligible``): it publishes ``Eligible=False`` with
+   the reason, and other regions stop deferring to it (a region that heartbeats but cannot act
+   would otherwise block everyone).
 3. ``Disabled`` (from the spec, or from an override that has not expired) -> never forges.
 4. Holding the pool-wide Lease, hand over when a *confirmed live* region outranks this one:
    a region in the ``Enabled`` state outranks a ``Priority-based`` holder; between
@@ -32,6 +35,11 @@ safe side), and *confirmed alive* when, in addition, we have seen its heartbeat 
 once since we started watching. Deferring needs only "possibly alive"; giving the Lease away needs
 "confirmed alive", so a holder never hands over to a region that died before we started watching.
 A dead region blocks nobody for longer than ``stale_after``.
+
+A region is a candidate only with a live heartbeat *and* a published status that is current and
+eligible; a region renews its heartbeat only once its status for this cycle is written (the
+heartbeat vouches for the status), so a region that cannot publish stops counting after
+``stale_after``.
 
 A region's rank: ``Enabled`` before ``Priority-based``, then lower effective priority, then name.
 Effective priority = override or spec priority, + :data:`~.model.HEALTH_PENALTY` from the moment
@@ -143,6 +151,10 @@ class ClusterDecision:
     effective: Effective | None = None
     """This region's effective state and priority, to publish; None when unknown."""
     hand_over_to: str | None = None
+    ineligible: str | None = None
+    """Set when this region stopped on a fail-closed path (or is Disabled): the reason code of
+    the ``Eligible=False`` status condition, so that other regions do not defer to a region
+    that cannot act. None while it competes for, or holds, the pool-wide Lease."""
 
     @property
     def may_forge(self) -> bool:
@@ -178,9 +190,10 @@ def outranks(challenger: Candidate, holder: Candidate) -> bool:
 
 
 def peer_candidate(peer: PeerView) -> Candidate | None:
-    """The region as a candidate from its published status, or None if it is not one."""
+    """The region as a candidate from its published status, or None if it is not one (among
+    others: it says it is not eligible, having stopped on a fail-closed path)."""
     rec, status = peer.record, peer.record.status
-    if rec.spec is None or status is None or not rec.status_current:
+    if rec.spec is None or status is None or not rec.status_current or not status.eligible:
         return None
     if status.effective_state not in ELIGIBLE or status.effective_priority is None:
         return None
@@ -191,35 +204,49 @@ def decide(v: ClusterView) -> ClusterDecision:
     """One cycle of the cluster-wide decision for this pod."""
     lease = v.lease
 
-    def stop(reason: str, eff: Effective | None = None) -> ClusterDecision:
+    def stop(reason: str, ineligible: str, eff: Effective | None = None) -> ClusterDecision:
         if lease.mine:
             return ClusterDecision(
-                ClusterAction.STEP_DOWN, f"{reason}; releasing the pool lease", eff
+                ClusterAction.STEP_DOWN,
+                f"{reason}; releasing the pool lease",
+                eff,
+                ineligible=ineligible,
             )
-        return ClusterDecision(ClusterAction.STAND_BY, reason, eff)
+        return ClusterDecision(ClusterAction.STAND_BY, reason, eff, ineligible=ineligible)
 
     if not v.local_leader:
-        return stop("not the local leader")
+        return stop("not the local leader", "NotLocalLeader")
 
     # ---- this region: fail closed on anything unknown -----------------------------------------
     if v.own is None:
-        return stop(f"not forging: CardanoForgeCluster {v.region!r} unavailable ({v.own_error})")
+        return stop(
+            f"not forging: CardanoForgeCluster {v.region!r} unavailable ({v.own_error})",
+            "RegionUnavailable",
+        )
     if v.own.spec is None:
-        return stop(f"not forging: CardanoForgeCluster {v.region!r} is invalid: {v.own.spec_error}")
+        return stop(
+            f"not forging: CardanoForgeCluster {v.region!r} is invalid: {v.own.spec_error}",
+            "RegionInvalid",
+        )
     eff = effective(v.own.spec, demoted=v.health.demoted, now_wall=v.now_wall)
     if lease.mine and not lease.leading:
         why = f" ({lease.error})" if lease.error else ""
-        return stop(f"pool lease not renewed within the renew deadline{why}", eff)
+        return stop(
+            f"pool lease not renewed within the renew deadline{why}", "PoolLeaseNotRenewed", eff
+        )
     if not v.read_ok and not (lease.mine and v.view_age <= v.max_view_age):
         return stop(
             f"not forging: cannot read the CardanoForgeClusters ({v.read_error}) for "
             f"{v.view_age:.1f} s",
+            "CannotReadRegions",
             eff,
         )
     if lease.error is not None and not lease.leading:
-        return stop(f"not forging: cannot read the pool lease ({lease.error})", eff)
+        return stop(
+            f"not forging: cannot read the pool lease ({lease.error})", "PoolLeaseUnreadable", eff
+        )
     if eff.state is ForgeState.DISABLED:
-        return stop(f"region {v.region} is Disabled ({eff.source})", eff)
+        return stop(f"region {v.region} is Disabled ({eff.source})", "Disabled", eff)
 
     me = Candidate(v.region, eff.state, eff.priority)
     live = [

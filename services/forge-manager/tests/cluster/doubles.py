@@ -80,7 +80,8 @@ class Faults:
     cut: bool = False
     """Every call fails (a partition)."""
     forbidden: set[str] = field(default_factory=set)
-    """Operations answered 403: ``list`` (the CardanoForgeClusters), ``status``, ``beat``."""
+    """Operations answered 403: ``list`` (the CardanoForgeClusters), ``status``, ``beat``,
+    ``pool_write`` (acquire and renew of the pool-wide Lease)."""
     read_latency: float = 0.0
     write_latency: float = 0.0
     """Round trip of a pool-lease write; beyond the request timeout the write is applied but
@@ -165,6 +166,8 @@ class Lease:
 
     def _write(self, current: LeaseRecord | None, holder: str | None, stamp: str) -> LeaseRecord:
         self._reachable()
+        if holder is not None and "pool_write" in self.faults.forbidden:
+            raise LeaseError("HTTP 403 Forbidden")
         latency = self.faults.write_latency
         self.clock.now += min(latency, REQUEST_TIMEOUT) / 2  # the request travels
         stored = self.api.lease

@@ -115,3 +115,20 @@ def test_no_hand_over_while_the_status_announcing_it_cannot_be_written() -> None
     figures = w.run(30, check=True)
     assert w.forger() == "west"
     assert figures.longest_gap <= RETRY_PERIOD + DEMOTION + STEP
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: a better region whose pool-lease writes fail still presents itself as "
+    "the best candidate, and everyone defers to it",
+)
+def test_a_better_region_that_cannot_write_the_pool_lease_does_not_block_the_others() -> None:
+    w = World(("east", 1), ("west", 2))
+    w["east"].faults.forbidden = {"pool_write"}
+    figures = w.run(120, check=True)
+    assert w.forger() == "west"
+    eligible = w["east"].condition("Eligible")
+    assert (eligible["status"], eligible["reason"]) == ("False", "PoolLeaseWriteFailed")
+    # The first election waits a lease duration; east's failed acquire is published in the same
+    # cycle and west takes the Lease at its next one.
+    assert figures.no_forger <= LEASE_DURATION + 2 * RETRY_PERIOD + STEP

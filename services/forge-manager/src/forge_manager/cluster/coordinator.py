@@ -126,6 +126,8 @@ class ClusterCoordinator:
         self._last_beat: float | None = None
         self._written_status: dict[str, Any] | None = None
         self._transitions: dict[str, tuple[str, str]] = {}
+        self._write_failures = 0
+        self._write_failure: tuple[float, str, float] = (0.0, "", 0.0)
         self._api_condition: tuple[str, str, str] = (
             "Unknown",
             "NoWritesYet",
@@ -312,6 +314,14 @@ class ClusterCoordinator:
         path or the region is Disabled."""
         if d.ineligible is not None:
             return self._condition("Eligible", "False", d.ineligible, d.reason)
+        until, error, window = self._write_failure
+        if self._write_failures and self._clock() < until:
+            return self._condition(
+                "Eligible",
+                "False",
+                "PoolLeaseWriteFailed",
+                f"acquiring the pool lease failed ({error}); not a candidate for {window:g} s",
+            )
         return self._condition(
             "Eligible",
             "True",
@@ -406,7 +416,10 @@ class ClusterCoordinator:
             error = self.pool.acquire()
             if error is not None:
                 self._set_permit(False, f"acquiring the pool lease failed: {error}")
+                if not self.pool.last_write_lost:
+                    self._write_failed(error)
                 return f"{d.reason}; failed: {error}"
+            self._write_failures = 0
             self._set_permit(True, d.reason)
             self._reconcile()
             return d.reason
@@ -434,9 +447,25 @@ class ClusterCoordinator:
             return f"{d.reason}; released"
         return d.reason
 
+    def _write_failed(self, error: str) -> None:
+        """An acquire failed for a reason of this region's own (403, 5xx, timeout): stop
+        presenting this region as a candidate for a lease duration, doubling with each failure
+        in a row (at most 16 lease durations), so that the others take the Lease instead of
+        waiting for a region that cannot write it. Any successful pool-lease write ends it."""
+        self._write_failures += 1
+        window = self.pool.duration * 2 ** min(self._write_failures - 1, 4)
+        self._write_failure = (self._clock() + window, error, window)
+        log.warning(
+            "acquiring the pool lease failed (%s): this region is not a candidate for %g s",
+            error,
+            window,
+        )
+
     def _keep(self, reason: str) -> str:
         """Renew the pool-wide Lease and keep forging while it is held within its deadline."""
         error = self.pool.renew()
+        if error is None:
+            self._write_failures = 0
         if error is not None:
             until = self.pool.leading_until()
             if until is None or not self.pool.leading():

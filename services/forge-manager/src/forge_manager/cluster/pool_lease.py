@@ -72,6 +72,9 @@ class PoolLease:
         self._leading_until: float | None = None
         self._error: str | None = None
         self._sent = SentWrites()
+        self.last_write_lost = False
+        """The last failed write failed because someone else wrote first (409, 404): a race
+        lost, not a fault of this region."""
 
     # ---- observation -------------------------------------------------------------------------
     def _observe(self, rec: LeaseRecord | None, now: float) -> None:
@@ -115,6 +118,11 @@ class PoolLease:
             self._error = None
             self._observe(rec, self._clock())
 
+    @property
+    def duration(self) -> float:
+        """This pod's lease duration (seconds)."""
+        return self._duration
+
     def leading_until(self) -> float | None:
         with self._lock:
             return self._leading_until
@@ -151,6 +159,7 @@ class PoolLease:
             rec = fn(stamp)
         except LeaseLost as exc:
             self._timed(sent)
+            self.last_write_lost = True
             with self._lock:
                 self._own_rv = None
                 self._leading_until = None
@@ -158,6 +167,7 @@ class PoolLease:
             return str(exc)
         except LeaseError as exc:
             self._timed(sent)
+            self.last_write_lost = False
             with self._lock:
                 self._error = str(exc)
             return str(exc)

@@ -467,16 +467,15 @@ class ClusterCoordinator:
         if error is None:
             self._write_failures = 0
         if error is not None:
-            until = self.pool.leading_until()
-            if until is None or not self.pool.leading():
+            if not self.pool.leading():
                 self._set_permit(False, f"renewing the pool lease failed: {error}")
                 self._reconcile()
                 return f"{reason}; renewing failed: {error}"
             # Still within the deadline of the last write known to have been applied (an
             # answer that was lost is recognised by its stamp at the next read).
             reason = (
-                f"{reason}; renewing failed ({error}); leading for at most "
-                f"{until - self._clock():.1f} s more unless a write is applied"
+                f"{reason}; renewing failed ({error}); leading until the renew deadline of the "
+                "last write known to be applied"
             )
         self._set_permit(True, reason)
         return reason

@@ -191,6 +191,12 @@ class Lease:
             raise LeaseError("ProtocolError: connection reset before the answer")
         return self.api.lease
 
+    def create_vacant(self) -> None:
+        self._reachable()
+        if self.api.lease is not None:
+            raise LeaseLost("lease exists (409)")
+        self.api.lease = LeaseRecord(None, str(next(self.api.rv)), 15, None, 0)
+
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
         return self._write(current, self.identity, stamp)
 
@@ -238,6 +244,7 @@ class Region:
             clock=clock,
             round_trips=RoundTrips(REQUEST_TIMEOUT),
             on_write=self.metrics.pool_lease_write,
+            create_vacant=self.lease.create_vacant,
         )
         self.c = ClusterCoordinator(
             self.settings,

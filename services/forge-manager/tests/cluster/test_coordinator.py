@@ -87,11 +87,14 @@ def test_a_dead_holder_region_is_replaced_after_expiry() -> None:
 
 def test_the_first_election_waits_a_lease_duration() -> None:
     """A pool Lease that was never created is no evidence that nobody forges (it may have been
-    deleted a moment ago): it counts like an unchanged record."""
+    deleted a moment ago): the local leader creates it vacant and waits for that record."""
     w = World(("east", 1))
-    w.tick(8)  # cycles at 0, 2, ... 14 s after the first read
-    assert w.forger() is None
+    w.tick(1)
     assert "the pool lease does not exist" in w.reasons[-1]
+    assert w.api.lease is not None and w.api.lease.holder is None
+    w.tick(7)  # cycles at 0, 2, ... 14 s after it was created
+    assert w.forger() is None
+    assert "the pool lease is vacant but was not released" in w.reasons[-1]
     w.tick(1)
     assert w.forger() == "east"
 
@@ -101,7 +104,7 @@ def test_a_follower_never_writes_and_never_forges() -> None:
     w.regions["east"].leader = False
     w.tick(3)
     assert w.forger() is None
-    assert w.api.objects == {} and w.api.heartbeats == {} and w.api.lease is None
+    assert w.api.objects == {} and w.api.heartbeats == {} and w.api.lease is None  # no vacant one
 
 
 def test_missing_crd_never_forges() -> None:

@@ -335,9 +335,9 @@ def test_a_missing_lease_is_waited_for_like_an_unchanged_record() -> None:
     d = decide(view(lease=lease))
     assert d.action is ClusterAction.STAND_BY
     assert d.reason == (
-        "standing by: the pool lease does not exist (deleted or not yet created); taking it "
-        "only once it has stayed so for 15 s, as an unchanged record, in case a holder that did "
-        "not see it still forges"
+        "standing by: the pool lease does not exist (deleted or not yet created); creating it "
+        "vacant and taking it only once that record has stayed unchanged for 15 s, in case a "
+        "holder that did not see the deletion still forges"
     )
 
 
@@ -346,8 +346,9 @@ def test_a_lease_cleared_by_someone_else_is_waited_for_like_an_unchanged_record(
     d = decide(view(lease=lease))
     assert d.action is ClusterAction.STAND_BY
     assert d.reason.startswith(
-        "standing by: the pool lease's holder was cleared by someone other than that holder; "
-        "taking it only once it has stayed so for 8 s"
+        "standing by: the pool lease is vacant but was not released by the holder last seen "
+        "(cleared by someone else, or created vacant after a deletion); taking it only once it "
+        "has stayed unchanged for 8 s"
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.lease import LeaseRecord
 
@@ -13,12 +12,14 @@ WEST = "west/bp-0"
 
 
 def pool(api: Api, clock: Clock, identity: str = WEST, faults: Faults | None = None) -> PoolLease:
+    lease = Lease(api, faults or Faults(), clock, identity)
     return PoolLease(
-        Lease(api, faults or Faults(), clock, identity),
+        lease,
         identity=identity,
         lease_duration=LEASE_DURATION,
         renew_deadline=RENEW_DEADLINE,
         clock=clock,
+        create_vacant=lease.create_vacant,
     )
 
 
@@ -40,16 +41,30 @@ def observe_for(p: PoolLease, clock: Clock, seconds: float) -> None:
     p.refresh()
 
 
-def test_a_deleted_pool_lease_is_taken_only_after_it_was_missing_for_the_lease_duration() -> None:
+def test_a_deleted_pool_lease_is_taken_only_once_a_vacant_record_stayed_unchanged() -> None:
     api, clock = Api(), Clock()
     held_by(api, EAST)
     p = pool(api, clock)
     p.refresh()
     api.delete_lease()
-    observe_for(p, clock, LEASE_DURATION - 0.1)  # missing at every read: still not free
+    observe_for(p, clock, 2 * LEASE_DURATION)  # missing at every read: never free
+    assert not p.view().expired and p.view().absent
+    assert p.create_vacant() is None  # what a local leader does
+    created = api.lease
+    assert created is not None and created.holder is None
+    observe_for(p, clock, LEASE_DURATION - 0.1)
     assert not p.view().expired
     observe_for(p, clock, 0.1)
-    assert p.view().expired
+    assert p.view().expired and not p.view().absent
+
+
+def test_creating_the_vacant_record_when_someone_else_did_first_just_reads_it() -> None:
+    api, clock = Api(), Clock()
+    p = pool(api, clock)
+    p.refresh()
+    api.lease = LeaseRecord(None, str(next(api.rv)), 15, None, 0)  # created since our read
+    assert p.create_vacant() is None
+    assert not p.view().absent and not p.view().expired
 
 
 def test_a_holder_cleared_by_someone_else_is_waited_for_like_an_unchanged_record() -> None:
@@ -85,20 +100,16 @@ def test_a_lease_first_seen_released_is_waited_for() -> None:
     assert p.view().expired
 
 
-def test_a_lease_that_never_existed_is_created_only_after_the_lease_duration() -> None:
+def test_a_lease_that_never_existed_is_taken_only_a_lease_duration_after_its_creation() -> None:
     api, clock = Api(), Clock()
     p = pool(api, clock)
     p.refresh()
     assert not p.view().expired
+    assert p.create_vacant() is None
     observe_for(p, clock, LEASE_DURATION)
     assert p.view().expired
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: a Lease missing at two reads may have been created, held and deleted in "
-    "between; with no resourceVersion to compare, missing for a lease duration proves nothing",
-)
 def test_a_lease_missing_at_every_read_is_never_free_by_itself() -> None:
     api, clock = Api(), Clock()
     held_by(api, EAST)

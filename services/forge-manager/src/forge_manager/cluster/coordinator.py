@@ -189,6 +189,15 @@ class ClusterCoordinator:
         if leader:
             announced = self._publish(decision, forging=self.permit().granted)
         outcome = self._act(decision, announced=announced)
+        if (
+            leader
+            and view.lease.absent
+            and decision.action is ClusterAction.STAND_BY
+            and decision.ineligible is None
+        ):
+            error = self.pool.create_vacant()
+            if error is not None:
+                outcome = f"{outcome}; creating it vacant failed: {error}"
         self._check_round_trips()
         if leader:
             self._publish(decision, forging=self.permit().granted)

@@ -21,11 +21,12 @@ Rules, in the order :func:`decide` applies them (the first that matches wins):
    ``Priority-based`` regions a strictly lower effective priority outranks. An ``Enabled`` holder
    is never preempted, and a tie never preempts: the holder keeps it (no ping-pong).
 5. Not holding it: while the Lease has not expired in *this* pod's observation, wait. A Lease
-   held by someone else, a Lease that does not exist and a Lease whose holder was cleared by
-   anyone but that holder all count alike: unchanged for the lease duration, or nothing (a
-   deletion or a restore says nothing about whether the old holder stopped forging). Only a
-   release by the holder this pod saw last frees it at once. When it is free, acquire it only if
-   this region ranks first among this region and every other region that may be alive;
+   held by someone else and a Lease whose holder was cleared by anyone but that holder count
+   alike: the same record unchanged for the lease duration, or nothing (a clear or a restore says
+   nothing about whether the old holder stopped forging). A Lease that does not exist never
+   expires: the coordinator creates it vacant, and that record then counts like any other. Only
+   a release by the holder this pod saw last frees it at once. When it is free, acquire it only
+   if this region ranks first among this region and every other region that may be alive;
    otherwise defer to the better region.
 
 Liveness of another region is judged on this pod's monotonic clock (see :mod:`.liveness`): a
@@ -95,8 +96,8 @@ class PoolLeaseView:
     holder: str | None
     """``<region>/<pod>``; None when nobody holds it (released, cleared, deleted, never created)."""
     expired: bool
-    """May be taken: released by the holder this pod saw last, or unchanged (held, vacant or
-    absent alike) for its duration on this pod's monotonic clock."""
+    """May be taken: released by the holder this pod saw last, or the same record (held or
+    vacant) unchanged for its duration on this pod's monotonic clock. Never while absent."""
     mine: bool
     """Written by this process and carrying this pod's identity."""
     leading: bool
@@ -104,7 +105,8 @@ class PoolLeaseView:
     error: str | None = None
     """The last read failed; the other fields describe the last good read."""
     absent: bool = False
-    """The Lease does not exist (deleted, or never created)."""
+    """The Lease does not exist (deleted, or never created): a local leader creates it vacant
+    (the coordinator does, on ``stand_by``), then waits for that record like any other."""
     released: bool = False
     """Vacated by a release of the holder this pod saw last: free at once."""
     duration: float = 0.0
@@ -280,13 +282,17 @@ def decide(v: ClusterView) -> ClusterDecision:
             who = f"region {owner}" if owner else "an unknown holder"
             why = f"{who} holds the pool lease ({lease.holder})"
         elif lease.absent:
-            why = "the pool lease does not exist (deleted or not yet created)"
+            why = (
+                "the pool lease does not exist (deleted or not yet created); creating it vacant "
+                f"and taking it only once that record has stayed unchanged for {lease.duration:g} "
+                "s, in case a holder that did not see the deletion still forges"
+            )
         else:
-            why = "the pool lease's holder was cleared by someone other than that holder"
-        if lease.holder is None:
-            why += (
-                f"; taking it only once it has stayed so for {lease.duration:g} s, as an "
-                "unchanged record, in case a holder that did not see it still forges"
+            why = (
+                "the pool lease is vacant but was not released by the holder last seen (cleared "
+                "by someone else, or created vacant after a deletion); taking it only once it "
+                f"has stayed unchanged for {lease.duration:g} s, in case a holder that did not "
+                "see it still forges"
             )
         return ClusterDecision(ClusterAction.STAND_BY, f"standing by: {why}", eff)
     contenders = [c for p in live for c in [peer_candidate(p)] if c is not None]

@@ -13,10 +13,14 @@ that write was sent, so one lost answer (or a remote API that answers every writ
 request timeout) does not make the holder wait for its own record to expire.
 
 A vacant Lease is free at once only when it was *released by the holder this pod saw last*
-(``released_by`` names it, and the record before it was that holder's). A Lease that does not
-exist (deleted, restored without it, never created) or whose holder was cleared by anyone else
-is no evidence that the old holder stopped forging: it counts like an unchanged record, free only
-once this pod has seen it so for the lease duration.
+(``released_by`` names it, and the record before it was that holder's). A Lease whose holder was
+cleared by anyone else is no evidence that the old holder stopped forging: it counts like an
+unchanged record, free only once this pod has seen the same resourceVersion for the lease
+duration. A Lease that does not exist (deleted, restored without it, never created) is never free
+by itself: with no resourceVersion to compare, two reads that find it missing do not prove that
+nobody created, held and deleted it in between. A local leader that finds it missing creates it
+*vacant* (:meth:`PoolLease.create_vacant`: no holder) and then waits for that record like any
+other, so a pool's first election, and any deletion, cost one lease duration.
 """
 
 from __future__ import annotations
@@ -52,11 +56,13 @@ class PoolLease:
         clock: Callable[[], float],
         round_trips: RoundTrips | None = None,
         on_write: Callable[[float], None] = lambda _seconds: None,
+        create_vacant: Callable[[], object] | None = None,
     ) -> None:
         self._backend = backend
         self.round_trips = round_trips
         """Round trips of the writes, against the request timeout (None: not measured)."""
         self._on_write = on_write
+        self._create_vacant = create_vacant
         self.identity = identity
         self._duration = lease_duration
         self._renew_deadline = renew_deadline
@@ -140,7 +146,7 @@ class PoolLease:
             left = 0.0 if self._released else max(0.0, duration - (now - self._seen_at))
             return PoolLeaseView(
                 holder=rec.holder if rec else None,
-                expired=left <= 0.0,
+                expired=rec is not None and left <= 0.0,
                 mine=mine,
                 leading=mine and self._leading_until is not None and now < self._leading_until,
                 error=self._error,
@@ -197,6 +203,24 @@ class PoolLease:
         if current is None:
             return "the pool lease does not exist"
         return self._write(lambda stamp: self._backend.renew(current, stamp))
+
+    def create_vacant(self) -> str | None:
+        """Create the missing Lease with no holder, so that it has a resourceVersion whose
+        staying unchanged can be observed; then read it. None on success (or when someone else
+        created it first), else why it failed. Only a local leader calls this."""
+        with self._lock:
+            if self._record is not None or not self._read_once:
+                return None
+        if self._create_vacant is None:
+            return "cannot create the pool lease"
+        try:
+            self._create_vacant()
+        except LeaseLost:
+            pass  # created by someone else since our read
+        except LeaseError as exc:
+            return str(exc)
+        self.refresh()
+        return None
 
     def release(self) -> str | None:
         """Clear the holder; only call after the credentials are gone and the node signalled."""

@@ -17,6 +17,7 @@ from forge_manager.cluster.resource import (
     HeartbeatStore,
     coordination_api_client,
     seed_body,
+    vacant_lease_creator,
 )
 from forge_manager.cluster.round_trips import RoundTrips, probe
 from forge_manager.cluster.settings import ClusterSettings
@@ -77,6 +78,13 @@ def build_coordinator(
             clock=time.monotonic,
             round_trips=RoundTrips(settings.request_timeout),
             on_write=metrics.pool_lease_write,
+            create_vacant=vacant_lease_creator(
+                api,
+                namespace=cluster.coordination_namespace,
+                name=cluster.pool_lease_name,
+                lease_seconds=settings.lease_duration,
+                request_timeout=settings.request_timeout,
+            ),
         ),
         health=HealthChecker(
             cluster.health_check,

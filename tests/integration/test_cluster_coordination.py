@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, b64_file
 from tests.harness.forge_pod import (
@@ -401,3 +402,36 @@ def test_a_coordination_api_slower_than_the_request_timeout_stops_the_start_up(
     assert len(failure) == 1, lines
     assert "more than KUBE_REQUEST_TIMEOUT=0.5 s" in failure[0]
     assert not any(p.exists() for p in pod.targets)  # it never got as far as the credentials
+
+
+def test_a_deleted_pool_lease_is_not_taken_while_a_cut_off_holder_may_still_forge(
+    cfc_crd: None, control_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    """East holds the pool lease and is cut off from the coordination API (it forges until its
+    renew deadline); the Lease is deleted and west, which ranks first, starts competing. West must
+    not take it before east's deadline has passed."""
+    r = RegionPods(control_plane, kube_namespace, tmp_path, {"east": 2, "west": 1},
+                   pods_per_region=1, guard=False, via_proxy=True)  # fmt: skip
+    with control_plane.api_client() as api:  # west starts Disabled: east holds the lease
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "cardano.io", "v1", kube_namespace, "cardanoforgeclusters",
+            {"apiVersion": "cardano.io/v1", "kind": "CardanoForgeCluster",
+             "metadata": {"name": "west"},
+             "spec": {"region": "west", "priority": 1, "forgeState": "Disabled"}},
+        )  # fmt: skip
+    try:
+        r.start()
+        _wait_forger(r, "east")
+        r.proxies["east"].partition("blackhole")
+        t0 = now()
+        with control_plane.api_client() as api:
+            client.CoordinationV1Api(api).delete_namespaced_lease(POOL_LEASE, kube_namespace)
+        r.patch_spec("west", {"forgeState": "Priority-based"})
+        _wait_forger(r, "west")
+        _never_two(r)
+        gap = longest_gap(r.spans(), t0, now())
+        print(f"pool lease deleted: longest time with no forger {gap:.1f} s")
+        assert "the pool lease does not exist" in r.pods["west"][0].manager_log.read_text()
+    finally:
+        r.stop()
+    _never_two(r)

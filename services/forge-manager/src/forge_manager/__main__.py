@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from forge_manager import __version__
+from forge_manager.cluster.round_trips import CoordinationTooSlow
 from forge_manager.cluster.settings import (
     ClusterConfigError,
     ClusterSettings,
@@ -120,6 +121,12 @@ def main() -> int:
             "no Kubernetes configuration: neither in-cluster service account nor KUBECONFIG "
             f"usable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         )
+
+    if coordinator is not None:
+        try:
+            coordinator.check_api()
+        except CoordinationTooSlow as exc:
+            return _fail(str(exc))
 
     stop = threading.Event()
 

@@ -67,7 +67,7 @@ def test_a_lagging_leader_hands_over_and_nobody_forges_when_no_node_is_synced(
     wait_for(lambda: not b.credentials_present(), WAIT, "bp-b to remove its start-up credentials")
     assert not b.forging()
     assert node_sync(b)["state"] == "behind"
-    assert str(node_sync(b)["blocked"]).startswith("cardano-node not synced: tip slot")
+    assert str(node_sync(b)["blocked"]).startswith("cardano-node not synced: its tip is more")
 
     # b catches up: a synced standby. a falls behind.
     b.set_tip_lag(0)
@@ -106,7 +106,7 @@ def test_a_lagging_leader_hands_over_and_nobody_forges_when_no_node_is_synced(
         assert not pod.credentials_present()
         status = node_sync(pod)
         assert status["state"] == "behind" and status["synced"] is False
-        assert str(status["blocked"]).startswith("cardano-node not synced: tip slot")
+        assert str(status["blocked"]).startswith("cardano-node not synced: its tip is more")
 
     # a catches up and forges again.
     a.set_tip_lag(0)

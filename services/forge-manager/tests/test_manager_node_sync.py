@@ -96,13 +96,19 @@ def test_unsynced_standby_does_not_acquire(world: tuple[Path, LeaseStore, Clock]
     pod = SyncPod(tmp, store, clock, "pod-0")
     pod.tip.lag = 500
     reason = pod.manager.step()
-    assert reason.startswith("staying out of the election: cardano-node not synced: tip slot ")
-    assert "is 500 slots behind the wall-clock slot" in reason
+    assert reason == (
+        "staying out of the election: cardano-node not synced: its tip is more than 60 slots "
+        "behind the wall-clock slot; not the leader"
+    )
+    assert cycle(clock, pod) == [reason]  # the same words every cycle: logged once
+    assert pod.check.status()["reason"].endswith("is 500 slots behind the wall-clock slot "
+                                                 f"{pod.check.status()['tip_slot'] + 500} "
+                                                 "(at most 60)")  # fmt: skip
     assert store.record is None and not pod.files.any_present()
     assert pod.metric("cardano_node_synced") == 0
     assert pod.metric("cardano_node_sync_blocked") == 1
     pod.tip.lag = None  # replaying: no tip at all
-    assert "no tip slot in the node's metrics" in cycle(clock, pod)[0]
+    assert "not synced: no tip slot in its metrics (still replaying" in cycle(clock, pod)[0]
     assert store.record is None
     pod.tip.lag = 3
     assert cycle(clock, pod)[0].startswith("no lease exists; creating it; leader")
@@ -144,7 +150,10 @@ def test_lagging_leader_hands_over_to_a_synced_standby(
     assert reasons[stop].startswith(
         "renewing the lease; leader, but not forging: cardano-node not synced for "
     )
-    assert "more than NODE_SYNC_GRACE_SECONDS=10: tip slot" in reasons[stop]
+    assert reasons[stop].endswith(
+        "more than NODE_SYNC_GRACE_SECONDS=10: its tip is more than 60 slots behind the "
+        "wall-clock slot"
+    )
     assert reasons[stop + 1] == "released the lease; not the leader"
     assert len(reasons) == stop + 2
     assert not a.forging() and not a.files.any_present()
@@ -194,8 +203,11 @@ def test_all_lagging_nobody_forges_and_says_why(
         reasons = cycle(clock, a, b)
         assert not a.forging() and not b.forging()
         assert not a.files.any_present() and not b.files.any_present()
-    assert reasons[0].startswith("staying out of the election: cardano-node not synced: tip ")
-    assert reasons[1].startswith("staying out of the election: cardano-node not synced: tip ")
+    standby = (
+        "staying out of the election: cardano-node not synced: its tip is more than 60 slots "
+        "behind the wall-clock slot; not the leader"
+    )
+    assert reasons == [standby, standby]
     for pod in (a, b):
         assert pod.metric("cardano_node_synced") == 0
         assert pod.metric("cardano_node_sync_status", status="behind") == 1
@@ -204,7 +216,10 @@ def test_all_lagging_nobody_forges_and_says_why(
         code, body = health(0.1, 10.0, pod.check.status())
         assert code == 200  # liveness is not sync: restarting the sidecar would not help
         assert body["node_sync"]["state"] == "behind"
-        assert body["node_sync"]["blocked"].startswith("cardano-node not synced: tip slot")
+        assert body["node_sync"]["blocked"] == (
+            "cardano-node not synced: its tip is more than 60 slots behind the wall-clock slot"
+        )
+        assert "is 500 slots behind the wall-clock slot" in body["node_sync"]["reason"]
     # The first node to catch up takes the Lease and forges.
     b.tip.lag = 0
     cycle(clock, a, b)

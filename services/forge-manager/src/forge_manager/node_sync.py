@@ -283,6 +283,10 @@ def read_tip(
                     return TipSample(clock(), wall(), None, f"response slower than {timeout:g} s")
     except requests.Timeout:
         return TipSample(clock(), wall(), None, f"timed out after {timeout:g} s")
+    except requests.ConnectionError as exc:
+        refused = "refused" in str(exc).lower()
+        why = "connection refused" if refused else f"cannot connect: {str(exc)[:150]}"
+        return TipSample(clock(), wall(), None, why)
     except requests.RequestException as exc:
         text = str(exc) or type(exc).__name__
         return TipSample(clock(), wall(), None, f"request failed: {text[:150]}")
@@ -365,9 +369,13 @@ class SyncState(enum.Enum):
 class SyncVerdict:
     state: SyncState
     reason: str
+    """In detail, with the numbers of this reading (``/health``, the log on a change of state)."""
     tip_slot: int | None = None
     lag_slots: int | None = None
     """Wall-clock slot minus tip slot at the reading (negative: the tip is ahead)."""
+    summary: str = ""
+    """The same without the numbers that change every slot: the election's and forging's
+    reasons repeat it every cycle, and the loop logs a reason only when it changes."""
 
     @property
     def synced(self) -> bool:
@@ -383,21 +391,23 @@ def judge(
     stale_after: float,
 ) -> SyncVerdict:
     """Synced or not, and why, from the latest reading (``now`` on the monotonic clock)."""
+    stale = "no recent reading of its metrics"
     if sample is None:
-        return SyncVerdict(SyncState.STALE, "no reading of the node's metrics yet")
+        return SyncVerdict(SyncState.STALE, "no reading of the node's metrics yet", summary=stale)
     age = now - sample.taken_at
     if age > stale_after:
         return SyncVerdict(
             SyncState.STALE,
             f"the last reading of the node's metrics is {age:.0f} s old (endpoint hanging?)",
+            summary=stale,
         )
     if sample.error is not None:
-        return SyncVerdict(SyncState.UNREACHABLE, f"node metrics unreadable: {sample.error}")
+        why = f"its metrics are unreadable: {sample.error}"
+        return SyncVerdict(SyncState.UNREACHABLE, why, summary=why)
     tip = sample.tip_slot
     if tip is None:
-        return SyncVerdict(
-            SyncState.NO_TIP, "no tip slot in the node's metrics (still replaying its ledger?)"
-        )
+        why = "no tip slot in its metrics (still replaying its ledger?)"
+        return SyncVerdict(SyncState.NO_TIP, why, summary=why)
     wallclock = network.wallclock_slot(sample.wall_time)
     lag = wallclock - tip
     if lag > max_lag_slots:
@@ -406,16 +416,20 @@ def judge(
             f"tip slot {tip} is {lag} slots behind the wall-clock slot {wallclock} "
             f"(at most {max_lag_slots})",
             tip, lag,
+            f"its tip is more than {max_lag_slots} slots behind the wall-clock slot",
         )  # fmt: skip
     if -lag > max_lag_slots:
+        check = "check CARDANO_NETWORK and the host's clock"
         return SyncVerdict(
             SyncState.AHEAD,
             f"tip slot {tip} is {-lag} slots ahead of the wall-clock slot {wallclock} on "
-            f"{network.name}: check CARDANO_NETWORK and the host's clock",
+            f"{network.name}: {check}",
             tip, lag,
+            f"its tip is more than {max_lag_slots} slots ahead of the wall-clock slot of "
+            f"{network.name}: {check}",
         )  # fmt: skip
     return SyncVerdict(
-        SyncState.SYNCED, f"tip slot {tip}, {lag} slots from the wall clock", tip, lag
+        SyncState.SYNCED, f"tip slot {tip}, {lag} slots from the wall clock", tip, lag, "synced"
     )
 
 
@@ -449,18 +463,19 @@ def decide_gate(
     ``forge_blocked_for``: seconds since forging was first forbidden, None while it is not."""
     if verdict.synced:
         return OPEN
+    what = verdict.summary or verdict.reason
     if not leading:
-        why = f"cardano-node not synced: {verdict.reason}"
+        why = f"cardano-node not synced: {what}"
         return SyncGate(forge=why, election=why)
     if unsynced_for < grace:
         return SyncGate(
             "", "",
-            f"cardano-node not synced for {unsynced_for:.0f} s ({verdict.reason}); handing "
-            f"over after {grace:g} s",
+            f"cardano-node not synced for {unsynced_for:.0f} s ({what}); handing over after "
+            f"{grace:g} s",
         )  # fmt: skip
     why = (
         f"cardano-node not synced for {unsynced_for:.0f} s, more than "
-        f"NODE_SYNC_GRACE_SECONDS={grace:g}: {verdict.reason}"
+        f"NODE_SYNC_GRACE_SECONDS={grace:g}: {what}"
     )
     # Stop forging first; release only once the node had time to act on the signal.
     settled = forge_blocked_for is not None and forge_blocked_for >= settle

@@ -88,6 +88,8 @@ def serve_metrics(node: StandIn) -> ThreadingHTTPServer | None:
         return None
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection per reader, few ports used
+
         def do_GET(self) -> None:
             lines = ["# TYPE cardano_node_metrics_connectedPeers_int gauge",
                      "cardano_node_metrics_connectedPeers_int 2"]  # fmt: skip

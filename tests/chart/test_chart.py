@@ -24,6 +24,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from forge_manager.node_sync import load_node_sync_settings
 
 from tests.harness.controlplane import tool
 
@@ -227,6 +228,21 @@ MATRIX: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         (),
     ),
     "forge-guard-off": (merged(BASE, {"forgeGuard": {"enabled": False}}), ()),
+    "node-sync-off": (merged(BASE, {"forgeManager": {"nodeSync": {"enabled": False}}}), ()),
+    "node-sync-custom-network": (
+        merged(
+            BASE,
+            {
+                "forgeManager": {
+                    "nodeSync": {
+                        "network": "custom",
+                        "custom": {"shelleyStartSlot": 0, "shelleyStartTime": "1700000000"},
+                    }
+                }
+            },
+        ),
+        (),
+    ),
     "everything-off": (
         merged(
             BASE,
@@ -1068,3 +1084,87 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
 def test_health_endpoint_needs_prometheus(tmp_path: Path) -> None:
     message = refusal(merged(BASE, {"healthEndpoint": {"enabled": True}}), tmp_path)
     assert "healthEndpoint.prometheusUrl is required" in message
+
+
+# --------------------------------------------------------------------------- node sync check
+
+SYNC_ENV = ("NODE_METRICS_URL", "NODE_METRICS_TIMEOUT", "CARDANO_NETWORK",
+            "NODE_SYNC_MAX_LAG_SLOTS", "NODE_SYNC_GRACE_SECONDS")  # fmt: skip
+
+
+def test_node_sync_check_is_on_and_reads_the_nodes_own_endpoint(tmp_path: Path) -> None:
+    docs = render(BASE, tmp_path)
+    env = sidecar_env(docs)
+    assert env["NODE_SYNC_CHECK"] == "true"
+    assert env["NODE_METRICS_URL"] == "http://127.0.0.1:12798/metrics"
+    assert (env["CARDANO_NETWORK"], env["NODE_SYNC_MAX_LAG_SLOTS"]) == ("mainnet", "300")
+    assert (env["NODE_SYNC_GRACE_SECONDS"], env["NODE_METRICS_TIMEOUT"]) == ("60", "1")
+    assert not {k for k in env if k.startswith("CARDANO_SHELLEY_") or k == "NODE_TIP_METRIC"}
+    # The port the URL names is the node container's metrics port.
+    (node,) = pod_spec(docs)["containers"]
+    ports = {p["name"]: p["containerPort"] for p in node["ports"]}
+    assert ports["node-metrics"] == 12798
+    # The forge manager accepts what the chart renders.
+    settings = load_node_sync_settings({k: str(v) for k, v in env.items()}, interval=2.0)
+    assert settings.enabled and settings.network.name == "mainnet"
+    assert (settings.max_lag_slots, settings.grace) == (300, 60.0)
+
+
+def test_node_sync_values_reach_the_forge_manager(tmp_path: Path) -> None:
+    values = merged(
+        BASE,
+        {
+            "node": {"metricsPort": 9100},
+            "forgeManager": {
+                "nodeSync": {
+                    "network": "custom",
+                    "custom": {"shelleyStartSlot": 86400,
+                               "shelleyStartTime": "2022-06-21T00:00:00Z"},
+                    "maxLagSlots": 120,
+                    "graceSeconds": 30,
+                    "metricsTimeoutSeconds": 0.5,
+                    "tipMetric": "cardano_node_metrics_slotNum",
+                }
+            },
+        },
+    )  # fmt: skip
+    env = sidecar_env(render(values, tmp_path))
+    assert env["NODE_METRICS_URL"] == "http://127.0.0.1:9100/metrics"
+    assert env["CARDANO_SHELLEY_START_SLOT"] == "86400"
+    assert env["CARDANO_SHELLEY_START_TIME"] == "2022-06-21T00:00:00Z"
+    settings = load_node_sync_settings({k: str(v) for k, v in env.items()}, interval=2.0)
+    assert settings.network.wallclock_slot(1_655_769_600 + 7) == 86_407
+    assert settings.tip_metrics == ("cardano_node_metrics_slotNum",)
+    assert (settings.max_lag_slots, settings.grace, settings.timeout) == (120, 30.0, 0.5)
+    url = {"forgeManager": {"nodeSync": {"metricsUrl": "http://127.0.0.1:1234/m"}}}
+    env = sidecar_env(render(merged(BASE, url), tmp_path))
+    assert env["NODE_METRICS_URL"] == "http://127.0.0.1:1234/m"
+
+
+def test_node_sync_can_be_switched_off(tmp_path: Path) -> None:
+    values, _ = MATRIX["node-sync-off"]
+    env = sidecar_env(render(values, tmp_path))
+    assert env["NODE_SYNC_CHECK"] == "false"
+    assert not set(SYNC_ENV) & set(env)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"nodeSync": {"network": "testnet"}}, "/forgeManager/nodeSync/network"),
+        ({"nodeSync": {"maxLagSlots": 0}}, "minimum"),
+        ({"nodeSync": {"graceSecond": 5}}, "additional properties 'graceSecond' not allowed"),
+        ({"nodeSync": {"metricsUrl": "localhost:12798"}}, "metricsUrl"),
+        ({"nodeSync": {"tipMetric": "slot-num"}}, "tipMetric"),
+    ],
+    ids=["network", "max-lag", "typo", "url", "metric-name"],
+)
+def test_node_sync_schema_rejects(values: dict[str, Any], expected: str, tmp_path: Path) -> None:
+    message = refusal(merged(BASE, {"forgeManager": values}), tmp_path)
+    assert "values don't meet the specifications of the schema" in message
+    assert expected in message, message
+
+
+def test_custom_network_needs_its_start_time(tmp_path: Path) -> None:
+    values = merged(BASE, {"forgeManager": {"nodeSync": {"network": "custom"}}})
+    assert "forgeManager.nodeSync.custom.shelleyStartTime is required" in refusal(values, tmp_path)

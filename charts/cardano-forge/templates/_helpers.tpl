@@ -110,6 +110,10 @@ seccompProfile:
 {{- fail "forgeManager.clusterManagement.createResource needs the CardanoForgeCluster CRD installed before this release (kubectl apply -f crds/); or set createResource=false and the forge manager creates the resource" }}
 {{- end }}
 {{- end }}
+{{- $sync := $fm.nodeSync }}
+{{- if and $sync.enabled (eq $sync.network "custom") (not $sync.custom.shelleyStartTime) }}
+{{- fail "forgeManager.nodeSync.custom.shelleyStartTime is required when nodeSync.network is custom: when custom.shelleyStartSlot began, e.g. 2022-06-21T00:00:00Z" }}
+{{- end }}
 {{- if and .Values.healthEndpoint.enabled (not .Values.healthEndpoint.prometheusUrl) }}
 {{- fail "healthEndpoint.prometheusUrl is required when healthEndpoint.enabled is true, e.g. http://prometheus-operated.monitoring:9090" }}
 {{- end }}

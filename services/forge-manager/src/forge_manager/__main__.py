@@ -26,6 +26,14 @@ from forge_manager.logs import setup_logging
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
 from forge_manager.node_signal import NodeWatcher, send_sighup
+from forge_manager.node_sync import (
+    NodeSyncCheck,
+    NodeSyncCollector,
+    NodeSyncConfigError,
+    NodeSyncSettings,
+    TipSampler,
+    load_node_sync_settings,
+)
 from forge_manager.permit_file import PermitFile
 from forge_manager.server import Endpoints, MetricsServer
 
@@ -41,7 +49,9 @@ def _fail(message: str) -> int:
 
 
 def build(
-    settings: Settings, cluster: ClusterSettings | None = None
+    settings: Settings,
+    cluster: ClusterSettings | None = None,
+    node_sync: tuple[NodeSyncSettings, TipSampler] | None = None,
 ) -> tuple[ForgeManager, MetricsServer, ClusterCoordinator | None]:
     from forge_manager.lease import LeaseClient, api_client  # noqa: PLC0415 (slow import)
 
@@ -58,6 +68,7 @@ def build(
     registry = CollectorRegistry()
     coordinator: ClusterCoordinator | None = None
     enabled = cluster is not None and cluster.enabled
+    sync_check = NodeSyncCheck(node_sync[0], node_sync[1].latest) if node_sync is not None else None
 
     def cluster_permit() -> Permit:  # fail closed until the coordinator exists
         if coordinator is None:
@@ -74,6 +85,7 @@ def build(
         permit_file=(
             PermitFile(settings.forge_permit_file) if settings.forge_permit_file else None
         ),
+        node_sync=sync_check,
     )
     if cluster is not None and enabled:
         from forge_manager.cluster.wiring import build_coordinator  # noqa: PLC0415
@@ -89,6 +101,8 @@ def build(
     manager.metrics = ForgeMetrics(
         registry, pod=settings.pod_name, cluster=settings.cluster_name, sample=manager.sample
     )
+    if sync_check is not None:
+        registry.register(NodeSyncCollector(sync_check, settings.pod_name, settings.cluster_name))
     server = MetricsServer(
         settings.metrics_bind_address,
         settings.metrics_port,
@@ -97,6 +111,7 @@ def build(
             seconds_since_cycle=manager.seconds_since_cycle,
             renew_deadline=settings.renew_deadline,
             registry=registry,
+            node_sync=sync_check.status if sync_check is not None else None,
         ),
     )
     return manager, server, coordinator
@@ -111,9 +126,14 @@ def main() -> int:
         cluster = load_cluster_settings(os.environ)
     except ClusterConfigError as exc:
         return _fail(f"configuration error: {exc}")
-    setup_logging(settings.log_level, settings.log_format)
     try:
-        manager, server, coordinator = build(settings, cluster)
+        sync_settings = load_node_sync_settings(os.environ, interval=settings.retry_period)
+    except NodeSyncConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    setup_logging(settings.log_level, settings.log_format)
+    sampler = TipSampler(sync_settings)
+    try:
+        manager, server, coordinator = build(settings, cluster, (sync_settings, sampler))
     except OSError as exc:
         return _fail(f"cannot listen on METRICS_PORT={settings.metrics_port}: {exc.strerror}")
     except Exception as exc:  # kubeconfig missing or invalid
@@ -142,6 +162,18 @@ def main() -> int:
     if stale:
         log.info("removed %d temporary file(s) left by an interrupted install", stale)
     server.start()
+    if sync_settings.enabled:
+        sampler.start()
+        log.info(
+            "node sync check: %s on %s, at most %d slots from the wall clock, leader grace %g s",
+            sync_settings.metrics_url, sync_settings.network.name,
+            sync_settings.max_lag_slots, sync_settings.grace,
+        )  # fmt: skip
+    else:
+        log.warning(
+            "NODE_SYNC_CHECK is off: a pod whose cardano-node is replaying its ledger or far "
+            "behind the chain can win the Lease and forge blocks that will be lost"
+        )
     log.info(
         "forge-manager %s started as %s (lease %s/%s, duration %d s, renew deadline %g s, "
         "retry %g s, request timeout %g s)",
@@ -162,6 +194,7 @@ def main() -> int:
             cluster_thread.join(timeout=settings.renew_deadline)
             log.info("shutdown: %s", coordinator.shutdown())
         server.stop()
+        sampler.stop()
     log.info("forge-manager stopped")
     return 0
 

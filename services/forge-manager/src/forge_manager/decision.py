@@ -172,6 +172,9 @@ class ForgingSnapshot:
     credentials_present: bool
     """Any of the three target files exists."""
     signalled: Signalled | None
+    node_unsynced: str = ""
+    """Why this pod's cardano-node must not forge although it may lead (not synced for longer
+    than the grace, see ``node_sync.py``); empty when it may."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,8 @@ def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
             forge, why = False, "leadership deadline passed without a successful renew"
         else:
             forge, why = False, "not the leader"
+    elif s.node_unsynced:
+        forge, why = False, f"leader, but not forging: {s.node_unsynced}"
     elif not s.permit.granted:
         forge, why = False, f"leader, but not permitted to forge: {s.permit.reason}"
     else:

@@ -50,6 +50,7 @@ from forge_manager.decision import (
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.metrics import ForgeMetrics, StateSample
 from forge_manager.node_signal import SignalError
+from forge_manager.node_sync import OPEN, NodeSyncCheck, SyncGate
 from forge_manager.permit_file import PermitError, PermitFile
 from forge_manager.timing import DEMOTION_BUDGET_S
 
@@ -86,6 +87,7 @@ class ForgeManager:
         permit_file: PermitFile | None = None,
         wall: Callable[[], float] = time.time,
         on_leadership_change: Callable[[], None] = lambda: None,
+        node_sync: NodeSyncCheck | None = None,
     ) -> None:
         self.settings = settings
         self._lease = lease
@@ -124,6 +126,9 @@ class ForgeManager:
         self.startup_credentials_provisioned = False
         self.last_cycle_completed = clock()
         self._last_reason = ""
+        # The node's sync state (node_sync.py): what it forbids this pod, refreshed each cycle.
+        self._node_sync = node_sync
+        self._sync_gate: SyncGate = OPEN
 
         self._guard_wake = threading.Event()
         self._guard_stop = threading.Event()
@@ -185,6 +190,7 @@ class ForgeManager:
     def run_cycle(self) -> str:
         """One pass: check sources, reconcile, lease I/O, reconcile. Returns the reason."""
         self._check_sources()
+        self._check_node_sync()
         with self._lock:
             self._reconcile()
         election = self._election()
@@ -211,6 +217,15 @@ class ForgeManager:
                 log.info("credentials usable again; taking part in the election")
             self._eligible = not problem
             self._ineligible_reason = problem
+
+    def _check_node_sync(self) -> None:
+        """A node that is not synced keeps a standby out of the election; a leader's, after the
+        grace, stops forging and then releases (node_sync.decide_gate). Never blocks."""
+        if self._node_sync is None:
+            return
+        gate = self._node_sync.gate(leading=self.is_local_leader())
+        with self._lock:
+            self._sync_gate = gate
 
     # ---- election ------------------------------------------------------------------------------
     def _observe_record(self, rec: LeaseRecord | None, seen_at: float) -> None:
@@ -272,8 +287,8 @@ class ForgeManager:
                 identity=self.identity,
                 lease=self._view,
                 lease_error=error,
-                eligible=self._eligible,
-                ineligible_reason=self._ineligible_reason,
+                eligible=self._eligible and not self._sync_gate.election,
+                ineligible_reason=self._ineligible_reason or self._sync_gate.election,
                 shutting_down=self._shutting_down,
                 leading_until=self._leading_until,
             )
@@ -376,6 +391,7 @@ class ForgeManager:
             node=node,
             credentials_present=self._files.any_present(),
             signalled=self._signalled,
+            node_unsynced=self._sync_gate.forge,
         )
 
     def _reconcile(self) -> ForgingDecision:
@@ -525,6 +541,8 @@ class ForgeManager:
             return "shutdown"
         if not self._eligible:
             return "credentials"
+        if self._sync_gate.forge:
+            return "node_not_synced"
         if self._leading_until is None:
             return "lease_lost"
         if not is_leading(self._leading_until, self._clock()):

@@ -436,6 +436,11 @@ class Node:
         return self.root / "logs" / f"{component}.log"
 
     @property
+    def pids(self) -> dict[str, int]:
+        """PIDs of the processes the node started, by component."""
+        return {name: int(p["pid"]) for name, p in self._journal.get("processes", {}).items()}
+
+    @property
     def host_snapshot(self) -> hoststate.Snapshot:
         """The host as it was before this node started (what ``stop`` restores)."""
         return hoststate.Snapshot.from_json(self._journal["snapshot"])
@@ -1047,7 +1052,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "mode": "nftables",
             "clusterCIDR": CLUSTER_CIDR,
             "hostnameOverride": self.name,
-            "bindAddress": "127.0.0.1",
             "healthzBindAddress": f"127.0.0.1:{self.ports['proxy-healthz']}",
             "metricsBindAddress": f"127.0.0.1:{self.ports['proxy-metrics']}",
             "nodePortAddresses": [f"{BRIDGE_IP}/32"],

@@ -11,6 +11,8 @@ Ready; and stopping the node puts the host back as it was.
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -294,16 +296,20 @@ def test_statefulset_with_a_volume_claim_template_becomes_ready(
     wait_for("the released volumes to be deleted", volumes_gone, timeout=60)
 
 
-def test_stopping_the_node_restores_the_host_and_it_starts_again(kube_node: Node) -> None:
-    """Run a pod, stop the node, compare the host with the snapshot from before the node
-    started, then start the node again for the tests that follow."""
-    ns = "restore-check"
+def test_stopping_a_crashed_node_restores_the_host_and_it_starts_again(kube_node: Node) -> None:
+    """Run a pod, kill -9 the kubelet, containerd and kube-proxy (a crash: the pod's shim and
+    processes, mounts, CNI rules and cgroups stay behind), stop the node, and compare the host
+    with the snapshot from before the node started; then start the node again for the tests
+    that follow. (The graceful stop is checked the same way by the fixture at the end.)"""
+    ns = "crash-check"
     kube_node.create_namespace(ns)
     apply(kube_node, ns, probe_pod(kube_node, "web", ["serve", "8080", "hello"]))
     wait_pod_ready(kube_node, ns, "web")
     before = kube_node.host_snapshot
     own = ownership(kube_node.root)
     assert hoststate.compare(before, hoststate.take(own), own), "a running node changes the host"
+    for name in ("kubelet", "containerd", "kube-proxy"):
+        os.kill(kube_node.pids[name], signal.SIGKILL)
 
     kube_node.stop()
 

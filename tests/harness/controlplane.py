@@ -212,7 +212,8 @@ def sign_leaf(
     """``NAME.crt`` and ``NAME.key`` in ``out_dir`` (default ``pki``): an EC key and a
     certificate signed by the CA in ``pki``, with the subject and X.509 extensions (openssl
     ``-extfile`` lines) given."""
-    out = out_dir or pki
+    pki = pki.resolve()
+    out = (out_dir or pki).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     (out / f"{name}.ext").write_text(extensions)

@@ -797,7 +797,16 @@ class Node:
             },
         ]
         with self.control_plane.api_client() as api:
+            core = client.CoreV1Api(api)
             for obj in objects:
+                if obj["kind"] == "Service":
+                    # Its fixed ClusterIP makes a second create fail with 422, not 409.
+                    try:
+                        core.read_namespaced_service("kube-dns", "kube-system")
+                        continue
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
                 try:
                     utils.create_from_dict(api, obj)  # type: ignore[no-untyped-call]
                 except utils.FailToCreateError as exc:
@@ -807,7 +816,7 @@ class Node:
                         raise
             # A Node object left by an earlier run would keep its old podCIDR and conditions.
             with contextlib.suppress(ApiException):
-                client.CoreV1Api(api).delete_node(self.name)
+                core.delete_node(self.name)
 
     # ---- containerd and images -------------------------------------------------------------------
     def _containerd_config(self) -> Path:
@@ -1220,7 +1229,7 @@ def _cgroup_controllers() -> set[str]:
 
 # ---- command line --------------------------------------------------------------------------------
 def _cmd_up(args: argparse.Namespace) -> int:
-    cluster = Path(args.cluster_dir)
+    cluster = Path(args.cluster_dir).resolve()
     if not (cluster / "state.json").exists():
         raise NodeError(f"no control plane in {cluster}/: run 'make cluster-up' first")
     cp = ControlPlane.load(cluster)

@@ -333,12 +333,13 @@ def plan_mounts(
 ) -> list[str]:
     """Mount points to unmount, deepest (and most recent) first: mounts that are new since the
     snapshot and lie under the node's state directory or one of its host paths."""
-    old_ids = {mount_id for mount_id, _ in before}
+    # Mount IDs are reused after an unmount: a mount is old only if its ID and point both match.
+    old = set(before)
     prefixes = (own.state_dir, *own.host_paths)
     new = [
         (mount_id, point)
         for mount_id, point in now
-        if mount_id not in old_ids and any(_under(point, p) for p in prefixes)
+        if (mount_id, point) not in old and any(_under(point, p) for p in prefixes)
     ]
     new.sort(key=lambda m: (m[1].count("/"), m[0]), reverse=True)
     return [point for _, point in new]

@@ -158,25 +158,26 @@ class Recorded:
 
 
 def _kill(rec: Recorded, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    if not rec.matches():
-        if proc is not None:
-            with contextlib.suppress(ChildProcessError):
-                proc.poll()
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(rec.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None:
-            proc.poll()
+    """SIGTERM, then SIGKILL after ``timeout``, if ``rec`` is still that process; reaps it when
+    this process is its parent (``proc``)."""
+    try:
         if not rec.matches():
             return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(rec.pid, signal.SIGKILL)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None:
+                proc.poll()
+            if not rec.matches():
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, signal.SIGKILL)
+    finally:
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
 
 
 def _shims_of(address: str) -> list[int]:

@@ -56,12 +56,14 @@ def test_only_new_mounts_under_the_node_places_are_unmounted_deepest_first() -> 
         (12, "/srv/other"),  # someone else's
         (13, "/srv/state-other/x"),  # a sibling with the same prefix is not under the state dir
         (14, "/srv/state/kubelet"),  # stacked on 10
+        (3, "/srv/state/reused-id"),  # ID 3 was another mount's before
     ]
 
     assert hoststate.plan_mounts(before, now, OWN) == [
         "/srv/state/kubelet/pods/u/volumes/kubernetes.io~empty-dir/mem",
         "/srv/state/kubelet",
         "/srv/state/kubelet",
+        "/srv/state/reused-id",
     ]
 
 

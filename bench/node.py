@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             node.start()
             print(f"control plane ready: {t_cp:.1f} s")
             print(
-                f"node Ready: {node.timings['up_s']:.1f} s (containerd "
+                f"node Ready: {node.timings['up_s']:.1f} s (bridge API server up at "
+                f"{node.timings['bridge_apiserver_s']:.1f} s, containerd at "
                 f"{node.timings['containerd_s']:.1f} s, images loaded at "
                 f"{node.timings['images_s']:.1f} s)"
             )

@@ -602,6 +602,7 @@ class Node:
         self.say(f"bridge {BRIDGE} {BRIDGE_IP}/24; starting the bridge API server")
         self.control_plane.start_bridge_apiserver(BRIDGE_IP)
         self._record(BRIDGE_APISERVER, self.control_plane.pids[BRIDGE_APISERVER], "kube-apiserver")
+        self.timings["bridge_apiserver_s"] = time.monotonic() - t0
         self._apply_cluster_objects()
         self._make_cgroup_root()
         for name in (
@@ -1250,8 +1251,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     node = Node(control_plane=cp, root=cluster / "node", say=print, detached=True)
     node.start()
     print(
-        f"node {node.name} Ready in {node.timings['up_s']:.1f} s "
-        f"(containerd {node.timings['containerd_s']:.1f} s, images "
+        f"node {node.name} Ready in {node.timings['up_s']:.1f} s (bridge API server up at "
+        f"{node.timings['bridge_apiserver_s']:.1f} s, images loaded at "
         f"{node.timings['images_s']:.1f} s); pods get {POD_CIDR}, Services {SERVICE_CIDR}, "
         f"DNS {DNS_IP}; container logs in {node.pod_logs_dir}"
     )

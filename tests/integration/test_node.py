@@ -11,17 +11,22 @@ Ready; and stopping the node puts the host back as it was.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client, utils
 
 from tests.harness import hoststate
-from tests.harness.node import DNS_IP, POD_CIDR, Node, ownership
+from tests.harness.controlplane import tool
+from tests.harness.image_archive import ImageFile, ImageSpec, write_docker_archive
+from tests.harness.node import DNS_IP, POD_CIDR, Node, NodeError, ownership
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
@@ -294,6 +299,44 @@ def test_statefulset_with_a_volume_claim_template_becomes_ready(
         ]
 
     wait_for("the released volumes to be deleted", volumes_gone, timeout=60)
+
+
+def test_images_listed_in_images_json_are_loaded_and_run_by_their_short_name(
+    kube_node: Node, node_namespace: str, tmp_path: Path
+) -> None:
+    """The ``make images`` interface: ``images.json`` lists ``{name, archive, bytes}``; a pod
+    names the image as the chart does (``repo/name:tag``, no registry)."""
+    name = f"cardano-forge-test/listed:{uuid.uuid4().hex[:8]}"
+    spec = ImageSpec(
+        name=name,
+        files=(ImageFile("/nodeprobe", Path(tool("nodeprobe"))),),
+        entrypoint=("/nodeprobe",),
+    )
+    write_docker_archive(spec, tmp_path / "listed.tar")
+    entry = {
+        "name": name,
+        "archive": "listed.tar",
+        "bytes": (tmp_path / "listed.tar").stat().st_size,
+    }
+    (tmp_path / "images.json").write_text(json.dumps([entry]))
+
+    assert kube_node.load_images_from(tmp_path) == [name]
+
+    pod = probe_pod(kube_node, "listed", ["sleep"])
+    pod["spec"]["containers"][0]["image"] = name
+    apply(kube_node, node_namespace, pod)
+    wait_pod_ready(kube_node, node_namespace, "listed")
+
+
+def test_a_missing_archive_in_images_json_is_one_line_naming_the_fix(
+    kube_node: Node, tmp_path: Path
+) -> None:
+    (tmp_path / "images.json").write_text(
+        json.dumps([{"name": "a/b:1", "archive": "gone.tar", "bytes": 1}])
+    )
+
+    with pytest.raises(NodeError, match=r"lists gone.tar, which is missing: run 'make images'"):
+        kube_node.load_images_from(tmp_path)
 
 
 def test_stopping_a_crashed_node_restores_the_host_and_it_starts_again(kube_node: Node) -> None:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.harness.node import Recorded, _normalized, _start_time, journal_is_live
+import pytest
+
+from tests.harness import node as node_module
+from tests.harness.controlplane import ControlPlane, ControlPlaneError
+from tests.harness.node import Node, NodeError, Recorded, _normalized, _start_time, journal_is_live
 
 
 def me() -> Recorded:
@@ -53,3 +58,23 @@ def test_image_names_are_normalised_as_containerd_stores_them() -> None:
     )
     assert _normalized("busybox:1") == "docker.io/library/busybox:1"
     assert _normalized("registry.example:5000/a/b:2") == "registry.example:5000/a/b:2"
+
+
+def test_prerequisites_fail_with_one_line_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    node = Node(control_plane=ControlPlane(root=tmp_path / "cp"), root=tmp_path / "node")
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(NodeError, match=r"run it as root \(sudo make node-up\)$"):
+        node.start()
+
+    def no_tool(name: str) -> str:
+        raise ControlPlaneError(f"{name} not found")
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(node_module, "tool", no_tool)
+    with pytest.raises(
+        NodeError, match=r"^kubelet not found in .tools/bin or on PATH: run 'make node-tools'$"
+    ):
+        node.start()

@@ -339,6 +339,16 @@ def test_a_missing_archive_in_images_json_is_one_line_naming_the_fix(
         kube_node.load_images_from(tmp_path)
 
 
+def test_a_second_node_on_the_host_is_refused_with_one_line(
+    kube_node: Node, tmp_path: Path
+) -> None:
+    second = Node(control_plane=kube_node.control_plane, root=tmp_path / "second")
+
+    with pytest.raises(NodeError, match=r"already up on this host .* 'make node-down'"):
+        second.start()
+    assert not (tmp_path / "second").exists()
+
+
 def test_stopping_a_crashed_node_restores_the_host_and_it_starts_again(kube_node: Node) -> None:
     """Run a pod, kill -9 the kubelet, containerd and kube-proxy (a crash: the pod's shim and
     processes, mounts, CNI rules and cgroups stay behind), stop the node, and compare the host

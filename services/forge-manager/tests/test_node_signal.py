@@ -67,10 +67,6 @@ def test_found_by_exact_comm_not_by_argument_substring(
     assert runs_non_producing(decoy.pid) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node_signal knows only --start-as-non-producing-node, not the 8.7.2-10.5.0 spelling",
-)
 def test_both_spellings_of_the_non_producing_flag(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:

@@ -13,10 +13,10 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 SERVICES := services/forge-manager services/health-endpoint
-TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)
+TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)
 NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
-.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration chart alerts test demo chaos bench clean
+.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration chart chart-docs alerts test demo chaos bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -83,6 +83,9 @@ integration: venv tools node-tools ## tests against the real control plane, Prom
 
 chart: venv tools ## the chart alone: helm lint, rendering matrix, install and RBAC on the control plane
 	$(PYTEST) tests/chart
+
+chart-docs: tools ## regenerate the chart README's values table from values.yaml (helm-docs)
+	helm-docs --chart-search-root charts --sort-values-order file
 
 alerts: venv tools ## the alert rules alone: promtool check and unit tests, Alertmanager example
 	$(PYTEST) tests/alerts

@@ -4,6 +4,7 @@
 #   kube-apiserver, kubectl  k8s.io/kubernetes  (wrapper module mapping staging modules)
 #   etcd, etcdctl            go.etcd.io/etcd     (server/v3 and etcdctl/v3)
 #   helm                     helm.sh/helm/v3
+#   helm-docs                github.com/norwoodj/helm-docs (the chart README's values table)
 #   prometheus, promtool,    Debian's packages (apt-get install when missing)
 #   alertmanager
 #
@@ -219,6 +220,22 @@ apt_install() {
   return 0
 }
 
+build_helm_docs() {
+  local v=$HELM_DOCS_VERSION out="$cache/helm-docs-$HELM_DOCS_VERSION"
+  if [[ -x $out/helm-docs ]]; then
+    say "helm-docs $v: cached"
+  else
+    say "helm-docs $v: building helm-docs (cold: 1-2 min)"
+    local src="$out.src"
+    rm -rf "$src"
+    wrapper_module "$src" "github.com/norwoodj/helm-docs/cmd/helm-docs@$v"
+    mkdir -p "$out.tmp"
+    (cd "$src" && go build -ldflags "-s -w -X main.version=$v" -o "$out.tmp/helm-docs" github.com/norwoodj/helm-docs/cmd/helm-docs)
+    rm -rf "$out"; mv "$out.tmp" "$out"; rm -rf "$src"
+  fi
+  link helm-docs "$out/helm-docs"
+}
+
 debian_packages() {
   local missing=()
   command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
@@ -244,16 +261,17 @@ node_debian_packages() {
 }
 
 targets=("$@")
-((${#targets[@]})) || targets=(debian etcd helm kubernetes)
+((${#targets[@]})) || targets=(debian etcd helm helm-docs kubernetes)
 for t in "${targets[@]}"; do
   case $t in
     debian) debian_packages;;
     etcd) build_etcd;;
     helm) build_helm;;
+    helm-docs) build_helm_docs;;
     kubernetes) build_kubernetes;;
     node) build_node;;
     node-debian) node_debian_packages;;
-    *) die "unknown tool '$t' (debian, etcd, helm, kubernetes, node)";;
+    *) die "unknown tool '$t' (debian, etcd, helm, helm-docs, kubernetes, node)";;
   esac
 done
 say "tools ready in .tools/bin: $(ls "$bindir" | tr '\n' ' ')"

@@ -300,6 +300,7 @@ def test_default_objects(tmp_path: Path) -> None:
         "RoleBinding",
         "Service",
         "Service",
+        "Service",  # the peer Service (node.service)
         "ServiceAccount",
         "StatefulSet",
     ]

@@ -117,6 +117,10 @@ seccompProfile:
 {{- if and .Values.healthEndpoint.enabled (not .Values.healthEndpoint.prometheusUrl) }}
 {{- fail "healthEndpoint.prometheusUrl is required when healthEndpoint.enabled is true, e.g. http://prometheus-operated.monitoring:9090" }}
 {{- end }}
+{{- if and .Values.node.persistence.existingClaim (gt (int .Values.replicas) 1) }}
+{{- fail (printf "node.persistence.existingClaim mounts one claim into every pod, so it needs replicas: 1 (not %v); for several pods leave it empty and create claims named data-%s-<ordinal> beforehand: the StatefulSet adopts them" .Values.replicas (include "cardano-forge.fullname" .)) }}
+{{- end }}
+{{- $_ := include "cardano-forge.nonProducingFlag" . }}
 {{- range $name, $probe := .Values.healthChecks.forgeManager }}
 {{- if and $probe.enabled (ne (int $probe.httpGet.port) (int $fm.port)) }}
 {{- fail (printf "healthChecks.forgeManager.%s.httpGet.port (%v) must be forgeManager.port (%v)" $name $probe.httpGet.port $fm.port) }}
@@ -154,3 +158,62 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: health-endpoint
 {{- end }}
+
+{{/* >>> well-kept chart helpers: node version, non-producing flag, anti-affinity */}}
+{{/* The cardano-node version: node.version, else the image tag (which must then be a version). */}}
+{{- define "cardano-forge.nodeVersion" -}}
+{{- $v := .Values.node.version | default .Values.node.image.tag | toString }}
+{{- if not (regexMatch "^[0-9]+\\.[0-9]+\\.[0-9]+([-+][0-9A-Za-z.-]+)?$" $v) }}
+{{- fail (printf "node.image.tag %q is not a cardano-node version: set node.version to the version the image runs, e.g. 11.0.1 (it chooses the non-producing flag)" $v) }}
+{{- end }}
+{{- $v }}
+{{- end }}
+
+{{/* The flag that starts cardano-node non-producing, as the configured version spells it. */}}
+{{- define "cardano-forge.nonProducingFlag" -}}
+{{- $v := include "cardano-forge.nodeVersion" . }}
+{{- if semverCompare ">=10.5.1-0" $v }}
+{{- "--start-as-non-producing-node" }}
+{{- else if semverCompare ">=8.7.2-0" $v }}
+{{- "--non-producing-node" }}
+{{- else }}
+{{- fail (printf "cardano-node %s cannot start non-producing (the flag exists from 8.7.2): use 8.7.2 or newer" $v) }}
+{{- end }}
+{{- end }}
+
+{{/* The pods' affinity: `affinity` when set, else the anti-affinity podAntiAffinity asks for. */}}
+{{- define "cardano-forge.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if ne .Values.podAntiAffinity.type "none" }}
+{{- $selector := include "cardano-forge.selectorLabels" . }}
+podAntiAffinity:
+  {{- if eq .Values.podAntiAffinity.type "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- $selector | nindent 10 }}
+  {{- end }}
+  {{- if or (eq .Values.podAntiAffinity.type "soft") .Values.podAntiAffinity.zone }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    {{- if eq .Values.podAntiAffinity.type "soft" }}
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- $selector | nindent 12 }}
+    {{- end }}
+    {{- if .Values.podAntiAffinity.zone }}
+    - weight: 50
+      podAffinityTerm:
+        topologyKey: topology.kubernetes.io/zone
+        labelSelector:
+          matchLabels:
+            {{- $selector | nindent 12 }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{/* <<< well-kept chart helpers */}}

@@ -67,6 +67,20 @@ def test_found_by_exact_comm_not_by_argument_substring(
     assert runs_non_producing(decoy.pid) is False
 
 
+def test_both_spellings_of_the_non_producing_flag(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """cardano-node 8.7.2 to 10.5.0 spell the flag --non-producing-node (the chart passes the
+    spelling of the configured version); 10.5.1 and later --start-as-non-producing-node."""
+    old, _ = spawn(tmp_path, "cn-flag-old", "run", "--non-producing-node")
+    new, _ = spawn(tmp_path, "cn-flag-new", "run", "--start-as-non-producing-node")
+    neither, _ = spawn(tmp_path, "cn-flag-none", "run", "--non-producing")
+    procs += [old, new, neither]
+    assert runs_non_producing(old.pid) is True
+    assert runs_non_producing(new.pid) is True
+    assert runs_non_producing(neither.pid) is False
+
+
 def test_pid_file(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
     node, _ = spawn(tmp_path, "whatever")
     procs.append(node)

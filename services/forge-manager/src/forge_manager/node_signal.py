@@ -25,6 +25,8 @@ from pathlib import Path
 from forge_manager.decision import NodeView
 
 NON_PRODUCING_FLAG = "--start-as-non-producing-node"
+# Both spellings: cardano-node 8.7.2 to 10.5.0 know only --non-producing-node (an alias later).
+NON_PRODUCING_FLAGS = (NON_PRODUCING_FLAG, "--non-producing-node")
 COMM_MAX = 15  # TASK_COMM_LEN - 1
 
 
@@ -92,11 +94,11 @@ def find_node_pids(name: str, pid_file: Path | None, proc: Path = Path("/proc"))
 
 
 def runs_non_producing(pid: int, proc: Path = Path("/proc")) -> bool | None:
-    """Whether ``pid`` was started with --start-as-non-producing-node (None: cannot tell)."""
+    """Whether ``pid`` was started non-producing, in either spelling (None: cannot tell)."""
     argv = _cmdline(proc, pid)
     if argv is None:
         return None
-    return NON_PRODUCING_FLAG in argv[1:]
+    return any(flag in argv[1:] for flag in NON_PRODUCING_FLAGS)
 
 
 def socket_answers(path: Path, timeout: float = 0.25) -> bool:

@@ -405,3 +405,80 @@ def test_a_sidecar_restarted_beside_a_running_node_passes_its_startup_probe(
     assert not standby.files.any_present()
     assert standby.manager.startup_state() is StartupState.NODE_RUNNING
     assert standby.manager.startup_ready()
+
+
+# ---- a missing Lease, or one whose holder was cleared by someone else (issue 11, item 1) --------
+ITEM_1 = "issue 11 item 1: a missing or foreign-cleared Lease is taken at once"
+
+
+@pytest.mark.xfail(strict=True, reason=ITEM_1)
+def test_a_fresh_pod_that_sees_no_lease_waits_a_lease_duration(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """It cannot know that no leader forges: the Lease may have been deleted under one."""
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    for _ in range(7):
+        pod.manager.step()
+        assert store.record is None and pod.sighups()[1] == 0
+        clock.advance(2)
+    clock.advance(1)  # 15 s after it first saw no Lease
+    pod.manager.step()
+    assert store.record is not None and store.record.holder == "pod-0"
+    assert pod.files.all_present() and pod.sighups()[1] == 1
+
+
+@pytest.mark.xfail(strict=True, reason=ITEM_1)
+def test_a_deleted_lease_is_not_taken_while_the_old_leader_may_still_forge(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    a.manager.step()
+    clock.advance(15)
+    a.manager.step()
+    b.manager.step()
+    assert a.files.all_present() and store.record is not None
+    store.record = None  # kubectl delete lease, or a restore without it
+    clock.advance(1)
+    assert b.manager.step().startswith("no lease exists")
+    assert store.record is None and not b.files.any_present()
+    # The old leader's renew finds the Lease gone (404): it demotes at once.
+    clock.advance(1)
+    a.manager.step()
+    assert not a.files.any_present() and a.sighups() == (2, 1)
+    assert a.metric("cardano_forge_demotions_total", cause="lease_lost") == 1
+    for _ in range(6):
+        clock.advance(2)
+        b.manager.step()
+        assert store.record is None
+    clock.advance(2)  # 15 s after pod-1 first saw no Lease
+    b.manager.step()
+    assert store.record is not None and store.record.holder == "pod-1"
+    assert b.files.all_present()
+
+
+@pytest.mark.xfail(strict=True, reason=ITEM_1)
+@pytest.mark.parametrize("released_by", [None, "pod-9"])
+def test_a_holder_cleared_by_anyone_but_that_holder_is_waited_out(
+    world: tuple[Path, LeaseStore, Clock], released_by: str | None
+) -> None:
+    """kubectl edit clears holderIdentity, or a restore brings back someone else's release."""
+    tmp, store, clock = world
+    a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    a.manager.step()
+    clock.advance(15)
+    a.manager.step()
+    b.manager.step()
+    assert store.record is not None and store.record.holder == "pod-0"
+    store.write(store.record.resource_version, None, "edited", released_by)
+    clock.advance(1)
+    for _ in range(7):
+        assert b.manager.step().startswith("lease has no holder")
+        assert store.record.holder is None and not b.files.any_present()
+        clock.advance(2)
+    b.manager.step()
+    assert store.record.holder == "pod-1" and b.files.all_present()
+    # The old leader's next renew conflicts: it demotes at once.
+    a.manager.step()
+    assert not a.files.any_present()

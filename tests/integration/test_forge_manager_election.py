@@ -142,7 +142,7 @@ def test_sigterm_hands_over_through_release(
     assert not old.forging() and not old.credentials_present()
     new = pool.one_forger(exclude=old)
     assert lease_holder(control_plane, kube_namespace) == new.name
-    assert "lease was released; acquiring it" in new.manager_log.read_text()
+    assert f"lease was released by {old.name}; acquiring it" in new.manager_log.read_text()
     pool.assert_never_two_forgers()
 
 
@@ -176,9 +176,6 @@ def test_restarted_leader_node_is_signalled_again(pool: Pool) -> None:
     pool.assert_never_two_forgers()
 
 
-ITEM_1 = "issue 11 item 1: a missing or foreign-cleared Lease is taken at once"
-
-
 def delete_lease(control_plane: ControlPlane, namespace: str) -> None:
     with control_plane.api_client() as api:
         client.CoordinationV1Api(api).delete_namespaced_lease("cardano-node-leader", namespace)
@@ -193,7 +190,6 @@ def clear_holder(control_plane: ControlPlane, namespace: str) -> None:
         api_.replace_namespaced_lease("cardano-node-leader", namespace, lease)
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_1)
 @pytest.mark.parametrize("fault", [delete_lease, clear_holder], ids=["deleted", "holder-cleared"])
 def test_the_old_leader_demotes_before_anyone_takes_a_deleted_or_cleared_lease(
     control_plane: ControlPlane,

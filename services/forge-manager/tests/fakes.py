@@ -35,13 +35,17 @@ class LeaseStore:
         holder: str | None,
         stamp: str,
         released_by: str | None = None,
+        transitions: int | None = None,
     ) -> LeaseRecord:
         if self.down:
             raise LeaseError("ConnectionRefusedError: connection refused")
         current_rv = self.record.resource_version if self.record else None
+        if expected_rv is not None and current_rv is None:
+            raise LeaseLost("lease was deleted since it was read (404)")
         if expected_rv != current_rv:
             raise LeaseLost("lease changed since it was read (409)")
-        transitions = self.record.transitions if self.record else 0
+        if transitions is None:
+            transitions = self.record.transitions if self.record else 0
         self.record = LeaseRecord(
             holder=holder,
             resource_version=str(next(self._versions)),
@@ -67,10 +71,16 @@ class FakeLease:
             raise LeaseError("ConnectionRefusedError: connection refused")
         return self.store.record
 
-    def _write(self, current: LeaseRecord | None, holder: str | None, stamp: str) -> LeaseRecord:
+    def _write(
+        self,
+        current: LeaseRecord | None,
+        holder: str | None,
+        stamp: str,
+        transitions: int | None = None,
+    ) -> LeaseRecord:
         released_by = current.holder if holder is None and current is not None else None
         rec = self.store.write(
-            current.resource_version if current else None, holder, stamp, released_by
+            current.resource_version if current else None, holder, stamp, released_by, transitions
         )
         if self.apply_but_fail:
             raise LeaseError("ReadTimeoutError: read timed out")
@@ -78,7 +88,9 @@ class FakeLease:
 
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
         self.calls.append("acquire")
-        return self._write(current, self.identity, stamp)
+        # client-go: every acquisition of an existing record is a transition, after a release too
+        transitions = current.transitions + 1 if current is not None else 0
+        return self._write(current, self.identity, stamp, transitions)
 
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord:
         self.calls.append("renew")

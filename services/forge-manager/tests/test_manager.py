@@ -45,6 +45,7 @@ class Pod:
         permit_file: PermitFile | None = None,
     ) -> None:
         self.settings = settings_for(tmp, name)
+        self.clock = clock
         self.lease = FakeLease(store, name)
         self.node = FakeNode()
         self.signals = Signals()
@@ -66,6 +67,13 @@ class Pod:
             self.registry, pod=name, cluster="c1", sample=self.manager.sample
         )
 
+    def elect(self) -> str:
+        """Become the first leader: a pod that sees no Lease creates it only after it has seen
+        none for a lease duration (a deleted Lease is no evidence that nobody forges)."""
+        self.manager.step()
+        self.clock.advance(self.settings.lease_duration)
+        return self.manager.step()
+
     def metric(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
 
@@ -82,10 +90,10 @@ def test_first_pod_creates_lease_installs_and_signals(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    reason = pod.manager.step()
+    reason = pod.elect()
     assert reason == (
-        "no lease exists; creating it; leader (cluster management disabled); "
-        "signalling the node to enable forging"
+        "no lease has existed for 15.0 s >= 15 s in our observation; creating it; "
+        "leader (cluster management disabled); signalling the node to enable forging"
     )
     # A node of unknown state is first told to stop, then (as leader) to start.
     assert pod.files.all_present() and pod.sighups() == (1, 1)
@@ -97,7 +105,7 @@ def test_first_pod_creates_lease_installs_and_signals(
     # The next cycle renews without reading and does not signal again.
     clock.advance(2)
     assert pod.manager.step().startswith("renewing the lease; leader")
-    assert pod.lease.calls == ["read", "acquire", "renew"]
+    assert pod.lease.calls == ["read", "read", "acquire", "renew"]
     assert pod.sighups() == (1, 1)
     assert pod.metric("cardano_lease_renew_duration_seconds_count") == 1
 
@@ -107,7 +115,7 @@ def test_follower_removes_credentials_and_waits_for_expiry(
 ) -> None:
     tmp, store, clock = world
     a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
-    a.manager.step()
+    a.elect()
     b.files.install()  # left from the startup window
     reason = b.manager.step()
     assert reason.startswith(
@@ -132,7 +140,7 @@ def test_leader_demotes_at_renew_deadline_during_api_outage(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     store.down = True
     for _ in range(4):
         clock.advance(2)
@@ -157,7 +165,7 @@ def test_leader_demotes_at_renew_deadline_during_api_outage(
 def test_conflict_on_renew_demotes_at_once(world: tuple[Path, LeaseStore, Clock]) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     assert store.record is not None
     store.write(store.record.resource_version, "intruder", "x")
     clock.advance(2)
@@ -172,7 +180,7 @@ def test_a_renew_applied_without_response_is_recognised_as_ours(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     pod.lease.apply_but_fail = True
     clock.advance(2)
     pod.manager.step()
@@ -185,13 +193,13 @@ def test_a_renew_applied_without_response_is_recognised_as_ours(
 def test_shutdown_removes_signals_then_releases(world: tuple[Path, LeaseStore, Clock]) -> None:
     tmp, store, clock = world
     a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
-    a.manager.step()
+    a.elect()
     b.manager.step()
     assert a.manager.shutdown() == "released the lease"
     assert not a.files.any_present() and a.sighups() == (2, 1)
     assert store.record is not None and store.record.holder is None
     clock.advance(2)
-    assert b.manager.step().startswith("lease was released; acquiring it")
+    assert b.manager.step().startswith("lease was released by pod-0; acquiring it")
     assert b.files.all_present()
 
 
@@ -200,7 +208,7 @@ def test_shutdown_does_not_release_when_the_node_cannot_be_signalled(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     pod.signals.fail = True
     reason = pod.manager.shutdown()
     assert reason == (
@@ -218,6 +226,8 @@ def test_node_not_found_is_counted_and_retried_never_reported_as_forging(
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
     pod.node.view = NodeView(pids=(), socket_up=True, booted=True, flag_missing=False)
+    pod.manager.step()  # sees no Lease: creates it a lease duration later
+    clock.advance(pod.settings.lease_duration)
     failures = []
     for _ in range(3):
         assert pod.manager.step().endswith("node process not found, cannot signal it")
@@ -234,7 +244,7 @@ def test_node_not_found_is_counted_and_retried_never_reported_as_forging(
 def test_startup_window_and_restart(world: tuple[Path, LeaseStore, Clock]) -> None:
     tmp, store, clock = world
     leader, standby = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
-    leader.manager.step()
+    leader.elect()
     standby.node.view = NodeView(pids=(), socket_up=False, booted=False, flag_missing=False)
     assert not standby.manager.startup_ready()
     standby.manager.step()
@@ -264,7 +274,7 @@ def test_missing_source_keeps_the_pod_out_and_releases(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     (tmp / "secret" / "vrf.skey").unlink()
     clock.advance(2)
     reason = pod.manager.step()
@@ -282,7 +292,7 @@ def test_permit_withdrawn_stops_forging_but_keeps_local_leadership(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     pod.permit = Permit(False, "another region forges")
     clock.advance(2)
     assert "not permitted to forge: another region forges" in pod.manager.step()
@@ -292,7 +302,7 @@ def test_permit_withdrawn_stops_forging_but_keeps_local_leadership(
 def test_key_rotation_while_leading_is_signalled(world: tuple[Path, LeaseStore, Clock]) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     (tmp / "secret" / "node.cert").write_text('{"type": "cert", "cborHex": "82"}\n')
     clock.advance(2)
     pod.manager.step()
@@ -305,7 +315,7 @@ def test_an_exception_in_a_cycle_demotes(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
 
     def boom() -> None:
         raise RuntimeError("unexpected")
@@ -322,7 +332,7 @@ def test_guard_demotes_while_the_loop_is_blocked(world: tuple[Path, LeaseStore, 
 
     clock = Clock(time.monotonic())
     pod = Pod(tmp, store, clock)
-    pod.manager.step()
+    pod.elect()
     assert pod.files.all_present()
     pod.manager.start_guard()
     try:
@@ -339,6 +349,7 @@ def test_guard_demotes_while_the_loop_is_blocked(world: tuple[Path, LeaseStore, 
 def test_run_stops_and_releases_on_event(world: tuple[Path, LeaseStore, Clock]) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
+    pod.elect()
     stop = threading.Event()
     calls = 0
     original = pod.manager.run_cycle
@@ -363,7 +374,7 @@ def test_forging_since_is_the_wall_time_forging_started_and_zero_after(
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
     before = time.time()
-    pod.manager.step()
+    pod.elect()
     since = pod.metric("cardano_forging_since_timestamp_seconds", pod="pod-0", cluster="c1")
     assert since is not None and before <= since <= time.time()
     clock.advance(2)
@@ -381,7 +392,7 @@ def test_leadership_changes_are_announced_to_the_cluster_coordinator(
     pod = Pod(tmp, store, clock)
     announced: list[bool] = []
     pod.manager.on_leadership_change = lambda: announced.append(pod.manager.is_local_leader())
-    pod.manager.step()
+    pod.elect()
     assert announced == [True]
     clock.advance(2)
     pod.manager.step()  # a renewal is no change
@@ -397,7 +408,7 @@ def test_a_sidecar_restarted_beside_a_running_node_passes_its_startup_probe(
 ) -> None:
     tmp, store, clock = world
     leader, standby = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
-    leader.manager.step()
+    leader.elect()
     # A fresh manager process (nothing provisioned by it) beside a node that already runs.
     standby.node.view = NodeView(pids=(7,), socket_up=True, booted=True, flag_missing=False)
     assert standby.manager.startup_state() is StartupState.NOT_READY  # before its first cycle
@@ -407,11 +418,7 @@ def test_a_sidecar_restarted_beside_a_running_node_passes_its_startup_probe(
     assert standby.manager.startup_ready()
 
 
-# ---- a missing Lease, or one whose holder was cleared by someone else (issue 11, item 1) --------
-ITEM_1 = "issue 11 item 1: a missing or foreign-cleared Lease is taken at once"
-
-
-@pytest.mark.xfail(strict=True, reason=ITEM_1)
+# ---- a missing Lease, or one whose holder was cleared by someone else --------------------------
 def test_a_fresh_pod_that_sees_no_lease_waits_a_lease_duration(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
@@ -428,15 +435,12 @@ def test_a_fresh_pod_that_sees_no_lease_waits_a_lease_duration(
     assert pod.files.all_present() and pod.sighups()[1] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_1)
 def test_a_deleted_lease_is_not_taken_while_the_old_leader_may_still_forge(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
     tmp, store, clock = world
     a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
-    a.manager.step()
-    clock.advance(15)
-    a.manager.step()
+    a.elect()
     b.manager.step()
     assert a.files.all_present() and store.record is not None
     store.record = None  # kubectl delete lease, or a restore without it
@@ -458,7 +462,6 @@ def test_a_deleted_lease_is_not_taken_while_the_old_leader_may_still_forge(
     assert b.files.all_present()
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_1)
 @pytest.mark.parametrize("released_by", [None, "pod-9"])
 def test_a_holder_cleared_by_anyone_but_that_holder_is_waited_out(
     world: tuple[Path, LeaseStore, Clock], released_by: str | None
@@ -466,9 +469,7 @@ def test_a_holder_cleared_by_anyone_but_that_holder_is_waited_out(
     """kubectl edit clears holderIdentity, or a restore brings back someone else's release."""
     tmp, store, clock = world
     a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
-    a.manager.step()
-    clock.advance(15)
-    a.manager.step()
+    a.elect()
     b.manager.step()
     assert store.record is not None and store.record.holder == "pod-0"
     store.write(store.record.resource_version, None, "edited", released_by)
@@ -477,8 +478,59 @@ def test_a_holder_cleared_by_anyone_but_that_holder_is_waited_out(
         assert b.manager.step().startswith("lease has no holder")
         assert store.record.holder is None and not b.files.any_present()
         clock.advance(2)
+    clock.advance(1)  # 15 s after pod-1 first saw the cleared record
     b.manager.step()
     assert store.record.holder == "pod-1" and b.files.all_present()
     # The old leader's next renew conflicts: it demotes at once.
     a.manager.step()
     assert not a.files.any_present()
+
+
+def test_a_fresh_pod_that_never_saw_the_holder_waits_out_a_released_lease(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """It cannot tell a release from a restored record of an old one."""
+    tmp, store, clock = world
+    store.write(None, "pod-0", "s0")
+    assert store.record is not None
+    store.write(store.record.resource_version, None, "s1", released_by="pod-0")
+    b = Pod(tmp, store, clock, "pod-1")
+    assert b.manager.step().startswith("lease has no holder but was not released by the holder")
+    clock.advance(15)
+    assert b.manager.step().startswith("lease without a holder unchanged for 15.0 s")
+    assert store.record.holder == "pod-1"
+
+
+def test_a_restored_release_of_an_earlier_term_is_waited_out(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """A backup taken after pod-0 released an earlier term, restored while pod-0 leads again."""
+    tmp, store, clock = world
+    store.write(None, "pod-0", "s0", transitions=2)  # pod-0 holds its third term
+    b = Pod(tmp, store, clock, "pod-1")
+    assert b.manager.step().startswith("following pod-0")
+    assert store.record is not None
+    store.write(store.record.resource_version, None, "restored", "pod-0", transitions=0)
+    clock.advance(1)
+    assert b.manager.step().startswith("lease has no holder but was not released by the holder")
+    assert store.record.holder is None and not b.files.any_present()
+    # The same marker in the term it saw is a release: taken at once.
+    store.write(store.record.resource_version, "pod-0", "s1", transitions=2)
+    b.manager.step()
+    store.write(store.record.resource_version, None, "s2", "pod-0", transitions=2)
+    assert b.manager.step().startswith("lease was released by pod-0; acquiring it")
+
+
+def test_a_404_on_renew_demotes_at_once(world: tuple[Path, LeaseStore, Clock]) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.elect()
+    store.record = None
+    clock.advance(2)
+    assert pod.manager.step().startswith(
+        "renew failed, lease lost: lease was deleted since it was read (404)"
+    )
+    assert not pod.files.any_present()
+    assert pod.metric("cardano_forge_demotions_total", cause="lease_lost") == 1
+    clock.advance(2)  # it too waits a lease duration before creating the Lease again
+    assert pod.manager.step().startswith("no lease exists; creating it in 15.0 s")

@@ -40,13 +40,13 @@ def test_leader_writes_its_deadline_before_forging_and_extends_it_on_renew(
     tmp, store, clock = world
     path = tmp / "permit"
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
-    pod.manager.step()
+    pod.elect()
     assert pod.files.all_present()
-    # Acquire was sent at t=1000 (the fake clock does not move during the call).
-    assert _deadline_ns(path) == int((1000 + pod.settings.renew_deadline) * 1e9)
+    # Acquire was sent at t=1015 (the fake clock does not move during the call).
+    assert _deadline_ns(path) == int((1015 + pod.settings.renew_deadline) * 1e9)
     clock.advance(2)
     pod.manager.step()
-    assert _deadline_ns(path) == int((1002 + pod.settings.renew_deadline) * 1e9)
+    assert _deadline_ns(path) == int((1017 + pod.settings.renew_deadline) * 1e9)
 
 
 def test_cluster_permit_deadline_caps_the_written_deadline(
@@ -55,9 +55,9 @@ def test_cluster_permit_deadline_caps_the_written_deadline(
     tmp, store, clock = world
     path = tmp / "permit"
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
-    pod.permit = Permit(True, "holding the pool-wide lease", until=1003.5)
-    pod.manager.step()
-    assert _deadline_ns(path) == int(1003.5 * 1e9)
+    pod.permit = Permit(True, "holding the pool-wide lease", until=1018.5)
+    pod.elect()
+    assert _deadline_ns(path) == int(1018.5 * 1e9)
 
 
 def test_permit_is_withdrawn_only_after_credentials_are_gone(
@@ -66,7 +66,7 @@ def test_permit_is_withdrawn_only_after_credentials_are_gone(
     tmp, store, clock = world
     path = tmp / "permit"
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
-    pod.manager.step()
+    pod.elect()
     assert path.exists()
     pod.permit = Permit(False, "a better region asked for a hand-over")
     pod.manager.step()
@@ -80,7 +80,7 @@ def test_unwritable_permit_keeps_the_pod_from_forging(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock, permit_file=PermitFile(tmp / "no-such-dir" / "permit"))
-    reason = pod.manager.step()
+    reason = pod.elect()
     assert "cannot write the forge permit" in reason
     assert not pod.files.any_present()
     assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0

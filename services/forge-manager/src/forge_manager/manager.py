@@ -105,6 +105,9 @@ class ForgeManager:
         self._leading_until: float | None = None
         self._view: LeaseView | None = None
         self._record: LeaseRecord | None = None
+        self._last_holder: tuple[str, int] | None = None
+        """(holderIdentity, leaseTransitions) of the last held record seen: whose release is
+        evidence that the holder stopped."""
         self._own_rv: str | None = None
         self._need_read = True
         self._sent: collections.deque[tuple[str, float]] = collections.deque(maxlen=8)
@@ -213,12 +216,29 @@ class ForgeManager:
 
     # ---- election ------------------------------------------------------------------------------
     def _observe_record(self, rec: LeaseRecord | None, seen_at: float) -> None:
-        """Record a read; must hold the lock."""
+        """Record a read; must hold the lock.
+
+        A record that changed is timed from ``seen_at``. A missing Lease, and a record whose
+        holder was cleared by anyone but the holder (and term) we last saw, carry no evidence
+        that the old holder stopped: they are timed like an unchanged record (a lease duration
+        from when we first saw them so), with at least the duration of the record seen before."""
         self._record = rec
+        prev = self._view
+        own_duration = float(self.settings.lease_duration)
         if rec is None:
-            self._view = None
             if self._own_rv is not None:
                 self._lost("the lease was deleted")
+            missing_before = prev is not None and not prev.exists
+            self._view = LeaseView(
+                holder=None,
+                resource_version="",
+                duration=max(own_duration, prev.duration if prev is not None else 0.0),
+                observed_change_at=prev.observed_change_at
+                if prev is not None and missing_before
+                else seen_at,
+                ours=False,
+                exists=False,
+            )
             return
         ours = rec.resource_version == self._own_rv
         if not ours and rec.holder == self.identity and rec.renew_time is not None:
@@ -231,14 +251,26 @@ class ForgeManager:
                     self._leading_until = deadline
         if not ours and self._own_rv is not None:
             self._lost(f"the lease is now held by {rec.holder or 'nobody'}")
-        prev = self._view
         same = prev is not None and prev.resource_version == rec.resource_version
+        duration = max(float(rec.duration_seconds or 0), own_duration)
+        released_by: str | None = None
+        if not rec.holder:
+            if rec.released_by is not None and self._last_holder == (
+                rec.released_by,
+                rec.transitions,
+            ):
+                released_by = rec.released_by
+            elif prev is not None:
+                duration = max(duration, prev.duration)
+        else:
+            self._last_holder = (rec.holder, rec.transitions)
         self._view = LeaseView(
             holder=rec.holder,
             resource_version=rec.resource_version,
-            duration=float(max(rec.duration_seconds or 0, self.settings.lease_duration)),
+            duration=duration,
             observed_change_at=prev.observed_change_at if prev is not None and same else seen_at,
             ours=ours,
+            released_by=released_by,
         )
 
     def _lost(self, why: str) -> None:

@@ -98,3 +98,48 @@ def test_a_server_that_never_answers_cannot_block_a_call(
     assert "timed out" in str(exc.value).lower() or "timeout" in str(exc.value).lower()
     # Upper bound with slack: a call without a timeout would hang here until pytest-timeout.
     assert waited < 5.0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: Lease writes drop client-go's record semantics")
+def test_writes_keep_client_go_record_semantics(
+    control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    """acquireTime kept on renew, leaseTransitions counted after a release too, and the labels and
+    annotations of the object kept (only the release marker comes and goes)."""
+    with control_plane.api_client() as api:
+        raw_api = client.CoordinationV1Api(api)
+        a = make(control_plane, kube_namespace, "bp-0", api)
+        b = make(control_plane, kube_namespace, "bp-1", api)
+
+        def raw() -> client.V1Lease:
+            return raw_api.read_namespaced_lease(a.name, kube_namespace)
+
+        a.acquire(None, a.new_renew_stamp())
+        obj = raw()
+        acquired_at = obj.spec.acquire_time
+        assert acquired_at is not None
+        obj.metadata.labels = {**(obj.metadata.labels or {}), "team": "pool-ops"}
+        obj.metadata.annotations = {"example.com/note": "keep me"}
+        raw_api.replace_namespaced_lease(a.name, kube_namespace, obj)
+        current = a.read()
+        assert current is not None
+        time.sleep(0.01)
+        renewed = a.renew(current, a.new_renew_stamp())
+        obj = raw()
+        assert obj.spec.acquire_time == acquired_at
+        assert obj.metadata.labels["team"] == "pool-ops"
+        assert obj.metadata.labels["app.kubernetes.io/managed-by"] == "cardano-forge-manager"
+        assert obj.metadata.annotations == {"example.com/note": "keep me"}
+        released = a.release(renewed)
+        obj = raw()
+        assert obj.metadata.annotations == {
+            "example.com/note": "keep me",
+            "cardano.io/released-by": "bp-0",
+        }
+        assert released.transitions == renewed.transitions == 0
+        taken = b.acquire(released, b.new_renew_stamp())
+        assert taken.transitions == 1  # a new holder after a release is a transition
+        obj = raw()
+        assert obj.metadata.annotations == {"example.com/note": "keep me"}  # marker gone
+        assert obj.metadata.labels["team"] == "pool-ops"
+        assert obj.spec.acquire_time is not None and obj.spec.acquire_time > acquired_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field
 
 from forge_manager.decision import NodeView
@@ -64,6 +65,10 @@ class FakeLease:
         self.calls: list[str] = []
         self._stamps = itertools.count()
         self.apply_but_fail = False
+        self.hang: threading.Event | None = None
+        """When set, a write waits (bounded) for this event first: a call blocked where no
+        request timeout reaches, e.g. in the host name lookup."""
+        self.hanging = threading.Event()
 
     def read(self) -> LeaseRecord | None:
         self.calls.append("read")
@@ -78,6 +83,9 @@ class FakeLease:
         stamp: str,
         transitions: int | None = None,
     ) -> LeaseRecord:
+        if self.hang is not None:
+            self.hanging.set()
+            self.hang.wait(30)
         released_by = current.holder if holder is None and current is not None else None
         rec = self.store.write(
             current.resource_version if current else None, holder, stamp, released_by, transitions

@@ -346,6 +346,39 @@ def test_guard_demotes_while_the_loop_is_blocked(world: tuple[Path, LeaseStore, 
         pod.manager.stop_guard()
 
 
+def test_guard_demotes_while_a_lease_call_hangs_and_its_late_success_does_not_revive(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """A renew stuck where the request timeout does not reach (the name lookup): the guard
+    thread demotes at the deadline, and the write that succeeds afterwards does not extend a
+    deadline counted from when it was sent."""
+    tmp, store, _ = world
+    clock = Clock(time.monotonic())
+    pod = Pod(tmp, store, clock)
+    pod.elect()
+    pod.lease.hang = threading.Event()
+    pod.manager.start_guard()
+    loop = threading.Thread(target=pod.manager.step)
+    try:
+        clock.advance(2)
+        loop.start()
+        assert pod.lease.hanging.wait(5)
+        clock.advance(pod.settings.renew_deadline)  # the loop is stuck in the renew call
+        deadline = time.monotonic() + 5
+        while pod.files.any_present() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not pod.files.any_present() and pod.sighups() == (2, 1)
+        pod.lease.hang.set()  # the renew goes through at last
+        loop.join(5)
+        assert not loop.is_alive()
+        assert store.record is not None and store.record.holder == "pod-0"
+        assert not pod.manager.is_local_leader() and not pod.files.any_present()
+        assert pod.sighups() == (2, 1)
+    finally:
+        pod.lease.hang.set()
+        pod.manager.stop_guard()
+
+
 def test_run_stops_and_releases_on_event(world: tuple[Path, LeaseStore, Clock]) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)

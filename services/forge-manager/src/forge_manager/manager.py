@@ -5,8 +5,10 @@ Safety design (see also ``README.md``):
 * **Leadership is a deadline, not a flag.** The leader believes it leads only until
   ``t_sent + renew_deadline``, ``t_sent`` being the monotonic time its last *successful* renew (or
   acquire) request was sent. The deadline is checked before and after every API call (each one
-  bounded by the request timeout) and by an independent guard thread that wakes at the deadline
-  even when the loop is blocked. Past it, the credentials are removed and the node is signalled.
+  bounded by the request timeout, except the host name lookup, see :mod:`forge_manager.lease`)
+  and by an independent guard thread that wakes at the deadline even when the loop is blocked:
+  the loop holds no lock during API calls, and a write that succeeds late counts from when it
+  was sent. Past it, the credentials are removed and the node is signalled.
   Followers take over only when they have seen no change of the Lease for the lease duration,
   counted from when *they* saw the change; :mod:`forge_manager.timing` refuses timings in which
   demotion would not finish first.

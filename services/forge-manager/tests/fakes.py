@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from forge_manager.credentials import CredentialFiles
 from forge_manager.decision import NodeView
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.node_signal import SignalError
@@ -133,3 +135,50 @@ class Signals:
         if not pids or self.fail:
             raise SignalError("not_found", "cardano-node process not found")
         self.sent.append(pids)
+
+
+class FreezingFiles:
+    """Real credential files with freeze points, for a manager frozen between its decision and
+    its action (SIGSTOP, CPU throttling, a long GC pause).
+
+    :meth:`freeze_at` arms a point once; when the manager reaches it, ``action`` runs (advance the
+    clock, let another pod act) before the manager goes on. Points: ``any_present`` (read while
+    the forging snapshot is taken, after its ``now``), ``install`` (before the files are written)
+    and ``installed`` (after they were written, before any signal)."""
+
+    def __init__(self, files: CredentialFiles) -> None:
+        self.files = files
+        self.sources = files.sources
+        self.targets = files.targets
+        self._armed: dict[str, Callable[[], None]] = {}
+
+    def freeze_at(self, point: str, action: Callable[[], None]) -> None:
+        assert point in ("any_present", "install", "installed")
+        self._armed[point] = action
+
+    def _reach(self, point: str) -> None:
+        action = self._armed.pop(point, None)
+        if action is not None:
+            action()
+
+    def read_sources(self) -> tuple[bytes, bytes, bytes]:
+        return self.files.read_sources()
+
+    def any_present(self) -> bool:
+        self._reach("any_present")
+        return self.files.any_present()
+
+    def all_present(self) -> bool:
+        return self.files.all_present()
+
+    def install(self) -> bool:
+        self._reach("install")
+        wrote = self.files.install()
+        self._reach("installed")
+        return wrote
+
+    def remove(self) -> bool:
+        return self.files.remove()
+
+    def remove_stale_temporaries(self) -> int:
+        return self.files.remove_stale_temporaries()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from forge_manager.metrics import ForgeMetrics
 from forge_manager.permit_file import PermitFile
 from prometheus_client import CollectorRegistry
 
-from .fakes import Clock, FakeLease, FakeNode, LeaseStore, Signals
+from .fakes import Clock, FakeLease, FakeNode, FreezingFiles, LeaseStore, Signals
 
 
 def settings_for(tmp: Path, pod: str) -> Settings:
@@ -49,7 +50,7 @@ class Pod:
         self.lease = FakeLease(store, name)
         self.node = FakeNode()
         self.signals = Signals()
-        self.files = CredentialFiles(self.settings.sources, self.settings.targets)
+        self.files = FreezingFiles(CredentialFiles(self.settings.sources, self.settings.targets))
         self.registry = CollectorRegistry()
         self.permit = Permit(True, "cluster management disabled")
         self.manager = ForgeManager(
@@ -567,3 +568,61 @@ def test_a_404_on_renew_demotes_at_once(world: tuple[Path, LeaseStore, Clock]) -
     assert pod.metric("cardano_forge_demotions_total", cause="lease_lost") == 1
     clock.advance(2)  # it too waits a lease duration before creating the Lease again
     assert pod.manager.step().startswith("no lease exists; creating it in 15.0 s")
+
+
+# ---- a decision taken before a freeze is not acted on after it ----------------------------------
+ITEM_2 = "issue 11 item 2: a decision taken before a freeze is acted on after it"
+
+
+def _leader_told_to_stand_by(
+    world: tuple[Path, LeaseStore, Clock],
+) -> tuple[Pod, Pod, Clock]:
+    """pod-0 leads but does not forge (the cluster permit is withheld); pod-1 follows."""
+    tmp, store, clock = world
+    a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    a.elect()
+    a.permit = Permit(False, "another region forges")
+    a.manager.step()
+    b.manager.step()
+    assert not a.files.any_present() and a.sighups() == (2, 1)
+    return a, b, clock
+
+
+def _frozen_past_the_lease(a: Pod, b: Pod, clock: Clock) -> Callable[[], None]:
+    def freeze() -> None:
+        clock.advance(a.settings.lease_duration + 1)  # pod-0 stands still; the Lease expires
+        assert b.manager.step().startswith("lease of pod-0 expired")
+
+    return freeze
+
+
+@pytest.mark.xfail(strict=True, reason=ITEM_2)
+@pytest.mark.parametrize("point", ["any_present", "install", "installed"])
+def test_a_manager_frozen_between_decision_and_action_neither_installs_nor_enables(
+    world: tuple[Path, LeaseStore, Clock], point: str
+) -> None:
+    a, b, clock = _leader_told_to_stand_by(world)
+    a.permit = Permit(True, "this region forges again")
+    clock.advance(1)
+    a.files.freeze_at(point, _frozen_past_the_lease(a, b, clock))
+    a.manager.step()
+    assert b.files.all_present() and b.sighups()[1] == 1  # pod-1 forges now
+    assert a.sighups()[1] == 1, "pod-0 sent an enabling SIGHUP after its deadline"
+    assert not a.files.any_present()
+    assert not a.manager.is_local_leader()
+
+
+@pytest.mark.xfail(strict=True, reason=ITEM_2)
+def test_a_permit_withdrawn_during_a_freeze_is_honoured_before_acting(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    a, _b, clock = _leader_told_to_stand_by(world)
+    a.permit = Permit(True, "this region forges again")
+    clock.advance(1)
+
+    def withdrawn() -> None:
+        a.permit = Permit(False, "the pool lease moved to another region")
+
+    a.files.freeze_at("installed", withdrawn)
+    a.manager.step()
+    assert a.sighups()[1] == 1 and not a.files.any_present()

@@ -571,9 +571,6 @@ def test_a_404_on_renew_demotes_at_once(world: tuple[Path, LeaseStore, Clock]) -
 
 
 # ---- a decision taken before a freeze is not acted on after it ----------------------------------
-ITEM_2 = "issue 11 item 2: a decision taken before a freeze is acted on after it"
-
-
 def _leader_told_to_stand_by(
     world: tuple[Path, LeaseStore, Clock],
 ) -> tuple[Pod, Pod, Clock]:
@@ -596,7 +593,6 @@ def _frozen_past_the_lease(a: Pod, b: Pod, clock: Clock) -> Callable[[], None]:
     return freeze
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_2)
 @pytest.mark.parametrize("point", ["any_present", "install", "installed"])
 def test_a_manager_frozen_between_decision_and_action_neither_installs_nor_enables(
     world: tuple[Path, LeaseStore, Clock], point: str
@@ -610,9 +606,10 @@ def test_a_manager_frozen_between_decision_and_action_neither_installs_nor_enabl
     assert a.sighups()[1] == 1, "pod-0 sent an enabling SIGHUP after its deadline"
     assert not a.files.any_present()
     assert not a.manager.is_local_leader()
+    caught_before = "install" if point == "any_present" else "enable"
+    assert a.metric("cardano_forge_stale_decisions_total", action=caught_before) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_2)
 def test_a_permit_withdrawn_during_a_freeze_is_honoured_before_acting(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:

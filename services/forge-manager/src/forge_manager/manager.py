@@ -412,13 +412,80 @@ class ForgeManager:
         )
 
     def _reconcile(self) -> ForgingDecision:
-        """Bring files and node in line with the decision; must hold the lock."""
+        """Bring files and node in line with the decision; must hold the lock.
+
+        What a decision to forge rests on (the leadership deadline, the cluster permit) is
+        checked again immediately before the install and before the enabling SIGHUP: a manager
+        frozen after deciding (SIGSTOP, CPU throttling, a long GC pause) may resume after its
+        deadline passed and another pod took over."""
         node = self._node.observe()
         self._last_node = node
         self._report_flag(node)
         decision = decide_forging(self._forging_snapshot(node))
         if decision.forge and not self._grant_permit():
             decision = decide_forging(self._forging_snapshot(node))
+        decision = self._confirm(decision, node, "install")
+        decision, wrote = self._apply_credentials(decision, node)
+
+        wanted = Signalled(node.pids, decision.forge)
+        rotated = wrote and decision.forge and self._signalled == wanted and node.booted
+        if decision.forge and (decision.signal or rotated):
+            confirmed = self._confirm(decision, node, "enable")
+            if confirmed is not decision:
+                decision, _ = self._apply_credentials(confirmed, node)
+                wanted = Signalled(node.pids, decision.forge)
+                rotated = False
+        if decision.signal or rotated:
+            reason = (
+                "credentials_updated"
+                if rotated and not decision.signal
+                else ("enable" if decision.forge else "disable")
+            )
+            self._sighup(node, wanted, reason)
+
+        if not decision.forge:
+            self._withdraw_permit()
+        self._track_transitions(decision, node)
+        self._last_forge_decision = decision.forge
+        return decision
+
+    def _confirm(self, decision: ForgingDecision, node: NodeView, action: str) -> ForgingDecision:
+        """``decision`` when it still holds right now, else the decision taken now (lock held).
+
+        The clock is read last, immediately before the caller acts."""
+        if not decision.forge:
+            return decision
+        permit = self._permit()
+        present = self._files.any_present()
+        now = self._clock()
+        if is_leading(self._leading_until, now) and permit.granted:
+            return decision
+        snapshot = ForgingSnapshot(
+            now=now,
+            leading_until=self._leading_until,
+            permit=permit,
+            eligible=self._eligible,
+            ineligible_reason=self._ineligible_reason,
+            shutting_down=self._shutting_down,
+            node=node,
+            credentials_present=present,
+            signalled=self._signalled,
+        )
+        current = decide_forging(snapshot)
+        if self.metrics:
+            self.metrics.stale_decisions.labels(action).inc()
+        log.warning(
+            "not acting (%s) on a decision to forge taken before a pause: %s",
+            action,
+            current.reason,
+        )
+        return current
+
+    def _apply_credentials(
+        self, decision: ForgingDecision, node: NodeView
+    ) -> tuple[ForgingDecision, bool]:
+        """Install or remove as decided (lock held); returns the decision acted on (another one
+        when the install failed) and whether files were written."""
         wrote = False
         if decision.credentials is CredentialAction.INSTALL:
             try:
@@ -438,22 +505,7 @@ class ForgeManager:
                     log.info("credentials removed (%s)", decision.reason)
             except CredentialError as exc:
                 self._credential_failure("remove", exc)
-
-        wanted = Signalled(node.pids, decision.forge)
-        rotated = wrote and decision.forge and self._signalled == wanted and node.booted
-        if decision.signal or rotated:
-            reason = (
-                "credentials_updated"
-                if rotated and not decision.signal
-                else ("enable" if decision.forge else "disable")
-            )
-            self._sighup(node, wanted, reason)
-
-        if not decision.forge:
-            self._withdraw_permit()
-        self._track_transitions(decision, node)
-        self._last_forge_decision = decision.forge
-        return decision
+        return decision, wrote
 
     def _grant_permit(self) -> bool:
         """Extend forge-guard's permit to the leadership deadline before forging (lock held).

@@ -152,6 +152,13 @@ class ForgeMetrics:
             "Node instances found running without --start-as-non-producing-node",
             registry=registry,
         )
+        self.stale_decisions = Counter(
+            "cardano_forge_stale_decisions",
+            "Decisions to forge dropped right before acting on them (install, enable): the "
+            "leadership deadline had passed or the cluster permit was withdrawn meanwhile",
+            ["action"],
+            registry=registry,
+        )
         self.lease_renew_latency = Histogram(
             "cardano_lease_renew_duration_seconds",
             "Latency of lease renew requests (successful or not)",

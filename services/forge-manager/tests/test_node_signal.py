@@ -136,3 +136,22 @@ def test_watcher_tracks_boot_restart_and_missing_flag(
     procs.append(second)
     view = watcher.observe()
     assert view.pids == (second.pid,) and not view.booted and not view.flag_missing
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 11 item 6: the PID file is trusted without checking what it names"
+)
+def test_a_pid_file_naming_another_process_is_not_the_node(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """A wrapper shell's PID in the file would get every SIGHUP while the node forges on."""
+    wrapper, _ = spawn(tmp_path, "sh-wrapper")
+    node, _ = spawn(tmp_path, "cn-pidf-1", "--start-as-non-producing-node")
+    procs += [wrapper, node]
+    pid_file = tmp_path / "node.pid"
+    pid_file.write_text(f"{wrapper.pid}\n")
+    assert find_node_pids("cn-pidf-1", pid_file) == ()
+    watcher = NodeWatcher("cn-pidf-1", pid_file, tmp_path / "node.socket")
+    assert watcher.observe().pids == ()
+    pid_file.write_text(f"{node.pid}\n")
+    assert find_node_pids("cn-pidf-1", pid_file) == (node.pid,)

@@ -623,3 +623,22 @@ def test_a_permit_withdrawn_during_a_freeze_is_honoured_before_acting(
     a.files.freeze_at("installed", withdrawn)
     a.manager.step()
     assert a.sighups()[1] == 1 and not a.files.any_present()
+
+
+def test_a_pid_file_naming_another_process_is_node_not_found(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """Never reported as forging, counted once per problem, and a release waits for the node."""
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    problem = "CARDANO_NODE_PID_FILE /run/node.pid names PID 7 (sh), not a process named 'x'"
+    pod.node.view = NodeView(
+        pids=(), socket_up=True, booted=True, flag_missing=False, lookup_problem=problem
+    )
+    assert pod.elect().endswith("node process not found, cannot signal it")
+    clock.advance(2)
+    pod.manager.step()
+    assert pod.metric("cardano_node_pid_file_mismatches_total") == 1
+    assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0
+    assert pod.signals.sent == []
+    assert pod.manager.shutdown().startswith("not releasing the lease (the node answers")

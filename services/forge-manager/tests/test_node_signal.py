@@ -17,7 +17,6 @@ from forge_manager.node_signal import (
     SignalError,
     find_node_pids,
     runs_non_producing,
-    send_sighup,
     socket_answers,
 )
 
@@ -68,17 +67,17 @@ def test_found_by_exact_comm_not_by_argument_substring(
 
 
 def test_pid_file(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
-    node, _ = spawn(tmp_path, "whatever")
+    node, _ = spawn(tmp_path, "cn-pidf-0")
     procs.append(node)
     pid_file = tmp_path / "node.pid"
     pid_file.write_text(f"{node.pid}\n")
-    assert find_node_pids("cardano-node", pid_file) == (node.pid,)
+    assert find_node_pids("cn-pidf-0", pid_file) == (node.pid,)
     pid_file.write_text("garbage")
-    assert find_node_pids("cardano-node", pid_file) == ()
+    assert find_node_pids("cn-pidf-0", pid_file) == ()
     node.kill()
     node.wait()
     pid_file.write_text(f"{node.pid}\n")
-    assert find_node_pids("cardano-node", pid_file) == ()
+    assert find_node_pids("cn-pidf-0", pid_file) == ()
 
 
 def test_sighup_is_delivered_or_reported(
@@ -86,14 +85,51 @@ def test_sighup_is_delivered_or_reported(
 ) -> None:
     node, out = spawn(tmp_path, "cn-hup-1")
     procs.append(node)
-    send_sighup((node.pid,))
+    watcher = NodeWatcher("cn-hup-1", None, tmp_path / "node.socket")
+    assert watcher.observe().pids == (node.pid,)
+    watcher.send_sighup((node.pid,))
     deadline = time.monotonic() + 5
     while "hup" not in out.read_text() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert "hup" in out.read_text()
     with pytest.raises(SignalError) as exc:
-        send_sighup(())
+        watcher.send_sighup(())
     assert exc.value.reason == "not_found"
+    watcher.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_signals_go_through_a_pidfd_to_the_instance_observed(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Once the observed instance has exited, its PID is never signalled again (a reused PID
+    would belong to another process); its pidfd is closed at the next observation."""
+    node, _ = spawn(tmp_path, "cn-pidfd-1")
+    procs.append(node)
+    watcher = NodeWatcher("cn-pidfd-1", None, tmp_path / "node.socket")
+    before = _open_fds()
+    assert watcher.observe().pids == (node.pid,)
+    assert _open_fds() == before + 1  # the pidfd held for it
+    for _ in range(3):
+        watcher.observe()
+    assert _open_fds() == before + 1  # held once, not per observation
+    node.kill()
+    node.wait()
+    with pytest.raises(SignalError, match="gone"):
+        watcher.send_sighup((node.pid,))
+    assert watcher.observe().pids == ()
+    assert _open_fds() == before
+    # A PID it never observed is signalled only when it carries the node's name.
+    other, out = spawn(tmp_path, "not-the-node")
+    procs.append(other)
+    with pytest.raises(SignalError, match="gone"):
+        watcher.send_sighup((other.pid,))
+    time.sleep(0.2)
+    assert "hup" not in out.read_text()
+    watcher.close()
 
 
 def test_socket_liveness_needs_a_listener_not_a_file(tmp_path: Path) -> None:
@@ -138,9 +174,6 @@ def test_watcher_tracks_boot_restart_and_missing_flag(
     assert view.pids == (second.pid,) and not view.booted and not view.flag_missing
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 item 6: the PID file is trusted without checking what it names"
-)
 def test_a_pid_file_naming_another_process_is_not_the_node(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -152,6 +185,12 @@ def test_a_pid_file_naming_another_process_is_not_the_node(
     pid_file.write_text(f"{wrapper.pid}\n")
     assert find_node_pids("cn-pidf-1", pid_file) == ()
     watcher = NodeWatcher("cn-pidf-1", pid_file, tmp_path / "node.socket")
-    assert watcher.observe().pids == ()
+    view = watcher.observe()
+    assert view.pids == ()
+    assert view.lookup_problem.startswith(f"CARDANO_NODE_PID_FILE {pid_file} names PID")
+    assert "not a process named 'cn-pidf-1'" in view.lookup_problem
     pid_file.write_text(f"{node.pid}\n")
     assert find_node_pids("cn-pidf-1", pid_file) == (node.pid,)
+    view = watcher.observe()
+    assert view.pids == (node.pid,) and view.lookup_problem == ""
+    watcher.close()

@@ -24,7 +24,7 @@ from forge_manager.decision import PERMIT_LOCAL_ONLY, Permit
 from forge_manager.logs import setup_logging
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
-from forge_manager.node_signal import NodeWatcher, send_sighup
+from forge_manager.node_signal import NodeWatcher
 from forge_manager.permit_file import PermitFile
 from forge_manager.server import Endpoints, MetricsServer
 
@@ -68,7 +68,7 @@ def build(
         lease=lease,
         files=files,
         node=node,
-        signal_node=send_sighup,
+        signal_node=node.send_sighup,
         permit=cluster_permit if enabled else (lambda: PERMIT_LOCAL_ONLY),
         permit_file=(
             PermitFile(settings.forge_permit_file) if settings.forge_permit_file else None

@@ -189,6 +189,9 @@ class NodeView:
     """The socket has answered while the current processes ran (it is not starting up)."""
     flag_missing: bool
     """This node (or an earlier one in this pod) runs without --start-as-non-producing-node."""
+    lookup_problem: str = ""
+    """Why a process that claims to be the node is not taken for it (a PID file naming another
+    process); empty when there is none."""
 
 
 @dataclass(frozen=True)

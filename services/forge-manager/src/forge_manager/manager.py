@@ -124,6 +124,7 @@ class ForgeManager:
         self._forging = False
         self._was_leading = False
         self._flag_reported: tuple[int, ...] | None = None
+        self._lookup_reported = ""
         self._last_signal_error = ""
         self.startup_credentials_provisioned = False
         self.last_cycle_completed = clock()
@@ -421,6 +422,7 @@ class ForgeManager:
         node = self._node.observe()
         self._last_node = node
         self._report_flag(node)
+        self._report_lookup(node)
         decision = decide_forging(self._forging_snapshot(node))
         if decision.forge and not self._grant_permit():
             decision = decide_forging(self._forging_snapshot(node))
@@ -578,6 +580,13 @@ class ForgeManager:
                 "it boots with credentials present; add the flag to its command line",
                 list(node.pids),
             )
+
+    def _report_lookup(self, node: NodeView) -> None:
+        if node.lookup_problem and node.lookup_problem != self._lookup_reported:
+            if self.metrics:
+                self.metrics.pid_file_mismatches.inc()
+            log.error("%s", node.lookup_problem)
+        self._lookup_reported = node.lookup_problem
 
     def _track_transitions(self, decision: ForgingDecision, node: NodeView) -> None:
         leading = is_leading(self._leading_until, self._clock())

@@ -113,6 +113,12 @@ class ForgeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.pid_file_mismatches = Counter(
+            "cardano_node_pid_file_mismatches",
+            "Times CARDANO_NODE_PID_FILE named a live process that is not the node (treated as "
+            "node not found)",
+            registry=registry,
+        )
         self.credential_operations = Counter(
             "cardano_credential_operations",
             "Credential file operations performed (install, remove)",

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from forge_manager.credentials import CredentialFiles
+from forge_manager.credentials import CredentialError, CredentialFiles
 from forge_manager.decision import NodeView
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.node_signal import SignalError
@@ -151,6 +151,9 @@ class FreezingFiles:
         self.sources = files.sources
         self.targets = files.targets
         self._armed: dict[str, Callable[[], None]] = {}
+        self.fail_remove: str | None = None
+        """When set (an error text such as "Permission denied"), :meth:`remove` leaves every file
+        in place and raises, like an unlink that fails with EACCES or EROFS."""
 
     def freeze_at(self, point: str, action: Callable[[], None]) -> None:
         assert point in ("any_present", "install", "installed")
@@ -178,7 +181,27 @@ class FreezingFiles:
         return wrote
 
     def remove(self) -> bool:
+        if self.fail_remove is not None and self.files.any_present():
+            raise CredentialError(
+                "removing credentials failed: "
+                + "; ".join(f"{t}: {self.fail_remove}" for t in self.targets if t.exists())
+            )
         return self.files.remove()
 
     def remove_stale_temporaries(self) -> int:
         return self.files.remove_stale_temporaries()
+
+
+@dataclass
+class Stops:
+    """The node-stopping seam: records what it was asked to stop; ``fail`` makes it fail."""
+
+    stopped: list[tuple[int, ...]] = field(default_factory=list)
+    how: str = "SIGTERM"
+    fail: bool = False
+
+    def __call__(self, pids: tuple[int, ...]) -> str:
+        if not pids or self.fail:
+            raise SignalError("not_found", "cardano-node process not found")
+        self.stopped.append(pids)
+        return self.how

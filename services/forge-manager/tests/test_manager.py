@@ -16,7 +16,7 @@ from forge_manager.metrics import ForgeMetrics
 from forge_manager.permit_file import PermitFile
 from prometheus_client import CollectorRegistry
 
-from .fakes import Clock, FakeLease, FakeNode, FreezingFiles, LeaseStore, Signals
+from .fakes import Clock, FakeLease, FakeNode, FreezingFiles, LeaseStore, Signals, Stops
 
 
 def settings_for(tmp: Path, pod: str) -> Settings:
@@ -642,3 +642,56 @@ def test_a_pid_file_naming_another_process_is_node_not_found(
     assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0
     assert pod.signals.sent == []
     assert pod.manager.shutdown().startswith("not releasing the lease (the node answers")
+
+
+# ---- a credential removal that fails stops the node -------------------------------------------
+ITEM_5 = "issue 11 item 5: a failed credential removal is only logged; the node forges on"
+
+
+def _stopping_pod(tmp: Path, store: LeaseStore, clock: Clock) -> tuple[Pod, Stops]:
+    pod = Pod(tmp, store, clock)
+    stops = Stops()
+    kwargs = {
+        "lease": pod.lease,
+        "files": pod.files,
+        "node": pod.node,
+        "signal_node": pod.signals,
+        "permit": lambda: pod.permit,
+        "clock": clock,
+        "settle": lambda _s: None,
+    }
+    try:
+        pod.manager = ForgeManager(pod.settings, stop_node=stops, **kwargs)  # type: ignore[arg-type]
+    except TypeError:  # today's manager has no way to stop the node
+        pod.manager = ForgeManager(pod.settings, **kwargs)  # type: ignore[arg-type]
+    pod.registry = CollectorRegistry()
+    pod.manager.metrics = ForgeMetrics(
+        pod.registry, pod="pod-0", cluster="c1", sample=pod.manager.sample
+    )
+    return pod, stops
+
+
+@pytest.mark.xfail(strict=True, reason=ITEM_5)
+@pytest.mark.parametrize("cause", ["deadline", "permit", "exception"])
+def test_a_failed_removal_stops_the_node(
+    world: tuple[Path, LeaseStore, Clock], cause: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp, store, clock = world
+    pod, stops = _stopping_pod(tmp, store, clock)
+    pod.elect()
+    assert pod.files.all_present()
+    pod.files.fail_remove = "Permission denied"
+    if cause == "deadline":
+        store.down = True
+        clock.advance(pod.settings.renew_deadline + 1)
+    elif cause == "permit":
+        pod.permit = Permit(False, "another region forges")
+    else:
+        monkeypatch.setattr(pod.manager, "run_cycle", lambda: 1 / 0)
+    pod.manager.step()
+    assert pod.files.all_present()  # the keys could not be removed ...
+    assert stops.stopped == [(42,)]  # ... so the node was stopped
+    assert pod.metric("cardano_node_stops_total", signal="sigterm") == 1
+    assert pod.metric("cardano_credential_operation_failures_total", operation="remove") >= 1
+    assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0
+    assert not pod.manager.is_local_leader()

@@ -194,8 +194,10 @@ class FreezingFiles:
 
 @dataclass
 class Stops:
-    """The node-stopping seam: records what it was asked to stop; ``fail`` makes it fail."""
+    """The node-stopping seam: records what it was asked to stop and, like the real one, leaves
+    ``node`` (when given) without a running process; ``fail`` makes it fail."""
 
+    node: FakeNode | None = None
     stopped: list[tuple[int, ...]] = field(default_factory=list)
     how: str = "SIGTERM"
     fail: bool = False
@@ -204,4 +206,6 @@ class Stops:
         if not pids or self.fail:
             raise SignalError("not_found", "cardano-node process not found")
         self.stopped.append(pids)
+        if self.node is not None:
+            self.node.view = NodeView(pids=(), socket_up=False, booted=False, flag_missing=False)
         return self.how

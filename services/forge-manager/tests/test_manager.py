@@ -645,12 +645,9 @@ def test_a_pid_file_naming_another_process_is_node_not_found(
 
 
 # ---- a credential removal that fails stops the node -------------------------------------------
-ITEM_5 = "issue 11 item 5: a failed credential removal is only logged; the node forges on"
-
-
 def _stopping_pod(tmp: Path, store: LeaseStore, clock: Clock) -> tuple[Pod, Stops]:
     pod = Pod(tmp, store, clock)
-    stops = Stops()
+    stops = Stops(pod.node)
     kwargs = {
         "lease": pod.lease,
         "files": pod.files,
@@ -660,10 +657,7 @@ def _stopping_pod(tmp: Path, store: LeaseStore, clock: Clock) -> tuple[Pod, Stop
         "clock": clock,
         "settle": lambda _s: None,
     }
-    try:
-        pod.manager = ForgeManager(pod.settings, stop_node=stops, **kwargs)  # type: ignore[arg-type]
-    except TypeError:  # today's manager has no way to stop the node
-        pod.manager = ForgeManager(pod.settings, **kwargs)  # type: ignore[arg-type]
+    pod.manager = ForgeManager(pod.settings, stop_node=stops, **kwargs)  # type: ignore[arg-type]
     pod.registry = CollectorRegistry()
     pod.manager.metrics = ForgeMetrics(
         pod.registry, pod="pod-0", cluster="c1", sample=pod.manager.sample
@@ -671,7 +665,6 @@ def _stopping_pod(tmp: Path, store: LeaseStore, clock: Clock) -> tuple[Pod, Stop
     return pod, stops
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_5)
 @pytest.mark.parametrize("cause", ["deadline", "permit", "exception"])
 def test_a_failed_removal_stops_the_node(
     world: tuple[Path, LeaseStore, Clock], cause: str, monkeypatch: pytest.MonkeyPatch

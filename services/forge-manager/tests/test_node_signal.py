@@ -28,6 +28,8 @@ out = open(sys.argv[2], "a")
 def hup(*_):
     out.write("hup\\n"); out.flush()
 signal.signal(signal.SIGHUP, hup)
+if "--ignore-term" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 out.write("ready\\n"); out.flush()
 while True:
     time.sleep(0.05)
@@ -193,4 +195,25 @@ def test_a_pid_file_naming_another_process_is_not_the_node(
     assert find_node_pids("cn-pidf-1", pid_file) == (node.pid,)
     view = watcher.observe()
     assert view.pids == (node.pid,) and view.lookup_problem == ""
+    watcher.close()
+
+
+@pytest.mark.parametrize(("extra", "ended_by"), [((), "SIGTERM"), (("--ignore-term",), "SIGKILL")])
+def test_stop_terms_then_kills_after_the_grace(
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+    extra: tuple[str, ...],
+    ended_by: str,
+) -> None:
+    node, _ = spawn(tmp_path, "cn-stop-1", *extra)
+    procs.append(node)
+    watcher = NodeWatcher("cn-stop-1", None, tmp_path / "node.socket")
+    assert watcher.observe().pids == (node.pid,)
+    started = time.monotonic()
+    assert watcher.stop((node.pid,), grace=0.3) == ended_by
+    assert node.wait(5) == (-signal.SIGTERM if ended_by == "SIGTERM" else -signal.SIGKILL)
+    if ended_by == "SIGKILL":
+        assert time.monotonic() - started >= 0.3  # it had its grace first
+    with pytest.raises(SignalError, match="gone"):
+        watcher.stop((node.pid,))
     watcher.close()

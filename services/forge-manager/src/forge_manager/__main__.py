@@ -69,6 +69,7 @@ def build(
         files=files,
         node=node,
         signal_node=node.send_sighup,
+        stop_node=node.stop,
         permit=cluster_permit if enabled else (lambda: PERMIT_LOCAL_ONLY),
         permit_file=(
             PermitFile(settings.forge_permit_file) if settings.forge_permit_file else None

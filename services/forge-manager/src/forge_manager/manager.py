@@ -87,12 +87,16 @@ class ForgeManager:
         permit_file: PermitFile | None = None,
         wall: Callable[[], float] = time.time,
         on_leadership_change: Callable[[], None] = lambda: None,
+        stop_node: Callable[[tuple[int, ...]], str] | None = None,
     ) -> None:
         self.settings = settings
         self._lease = lease
         self._files = files
         self._node = node
         self._signal_node = signal_node
+        self._stop_node = stop_node
+        """SIGTERM, then SIGKILL after a bound (``NodeWatcher.stop``); returns the signal that
+        ended the node. Used when the credentials cannot be removed."""
         self._permit = permit
         self._clock = clock
         self._settle = settle
@@ -507,7 +511,34 @@ class ForgeManager:
                     log.info("credentials removed (%s)", decision.reason)
             except CredentialError as exc:
                 self._credential_failure("remove", exc)
+                self._stop(node, str(exc))
         return decision, wrote
+
+    def _stop(self, node: NodeView, why: str) -> None:
+        """The credentials could not be removed, so a SIGHUP cannot stop forging: stop the node
+        (SIGTERM, then SIGKILL after a bound). Lock held."""
+        if not node.pids:
+            log.critical("%s, and no cardano-node process was found to stop", why)
+            return
+        if self._stop_node is None:
+            log.critical("%s, and this manager cannot stop cardano-node", why)
+            return
+        try:
+            how = self._stop_node(node.pids)
+        except SignalError as exc:
+            if self.metrics:
+                self.metrics.signal_failures.labels(exc.reason).inc()
+            log.critical("%s, and stopping cardano-node %s failed: %s", why, list(node.pids), exc)
+            return
+        self._signalled = None
+        if self.metrics:
+            self.metrics.node_stops.labels(how.lower()).inc()
+        log.critical(
+            "%s: stopped cardano-node %s with %s so that it cannot forge with them",
+            why,
+            list(node.pids),
+            how,
+        )
 
     def _grant_permit(self) -> bool:
         """Extend forge-guard's permit to the leadership deadline before forging (lock held).
@@ -563,7 +594,8 @@ class ForgeManager:
         if self.metrics:
             self.metrics.credential_failures.labels(op).inc()
         log.error("credential %s failed: %s", op, exc)
-        if op == "install":
+        if op in ("install", "remove"):
+            # A pod that cannot write or remove the credentials stays out of the election.
             self._eligible = False
             self._ineligible_reason = str(exc)
             if isinstance(exc, CredentialError):
@@ -664,12 +696,15 @@ class ForgeManager:
                 return
             except Exception:
                 log.exception("reconciling after %s failed; removing credentials directly", why)
+            node = self._last_node
+            removed = True
             try:
                 self._files.remove()
             except CredentialError as exc:
-                log.critical("cannot remove credentials: %s", exc)
-            node = self._last_node
-            if node.pids:
+                removed = False  # a SIGHUP cannot help: stop the node
+                self._credential_failure("remove", exc)
+                self._stop(node, str(exc))
+            if removed and node.pids:
                 try:
                     self._signal_node(node.pids)
                     self._signalled = Signalled(node.pids, False)

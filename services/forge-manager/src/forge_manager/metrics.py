@@ -119,6 +119,13 @@ class ForgeMetrics:
             "node not found)",
             registry=registry,
         )
+        self.node_stops = Counter(
+            "cardano_node_stops",
+            "Times the node was stopped because the credentials could not be removed, by the "
+            "signal that ended it (sigterm, sigkill)",
+            ["signal"],
+            registry=registry,
+        )
         self.credential_operations = Counter(
             "cardano_credential_operations",
             "Credential file operations performed (install, remove)",

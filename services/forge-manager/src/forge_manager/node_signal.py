@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,11 @@ from forge_manager.decision import NodeView
 
 NON_PRODUCING_FLAG = "--start-as-non-producing-node"
 COMM_MAX = 15  # TASK_COMM_LEN - 1
+
+STOP_GRACE_S = 0.5
+"""Seconds a node told to stop (SIGTERM) gets before SIGKILL; see :meth:`NodeWatcher.stop`."""
+KILL_WAIT_S = 1.0
+"""Seconds to wait for the processes to end after SIGKILL."""
 
 
 class SignalError(Exception):
@@ -273,6 +280,44 @@ class NodeWatcher:
 
     def send_sighup(self, pids: tuple[int, ...]) -> None:
         self.signal(pids, signal.SIGHUP)
+
+    def _running(self, pid: int) -> bool:
+        """The instance observed as ``pid`` has not exited (zombies have)."""
+        with self._lock:
+            fd = self._pidfds.get(pid)
+        if fd is None:
+            return _alive(self.proc, pid) and process_matches(self.proc, pid, self.process_name)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return not poller.poll(0)  # a pidfd becomes readable when its process exits
+
+    def _wait_gone(self, pids: tuple[int, ...], seconds: float) -> tuple[int, ...]:
+        """Wait (bounded) until every process has exited; returns those still running."""
+        deadline = time.monotonic() + seconds
+        while True:
+            running = tuple(p for p in pids if self._running(p))
+            if not running or time.monotonic() >= deadline:
+                return running
+            time.sleep(0.02)
+
+    def stop(self, pids: tuple[int, ...], grace: float = STOP_GRACE_S) -> str:
+        """Stop the node: SIGTERM, then SIGKILL to whatever still runs after ``grace`` seconds.
+
+        Returns the signal that ended it (``"SIGTERM"`` or ``"SIGKILL"``); raises
+        :class:`SignalError` when it could not be signalled or still runs after SIGKILL."""
+        self.signal(pids, signal.SIGTERM)
+        running = self._wait_gone(pids, grace)
+        if not running:
+            return "SIGTERM"
+        try:
+            self.signal(running, signal.SIGKILL)
+        except SignalError:
+            if any(self._running(p) for p in running):
+                raise
+        left = self._wait_gone(running, KILL_WAIT_S)
+        if left:
+            raise SignalError("not_found", f"cardano-node {list(left)} still runs after SIGKILL")
+        return "SIGKILL"
 
     def close(self) -> None:
         with self._lock:

@@ -12,6 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forge_manager import node_signal
+from forge_manager.decision import (
+    PERMIT_LOCAL_ONLY,
+    CredentialAction,
+    ForgingSnapshot,
+    NodeView,
+    decide_forging,
+)
 from forge_manager.node_signal import (
     NodeWatcher,
     SignalError,
@@ -217,3 +225,41 @@ def test_stop_terms_then_kills_after_the_grace(
     with pytest.raises(SignalError, match="gone"):
         watcher.stop((node.pid,))
     watcher.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: a restarted manager takes a running but unresponsive node for a booting one",
+)
+def test_a_node_found_running_at_manager_start_gets_no_start_up_credentials(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its socket does not answer: hung (and perhaps forging) or booting, nobody can tell. Only
+    an instance started after the manager (or within the start grace before it) is booting."""
+    monkeypatch.setattr(node_signal, "START_GRACE_S", 0.2, raising=False)
+    old, _ = spawn(tmp_path, "cn-hung-1", "--start-as-non-producing-node")
+    procs.append(old)
+    time.sleep(0.5)  # the node has run for a while when the manager (re)starts
+    watcher = NodeWatcher("cn-hung-1", None, tmp_path / "node.socket")
+
+    def standby(view: NodeView) -> CredentialAction:
+        return decide_forging(
+            ForgingSnapshot(
+                now=100.0,
+                leading_until=None,
+                permit=PERMIT_LOCAL_ONLY,
+                eligible=True,
+                ineligible_reason="",
+                shutting_down=False,
+                node=view,
+                credentials_present=True,
+                signalled=None,
+            )
+        ).credentials
+
+    assert standby(watcher.observe()) is CredentialAction.REMOVE
+    old.kill()
+    old.wait()
+    new, _ = spawn(tmp_path, "cn-hung-1", "--start-as-non-producing-node")  # after the manager
+    procs.append(new)
+    assert standby(watcher.observe()) is CredentialAction.INSTALL  # booting: its window

@@ -262,3 +262,15 @@ def test_shutdown_and_bad_sources_never_forge_nor_provision() -> None:
     )  # fmt: skip
     assert not d.forge and d.credentials is CredentialAction.REMOVE
     assert d.reason == "source VRF key is empty"
+
+
+def test_a_node_running_before_the_manager_started_is_not_in_its_start_up_window() -> None:
+    found = NodeView(pids=(42,), socket_up=False, booted=False, flag_missing=False, fresh=False)
+    d = decide_forging(forging(node=found, credentials_present=True))
+    assert d.credentials is CredentialAction.REMOVE and d.signal  # told to stop forging
+    assert d.reason == "not the leader; signalling the node to disable forging"
+    d = decide_forging(forging(node=found, credentials_present=False))
+    assert d.credentials is CredentialAction.NONE
+    # As leader it gets the credentials, but no enabling SIGHUP before its socket answers.
+    d = decide_forging(forging(node=found, leading_until=105.0))
+    assert d.forge and d.credentials is CredentialAction.INSTALL and not d.signal

@@ -688,3 +688,26 @@ def test_a_failed_removal_stops_the_node(
     assert pod.metric("cardano_credential_operation_failures_total", operation="remove") >= 1
     assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0
     assert not pod.manager.is_local_leader()
+
+
+def test_a_manager_restarted_beside_an_unresponsive_node_removes_and_disables(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """The node was running before this manager started and its socket does not answer: it may
+    be hung and forging on an earlier manager's keys. No start-up credentials; it is told to stop
+    (its SIGHUP handler is installed by then), and the startup probe passes."""
+    tmp, store, clock = world
+    leader, standby = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    leader.elect()
+    standby.files.install()  # left by the previous incarnation of the manager
+    standby.node.view = NodeView(
+        pids=(7,), socket_up=False, booted=False, flag_missing=False, fresh=False
+    )
+    standby.manager.step()
+    assert not standby.files.any_present() and standby.signals.sent == [(7,)]
+    assert standby.manager.startup_state() is StartupState.NODE_RUNNING
+    # A fresh instance (started with or after this manager) is booting: its window is open.
+    standby.node.view = NodeView(pids=(8,), socket_up=False, booted=False, flag_missing=False)
+    clock.advance(2)
+    standby.manager.step()
+    assert standby.files.all_present() and standby.signals.sent == [(7,)]

@@ -192,6 +192,12 @@ class NodeView:
     lookup_problem: str = ""
     """Why a process that claims to be the node is not taken for it (a PID file naming another
     process); empty when there is none."""
+    fresh: bool = True
+    """No node process runs, or it started after this manager did (or within the start grace
+    before it): it may be in its start-up window. A node found already running when the manager
+    started whose socket does not answer may be hung and forging on what an earlier manager gave
+    it, or booting: nobody can tell, so it gets no start-up credentials, and it may be signalled
+    to stop forging (its SIGHUP handler is installed by then)."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,12 @@ def is_leading(leading_until: float | None, now: float) -> bool:
     return leading_until is not None and now < leading_until
 
 
+def may_signal(node: NodeView, forge: bool) -> bool:
+    """Whether a SIGHUP to this node is safe and useful: it answers (or answered while this
+    instance ran); or, to stop forging, it was already running when the manager started."""
+    return node.booted or node.socket_up or (not forge and not node.fresh)
+
+
 def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
     leading = is_leading(s.leading_until, s.now)
     if s.shutting_down:
@@ -250,7 +262,11 @@ def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
         action = CredentialAction.INSTALL
     else:
         startup_window = (
-            not node.socket_up and not node.booted and s.eligible and not s.shutting_down
+            not node.socket_up
+            and not node.booted
+            and node.fresh
+            and s.eligible
+            and not s.shutting_down
         )
         if startup_window and node.flag_missing:
             action = CredentialAction.REMOVE if s.credentials_present else CredentialAction.NONE
@@ -264,10 +280,12 @@ def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
         else:
             action = CredentialAction.REMOVE if s.credentials_present else CredentialAction.NONE
 
-    # A node that has not yet answered on its socket ignores the forging part of a SIGHUP;
-    # signal it once it is up. A booted node whose socket stopped answering is still signalled.
+    # A node that has not yet answered on its socket ignores the forging part of a SIGHUP (and
+    # one signalled before its handler is installed dies): signal it once it is up. A booted
+    # node whose socket stopped answering is still signalled, and so is a node found running
+    # when the manager started (not fresh), to stop forging.
     wanted = Signalled(node.pids, forge)
-    needs_signal = (node.booted or node.socket_up) and s.signalled != wanted
+    needs_signal = may_signal(node, forge) and s.signalled != wanted
     if needs_signal and not node.pids:
         why += "; node process not found, cannot signal it"
     elif needs_signal:

@@ -167,12 +167,14 @@ class ForgeManager:
         exist; and also when cardano-node already answers on its socket. The startup probe gates
         the node's *start*; a sidecar restarted beside a running node (the kubelet probes a
         restarted native sidecar again) finds no credentials on a standby and must not fail its
-        probe until the kubelet restarts it in a loop."""
+        probe until the kubelet restarts it in a loop. A node found running when this manager
+        started counts as running even while its socket does not answer (it gets no start-up
+        credentials, see ``NodeView.fresh``)."""
         with self._lock:
-            node_up = self._last_node.socket_up
+            node = self._last_node
         if self.startup_credentials_provisioned or self._files.all_present():
             return StartupState.PROVISIONED
-        if node_up:
+        if node.socket_up or (node.pids and not node.fresh):
             return StartupState.NODE_RUNNING
         return StartupState.NOT_READY
 

@@ -18,6 +18,11 @@
   and then it is signalled again (the node ignores a SIGHUP before its consensus layer is up).
 * A node running without ``--start-as-non-producing-node`` boots forging whenever the credential
   files are present; the watcher reports it so the manager can log and count it loudly.
+* A node process that was already running when the manager started (its start time, field 22 of
+  ``/proc/PID/stat``, lies more than :data:`START_GRACE_S` before the manager's) is not "fresh":
+  if its socket does not answer it may be hung while forging on what an earlier manager gave it,
+  or booting, and nobody can tell, so it gets no start-up credentials (see
+  :class:`forge_manager.decision.NodeView`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ STOP_GRACE_S = 0.5
 """Seconds a node told to stop (SIGTERM) gets before SIGKILL; see :meth:`NodeWatcher.stop`."""
 KILL_WAIT_S = 1.0
 """Seconds to wait for the processes to end after SIGKILL."""
+
+START_GRACE_S = 5.0
+"""A node process that started less than this before the manager counts as starting with it
+(booting: start-up credentials, no signal); an older one was running before the manager
+started (see ``NodeView.fresh``). Five seconds: a real node's SIGHUP handler is installed and
+its socket cannot have answered (the ledger is still loading) that soon after its start."""
 
 
 class SignalError(Exception):
@@ -126,6 +137,22 @@ def find_node_pids(name: str, pid_file: Path | None, proc: Path = Path("/proc"))
     return tuple(sorted(found))
 
 
+def boot_seconds() -> float:
+    """Seconds since boot on the clock of ``/proc/PID/stat``'s start times (CLOCK_BOOTTIME)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def started_at(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """When ``pid`` started, in seconds since boot (field 22 of ``/proc/PID/stat``); None when
+    it cannot be read."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def runs_non_producing(pid: int, proc: Path = Path("/proc")) -> bool | None:
     """Whether ``pid`` was started with --start-as-non-producing-node (None: cannot tell)."""
     argv = _cmdline(proc, pid)
@@ -188,6 +215,9 @@ class NodeWatcher:
     _booted_pids: tuple[int, ...] | None = None
     _flag_missing_seen: bool = False
     _last_pids: tuple[int, ...] = ()
+    manager_started: float = field(default_factory=boot_seconds)
+    """When this manager started (seconds since boot): nodes older than it (less the start
+    grace) were already running."""
     _pidfds: dict[int, int | None] = field(default_factory=dict)
     """pidfd (None without pidfd support) of every node process found in the last observation."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -251,7 +281,14 @@ class NodeWatcher:
             booted=booted or (up and not pids),
             flag_missing=self._flag_missing_seen,
             lookup_problem=problem,
+            fresh=all(self._fresh(pid) for pid in pids),
         )
+
+    def _fresh(self, pid: int) -> bool:
+        """Started after the manager (or within the start grace before it); a start time that
+        cannot be read counts as not fresh."""
+        start = started_at(pid, self.proc)
+        return start is not None and start >= self.manager_started - START_GRACE_S
 
     def _signal_one(self, pid: int, signum: signal.Signals) -> None:
         """Through the pidfd held for ``pid``; raises OSError (ProcessLookupError when the

@@ -711,3 +711,31 @@ def test_a_manager_restarted_beside_an_unresponsive_node_removes_and_disables(
     clock.advance(2)
     standby.manager.step()
     assert standby.files.all_present() and standby.signals.sent == [(7,)]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 11: emergency_demote signals a node that may still be booting"
+)
+def test_emergency_demotion_does_not_signal_a_booting_node(
+    world: tuple[Path, LeaseStore, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGHUP before the node installed its handler kills it (and one during start-up does
+    nothing for forging)."""
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.node.view = NodeView(pids=(43,), socket_up=False, booted=False, flag_missing=False)
+    pod.manager.step()  # start-up window: provisioned, not signalled
+    assert pod.files.all_present() and pod.signals.sent == []
+
+    def broken() -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(pod.manager, "_reconcile", broken)
+    pod.manager.emergency_demote("a test")
+    assert not pod.files.any_present()
+    assert pod.signals.sent == []
+    # A booted node is signalled on the same path.
+    pod.node.view = NodeView(pids=(43,), socket_up=True, booted=True, flag_missing=False)
+    pod.manager._last_node = pod.node.view
+    pod.manager.emergency_demote("a test")
+    assert pod.signals.sent == [(43,)]

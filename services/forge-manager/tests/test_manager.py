@@ -713,9 +713,6 @@ def test_a_manager_restarted_beside_an_unresponsive_node_removes_and_disables(
     assert standby.files.all_present() and standby.signals.sent == [(7,)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11: emergency_demote signals a node that may still be booting"
-)
 def test_emergency_demotion_does_not_signal_a_booting_node(
     world: tuple[Path, LeaseStore, Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,6 +47,7 @@ from forge_manager.decision import (
     decide_election,
     decide_forging,
     is_leading,
+    may_signal,
 )
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.metrics import ForgeMetrics, StateSample
@@ -706,7 +707,9 @@ class ForgeManager:
                 removed = False  # a SIGHUP cannot help: stop the node
                 self._credential_failure("remove", exc)
                 self._stop(node, str(exc))
-            if removed and node.pids:
+            # A node that may still be booting is not signalled: before its handler is installed
+            # a SIGHUP kills it, and during start-up it does nothing for forging.
+            if removed and node.pids and may_signal(node, forge=False):
                 try:
                     self._signal_node(node.pids)
                     self._signalled = Signalled(node.pids, False)

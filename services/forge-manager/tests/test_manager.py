@@ -61,7 +61,7 @@ class Pod:
             signal_node=self.signals,
             permit=lambda: self.permit,
             clock=clock,
-            settle=lambda _s: None,
+            settle=lambda s: self.lease.calls.append(f"settle {s:g}"),
             permit_file=permit_file,
         )
         self.manager.metrics = ForgeMetrics(
@@ -736,3 +736,21 @@ def test_emergency_demotion_does_not_signal_a_booting_node(
     pod.manager._last_node = pod.node.view
     pod.manager.emergency_demote("a test")
     assert pod.signals.sent == [(43,)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11: an ineligible leader releases without giving its node the settle time",
+)
+def test_an_ineligible_leader_lets_its_node_act_before_releasing(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """The same settle time as shutdown: a standby takes a released Lease at once."""
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.elect()
+    (tmp / "secret" / "kes.skey").unlink()
+    clock.advance(2)
+    assert pod.manager.step().startswith("released the lease")
+    assert pod.lease.calls[-2:] == ["settle 0.5", "release"]
+    assert pod.sighups() == (2, 1)

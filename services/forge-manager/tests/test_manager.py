@@ -198,6 +198,7 @@ def test_shutdown_removes_signals_then_releases(world: tuple[Path, LeaseStore, C
     b.manager.step()
     assert a.manager.shutdown() == "released the lease"
     assert not a.files.any_present() and a.sighups() == (2, 1)
+    assert a.lease.calls[-2:] == ["settle 0.5", "release"]  # the node had time to act
     assert store.record is not None and store.record.holder is None
     clock.advance(2)
     assert b.manager.step().startswith("lease was released by pod-0; acquiring it")
@@ -738,10 +739,6 @@ def test_emergency_demotion_does_not_signal_a_booting_node(
     assert pod.signals.sent == [(43,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: an ineligible leader releases without giving its node the settle time",
-)
 def test_an_ineligible_leader_lets_its_node_act_before_releasing(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:

@@ -119,6 +119,8 @@ class ForgeManager:
         self._need_read = True
         self._sent: collections.deque[tuple[str, float]] = collections.deque(maxlen=8)
         self._signalled: Signalled | None = None
+        self._disabled_at: float | None = None
+        """When the node was last signalled to stop forging: a release waits for it to act."""
         self._eligible = True
         self._ineligible_reason = ""
         self._write_error_until = 0.0
@@ -380,16 +382,26 @@ class ForgeManager:
         return True, ""
 
     def _release(self) -> ElectionDecision:
+        """Release after demotion is complete and the node had :data:`DEMOTION_BUDGET_S` since
+        its disabling SIGHUP to act on it (cardano-node reconfigures asynchronously), whatever
+        the cause: shutdown, an ineligible pod, a hand-over."""
         with self._lock:
             self._reconcile()
             ok, why = self._demotion_confirmed()
             current = self._record
             self._leading_until = None
+            settle = (
+                0.0
+                if self._disabled_at is None
+                else self._disabled_at + DEMOTION_BUDGET_S - self._clock()
+            )
         if not ok or current is None:
             return ElectionDecision(
                 LeaseAction.NONE,
                 f"not releasing the lease ({why}); it will expire instead",
             )
+        if settle > 0:
+            self._settle(settle)
         try:
             rec = self._lease.release(current)
         except LeaseError as exc:
@@ -585,6 +597,8 @@ class ForgeManager:
             return
         self._last_signal_error = ""
         self._signalled = wanted
+        if not wanted.forging:
+            self._disabled_at = self._clock()
         if self.metrics:
             self.metrics.sighup_signals.labels(reason).inc()
         log.info("sent SIGHUP to cardano-node %s (%s forging)", list(node.pids), reason)
@@ -713,6 +727,7 @@ class ForgeManager:
                 try:
                     self._signal_node(node.pids)
                     self._signalled = Signalled(node.pids, False)
+                    self._disabled_at = self._clock()
                 except SignalError as exc:
                     log.critical("cannot signal cardano-node: %s", exc)
             self._forging = False
@@ -756,17 +771,12 @@ class ForgeManager:
         """Remove credentials, signal the node, let it act, then release the lease."""
         with self._lock:
             self._shutting_down = True
-            signalled_before = self._signalled
             try:
                 self._reconcile()
             except Exception:
                 log.exception("reconciling on shutdown failed")
                 self.emergency_demote("shutdown")
-            signalled_now = self._signalled
-        if signalled_now != signalled_before:
-            # The node reconfigures asynchronously after SIGHUP; give it time before a standby
-            # may acquire.
-            self._settle(DEMOTION_BUDGET_S)
+        # The release (in _release) gives the node time to act on the disabling SIGHUP first.
         try:
             decision = self._election()
         except Exception:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from forge_manager.credentials import CredentialError, CredentialFiles
 from forge_manager.decision import NodeView
@@ -188,9 +192,6 @@ class FreezingFiles:
             )
         return self.files.remove()
 
-    def remove_stale_temporaries(self) -> int:
-        return self.files.remove_stale_temporaries()
-
 
 @dataclass
 class Stops:
@@ -209,3 +210,30 @@ class Stops:
         if self.node is not None:
             self.node.view = NodeView(pids=(), socket_up=False, booted=False, flag_missing=False)
         return self.how
+
+
+# A node-like process: renames itself (comm) and writes "hup" for every SIGHUP into a file.
+CHILD = """
+import ctypes, signal, sys, time
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+out = open(sys.argv[2], "a")
+def hup(*_):
+    out.write("hup\\n"); out.flush()
+signal.signal(signal.SIGHUP, hup)
+if "--ignore-term" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+out.write("ready\\n"); out.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def spawn(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a node-like process named ``name``; returns it and its SIGHUP log (bounded wait)."""
+    out = tmp / f"{name}.out"
+    out.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, name, str(out), *extra])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ready" not in (out.read_text() if out.exists() else ""):
+        time.sleep(0.02)
+    return proc, out

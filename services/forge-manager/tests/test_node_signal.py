@@ -6,9 +6,7 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,39 +26,7 @@ from forge_manager.node_signal import (
     socket_answers,
 )
 
-# A process that renames itself (comm) and counts SIGHUPs into a file.
-CHILD = """
-import ctypes, signal, sys, time
-ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
-out = open(sys.argv[2], "a")
-def hup(*_):
-    out.write("hup\\n"); out.flush()
-signal.signal(signal.SIGHUP, hup)
-if "--ignore-term" in sys.argv:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-out.write("ready\\n"); out.flush()
-while True:
-    time.sleep(0.05)
-"""
-
-
-def spawn(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
-    out = tmp / f"{name}.out"
-    out.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, name, str(out), *extra])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "ready" not in (out.read_text() if out.exists() else ""):
-        time.sleep(0.02)
-    return proc, out
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        p.kill()
-        p.wait()
+from .fakes import spawn
 
 
 def test_found_by_exact_comm_not_by_argument_substring(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class CredentialFiles:
         try:
             for target, data in zip(self.targets, contents, strict=True):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+                fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target), dir=target.parent)
                 temps.append(Path(tmp_name))
                 try:
                     os.fchmod(fd, 0o600)
@@ -113,32 +114,52 @@ class CredentialFiles:
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files an interrupted install left in the target directories."""
-        count = 0
-        for target in self.targets:
-            for stale in target.parent.glob(f".{target.name}.*"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-                    count += 1
-        return count
+        return remove_temporaries(self.targets)
 
     def remove(self) -> bool:
         """Unlink all three targets. Returns True when at least one existed."""
-        removed = False
-        errors: list[str] = []
-        for target in self.targets:
-            try:
-                target.unlink()
-                removed = True
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                errors.append(f"{target}: {exc.strerror}")
+        count, errors = remove_targets(self.targets)
+        removed = count > 0
         for directory in {t.parent for t in self.targets}:
             with contextlib.suppress(OSError):
                 _fsync_dir(directory)
         if errors:
             raise CredentialError("removing credentials failed: " + "; ".join(errors))
         return removed
+
+
+def temporary_prefix(target: Path) -> str:
+    """Name prefix of the temporary files an install writes beside ``target`` (``mkstemp`` adds
+    eight random characters): ``.kes.skey.`` for ``kes.skey``. They hold key material until
+    renamed; a crash leaves them behind."""
+    return f".{target.name}."
+
+
+def remove_temporaries(targets: Sequence[Path]) -> int:
+    """Delete the temporaries an interrupted install left beside ``targets``; returns how many."""
+    count = 0
+    for target in targets:
+        with contextlib.suppress(OSError):
+            for stale in target.parent.glob(temporary_prefix(target) + "*"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+                    count += 1
+    return count
+
+
+def remove_targets(targets: Sequence[Path]) -> tuple[int, list[str]]:
+    """Unlink ``targets`` (a missing one is fine): how many existed, and the failures."""
+    removed = 0
+    errors: list[str] = []
+    for target in targets:
+        try:
+            target.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            errors.append(f"{target}: {exc.strerror}")
+    return removed, errors
 
 
 def _fsync_dir(directory: Path) -> None:

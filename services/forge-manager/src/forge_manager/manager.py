@@ -160,9 +160,6 @@ class ForgeManager:
                 forging_since=self._forging_since,
             )
 
-    def remove_stale_temporaries(self) -> int:
-        return self._files.remove_stale_temporaries()
-
     def startup_state(self) -> StartupState:
         """What ``/startup-status`` reports.
 

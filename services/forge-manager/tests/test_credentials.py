@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,69 @@ def test_remove_and_stale_temporaries(files: CredentialFiles) -> None:
     assert files.remove() is True
     assert not files.any_present()
     assert files.remove() is False
+
+
+# ---- a Secret volume: the three sources are read as one snapshot --------------------------------
+NAMES = ("kes.skey", "vrf.skey", "node.cert")
+
+
+def _write_version(volume: Path, version: str) -> str:
+    """A timestamped directory as the kubelet's atomic writer makes it; returns its name."""
+    ts = f"..2026_01_01_00_00_0{version}.123456789"
+    (volume / ts).mkdir()
+    for name in NAMES:
+        (volume / ts / name).write_text(f"{name} {version}\n")
+    return ts
+
+
+def secret_volume(volume: Path, version: str) -> CredentialFiles:
+    """A Secret volume: <ts>/ with the keys, ..data -> <ts>, and name -> ..data/name."""
+    volume.mkdir()
+    ts = _write_version(volume, version)
+    (volume / "..data").symlink_to(ts)
+    for name in NAMES:
+        (volume / name).symlink_to(f"..data/{name}")
+    target = volume.parent / "target"
+    return CredentialFiles(
+        sources=(volume / NAMES[0], volume / NAMES[1], volume / NAMES[2]),
+        targets=(target / NAMES[0], target / NAMES[1], target / NAMES[2]),
+    )
+
+
+def update_secret(volume: Path, version: str, *, remove_old: bool) -> None:
+    """The kubelet's update: new directory, ..data_tmp -> it, rename over ..data, old removed."""
+    old = os.readlink(volume / "..data")
+    ts = _write_version(volume, version)
+    (volume / "..data_tmp").symlink_to(ts)
+    os.rename(volume / "..data_tmp", volume / "..data")
+    if remove_old:
+        shutil.rmtree(volume / old)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 11: the three sources are read one by one across a Secret update"
+)
+@pytest.mark.parametrize("remove_old", [False, True], ids=["old-kept", "old-removed"])
+def test_the_three_sources_are_one_snapshot_across_a_secret_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remove_old: bool
+) -> None:
+    """The Secret is updated after the first source was read: a new KES key must never be paired
+    with an old operational certificate."""
+    volume = tmp_path / "secret"
+    files = secret_volume(volume, "1")
+    original = Path.read_bytes
+    updated: list[bool] = []
+
+    def read_bytes(self: Path) -> bytes:
+        data = original(self)
+        if not updated and self.name in NAMES and volume in self.parents:
+            updated.append(True)  # the kubelet swaps the volume right after the first read
+            update_secret(volume, "2", remove_old=remove_old)
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    contents = files.read_sources()
+    versions = {c.decode().split()[1] for c in contents}
+    assert updated and len(versions) == 1, contents
+    monkeypatch.setattr(Path, "read_bytes", original)
+    assert files.read_sources()[0] == b"kes.skey 2\n"

@@ -114,9 +114,6 @@ def update_secret(volume: Path, version: str, *, remove_old: bool) -> None:
         shutil.rmtree(volume / old)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11: the three sources are read one by one across a Secret update"
-)
 @pytest.mark.parametrize("remove_old", [False, True], ids=["old-kept", "old-removed"])
 def test_the_three_sources_are_one_snapshot_across_a_secret_update(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remove_old: bool
@@ -141,3 +138,23 @@ def test_the_three_sources_are_one_snapshot_across_a_secret_update(
     assert updated and len(versions) == 1, contents
     monkeypatch.setattr(Path, "read_bytes", original)
     assert files.read_sources()[0] == b"kes.skey 2\n"
+
+
+def test_a_secret_volume_with_item_paths_and_a_missing_key(tmp_path: Path) -> None:
+    """``items: [{key: kes, path: keys/kes.skey}]``: keys -> ..data/keys; errors name the
+    configured path."""
+    volume = tmp_path / "secret"
+    (volume / "..v1" / "keys").mkdir(parents=True)
+    for name in NAMES[:2]:
+        (volume / "..v1" / "keys" / name).write_text(f"{name} 1\n")
+    (volume / "..data").symlink_to("..v1")
+    (volume / "keys").symlink_to("..data/keys")
+    sources = tuple(volume / "keys" / n for n in NAMES)
+    files = CredentialFiles(sources=sources, targets=tuple(tmp_path / "t" / n for n in NAMES))  # type: ignore[arg-type]
+    with pytest.raises(SourceError) as exc:
+        files.read_sources()
+    assert str(exc.value) == (
+        f"source operational certificate {sources[2]} (SOURCE_OP_CERT) does not exist"
+    )
+    (volume / "..v1" / "keys" / NAMES[2]).write_text("node.cert 1\n")
+    assert [c.split()[1] for c in files.read_sources()] == [b"1", b"1", b"1"]

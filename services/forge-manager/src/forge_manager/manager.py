@@ -381,7 +381,7 @@ class ForgeManager:
     def _release(self) -> ElectionDecision:
         """Release after demotion is complete and the node had :data:`DEMOTION_BUDGET_S` since
         its disabling SIGHUP to act on it (cardano-node reconfigures asynchronously), whatever
-        the cause: shutdown, an ineligible pod, a hand-over."""
+        the cause: shutdown or an ineligible pod."""
         with self._lock:
             self._reconcile()
             ok, why = self._demotion_confirmed()

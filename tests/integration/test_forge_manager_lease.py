@@ -54,8 +54,20 @@ def test_a_write_to_a_deleted_lease_is_lost(
         a = make(control_plane, kube_namespace, "bp-0", api)
         rec = a.acquire(None, a.new_renew_stamp())
         client.CoordinationV1Api(api).delete_namespaced_lease(a.name, kube_namespace)
-        with pytest.raises(LeaseLost, match="404"):
+        # Leases allow create-on-update: without the UID precondition this renew would create
+        # the Lease again and the old leader would forge on.
+        with pytest.raises(LeaseLost, match="was deleted since it was read"):
             a.renew(rec, a.new_renew_stamp())
+        assert a.read() is None
+        # Deleted and created again by someone else: a write against the old object is lost too.
+        rec = a.acquire(None, a.new_renew_stamp())
+        client.CoordinationV1Api(api).delete_namespaced_lease(a.name, kube_namespace)
+        b = make(control_plane, kube_namespace, "bp-1", api)
+        b.acquire(None, b.new_renew_stamp())
+        with pytest.raises(LeaseLost):
+            a.renew(rec, a.new_renew_stamp())
+        held = a.read()
+        assert held is not None and held.holder == "bp-1"
 
 
 def test_calls_fail_while_the_api_is_down(control_plane: ControlPlane, kube_namespace: str) -> None:

@@ -21,7 +21,11 @@
 * Release clears ``holderIdentity`` so a standby acquires at once instead of waiting for expiry,
   and names the releasing holder in the annotation :data:`RELEASED_BY`: a record whose holder was
   cleared by anyone else (or a Lease that vanished) is no evidence that the old holder stopped.
-* A 404 on a write means the Lease was deleted since it was read: the write lost, like a 409.
+* A Lease deleted since it was read is lost too. An update of a missing Lease does not fail by
+  itself: Leases allow create-on-update, and the API server creates the object again despite
+  the stale ``resourceVersion``, so an old leader would renew a deleted Lease into existence and
+  forge on. Every replace therefore carries the ``uid`` of the object read, a precondition that
+  fails (409) when the object is gone or was created anew; a 404 on a write is lost as well.
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ class LeaseRecord:
     None when the record is held, or was cleared by someone else."""
     acquire_time: str | None = None
     """The acquireTime as written (RFC 3339 with microseconds), kept on renew."""
+    uid: str | None = None
+    """The object's UID: carried by every replace as a precondition, so that a Lease deleted
+    (and perhaps created again) since it was read is never written (409) instead of being
+    silently created again by the update (Leases allow create-on-update)."""
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
     """The object's labels and annotations, written back unchanged (bar :data:`RELEASED_BY`)."""
@@ -101,6 +109,7 @@ def _record(lease: Any) -> LeaseRecord:
         transitions=(spec.lease_transitions or 0) if spec else 0,
         released_by=annotations.get(RELEASED_BY) or None,
         acquire_time=_micro_time(spec.acquire_time) if spec else None,
+        uid=lease.metadata.uid or None,
         labels=dict(lease.metadata.labels or {}),
         annotations=annotations,
     )
@@ -148,6 +157,10 @@ class LeaseClient:
         try:
             return fn(*args, _request_timeout=self.request_timeout)
         except ApiException as exc:
+            if exc.status == 409 and "UID in precondition" in str(exc.body or ""):
+                raise LeaseLost(
+                    f"lease {self.name} was deleted since it was read (409: its UID changed)"
+                ) from None
             if exc.status == 409:
                 raise LeaseLost(f"lease {self.name} changed since it was read (409)") from None
             if exc.status == 404:
@@ -200,6 +213,7 @@ class LeaseClient:
         metadata = client.V1ObjectMeta(
             name=self.name,
             resource_version=current.resource_version if current else None,
+            uid=current.uid if current else None,
             labels=dict(current.labels) if current is not None else dict(MANAGED_BY),
             annotations=annotations or None,
         )

@@ -369,3 +369,25 @@ def test_health_endpoint_network_follows_the_node(tmp_path: Path) -> None:
         "containers"
     ]
     assert {e["name"]: e["value"] for e in container["env"]}["CARDANO_NETWORK"] == "preview"
+
+
+def test_mithril_and_download_settings_reach_the_containers(tmp_path: Path) -> None:
+    values = merged(node_values("mainnet"), {"node": {
+        "genesis": {"timeoutSeconds": 15},
+        "mithril": {"enabled": True, "snapshot": "a1b2c3",
+                    "image": {"tag": "9999.0", "pullPolicy": "Always"},
+                    "aggregatorEndpoint": "https://aggregator.example.com/aggregator",
+                    "genesisVerificationKey": "5b31", "ancillaryVerificationKey": "5b32",
+                    "resources": {"requests": {"memory": "2Gi"}}}}})  # fmt: skip
+    docs = render(values, tmp_path)
+    validate_all(docs, tmp_path)
+    command = init(docs, "genesis")["command"]
+    assert command[command.index("--timeout") + 1] == "15"
+    restore = init(docs, "mithril-restore")
+    env = {e["name"]: e["value"] for e in restore["env"]}
+    assert env == {"AGGREGATOR_ENDPOINT": "https://aggregator.example.com/aggregator",
+                   "GENESIS_VERIFICATION_KEY": "5b31", "ANCILLARY_VERIFICATION_KEY": "5b32",
+                   "SNAPSHOT": "a1b2c3", "HOME": "/tmp"}  # fmt: skip
+    assert restore["image"] == "ghcr.io/input-output-hk/mithril-client:9999.0"
+    assert restore["imagePullPolicy"] == "Always"
+    assert restore["resources"] == {"requests": {"memory": "2Gi"}}

@@ -339,7 +339,7 @@ genesis files in genesisDir, node.config.overrides on top. */}}
 {{- range $bootstrap }}
 {{- $peers = append $peers (dict "address" .address "port" (int .port)) }}
 {{- end }}
-{{- $local := dict "accessPoints" $relays "advertise" false "trustable" true "hotValency" (int ($topo.hotValency | default (len $relays))) }}
+{{- $local := dict "accessPoints" $relays "advertise" false "trustable" true "hotValency" (int ($topo.hotValency | default (max 1 (len $relays)))) }}
 {{- $doc := dict "localRoots" (list $local) "publicRoots" (list (dict "accessPoints" list "advertise" false)) "useLedgerAfterSlot" (int $topo.useLedgerAfterSlot) }}
 {{- if $peers }}
 {{- $_ := set $doc "bootstrapPeers" $peers }}

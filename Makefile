@@ -13,9 +13,10 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 SERVICES := services/forge-manager services/health-endpoint services/cli
-TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)
+TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
+NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
-.PHONY: help venv tools images images-lock images-clean cluster-up cluster-down lint unit integration chart alerts test demo chaos bench clean
+.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration chart chart-docs alerts test demo chaos bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -52,24 +53,39 @@ images-clean: ## remove this project's images from buildah's storage and .images
 cluster-up: venv tools ## start etcd + kube-apiserver on loopback; kubeconfig in .cluster/kubeconfig
 	$(PY) -m tests.harness.controlplane up --dir .cluster
 
-cluster-down: venv ## stop what cluster-up started and remove its state
+cluster-down: venv node-down ## stop what cluster-up (and node-up) started and remove its state
 	$(PY) -m tests.harness.controlplane down --dir .cluster
+
+$(NODE_STAMP): tools/versions.env tools/build-tools.sh tools/node/pause.c tests/harness/nodeprobe/main.go
+	bash tools/build-tools.sh node
+	@rm -f .tools/bin/.node-stamp-*; touch $@
+
+node-tools: $(NODE_STAMP) ## build kubelet, kube-proxy, kcm, scheduler, CoreDNS (cached by version); apt containerd, runc, CNI
+
+node-up: venv tools node-tools ## add a real node (containers) to the cluster-up control plane; root, one per host
+	$(PY) -m tests.harness.node up --cluster-dir .cluster
+
+node-down: venv ## stop the node and restore every host setting it changed (idempotent)
+	$(PY) -m tests.harness.node down
 
 lint: venv ## ruff on the whole tree, mypy --strict on the services and the CLI, gofmt on forge-guard
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy services/forge-manager/src services/health-endpoint/src services/cli/src
-	@test -z "$$(gofmt -l services/forge-guard)" || { echo "gofmt: run 'gofmt -w services/forge-guard'"; exit 1; }
+	@test -z "$$(gofmt -l services/forge-guard tests/harness/nodeprobe)" || { echo "gofmt: run 'gofmt -w services/forge-guard tests/harness/nodeprobe'"; exit 1; }
 
 unit: venv ## fast unit tests of the services and the CLI (Python) and of forge-guard (Go)
 	cd services/forge-guard && go vet ./... && go test -count=1 ./...
 	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests services/cli/tests
 
-integration: venv tools ## tests against the real control plane, Prometheus, helm and promtool
+integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool
 	$(PYTEST) tests
 
 chart: venv tools ## the chart alone: helm lint, rendering matrix, install and RBAC on the control plane
 	$(PYTEST) tests/chart
+
+chart-docs: tools ## regenerate the chart README's values table from values.yaml (helm-docs)
+	helm-docs --chart-search-root charts --sort-values-order file
 
 alerts: venv tools ## the alert rules alone: promtool check and unit tests, Alertmanager example
 	$(PYTEST) tests/alerts

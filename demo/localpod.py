@@ -8,8 +8,9 @@ container, with two kinds of change that running outside Kubernetes forces:
 * a path under one of the container's volume mounts is moved to the local directory standing in
   for that volume (the memory-backed credential emptyDir, the socket emptyDir, the mounted Secret).
 
-``METRICS_PORT`` (every pod would want 8000 on one host) and ``CARDANO_NODE_PROCESS_NAME`` (every
-node would be called ``cardano-node`` in one process namespace) are the only values replaced.
+``METRICS_PORT`` (every pod would want 8000 on one host), ``NODE_METRICS_URL`` (every node's
+Prometheus endpoint would be 127.0.0.1:12798) and ``CARDANO_NODE_PROCESS_NAME`` (every node would
+be called ``cardano-node`` in one process namespace) are the only values replaced.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-REPLACED = ("METRICS_PORT", "CARDANO_NODE_PROCESS_NAME")
+REPLACED = ("METRICS_PORT", "NODE_METRICS_URL", "CARDANO_NODE_PROCESS_NAME")
 
 
 class ChartEnvError(ValueError):

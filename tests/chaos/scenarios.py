@@ -228,11 +228,29 @@ def health_flap(w: World) -> str:
     return f"{region} health flapped {flips} times over {total:.1f} s"
 
 
+def node_lag(w: World) -> str:
+    """A node falls behind the chain (its tip far behind, or none, as during a ledger replay)
+    and catches up: a leader forges on within NODE_SYNC_GRACE_SECONDS and hands over to a
+    synced standby after it; an unsynced standby stays out of the election."""
+    pod = w.pick(prefer_forger=0.8)
+    grace = float(pod.env().get("NODE_SYNC_GRACE_SECONDS", "60"))
+    behind = w.rng.choice([600, None])
+    pod.set_tip_lag(behind)
+    try:
+        held = w.hold(0.5, 2 * grace + 2 * w.retry_period)
+    finally:
+        pod.set_tip_lag(0)
+    what = "600 slots behind" if behind else "without a tip"
+    return f"{pod.name} node {what} for {held:g} s (grace {grace:g} s)"
+
+
 def both_enabled(w: World) -> str:
     """An operator sets every region's forgeState to Enabled, then back to Priority-based."""
     names = sorted(w.regions.pods)
     for region in names:
-        w.regions.patch_spec(region, {"forgeState": "Enabled"})
+        # Retried: a region whose first local election is still running (a lease duration) has
+        # not created its resource yet.
+        _patch_retrying(w, region, {"forgeState": "Enabled"})
     try:
         held = w.hold(3.0, 15.0)
     finally:
@@ -266,6 +284,7 @@ SCENARIOS: dict[str, Scenario] = {
     "partition_freeze": partition_freeze,
     "health_flap": health_flap,
     "both_enabled": both_enabled,
+    "node_lag": node_lag,
 }
 
 # Rough mean wall time of fault + recovery with FAST_TIMING on an idle 2-core machine, for the

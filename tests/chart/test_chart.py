@@ -24,6 +24,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from forge_manager.node_sync import load_node_sync_settings
 
 from tests.harness.controlplane import tool
 
@@ -227,6 +228,21 @@ MATRIX: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         (),
     ),
     "forge-guard-off": (merged(BASE, {"forgeGuard": {"enabled": False}}), ()),
+    "node-sync-off": (merged(BASE, {"forgeManager": {"nodeSync": {"enabled": False}}}), ()),
+    "node-sync-custom-network": (
+        merged(
+            BASE,
+            {
+                "forgeManager": {
+                    "nodeSync": {
+                        "network": "custom",
+                        "custom": {"shelleyStartSlot": 0, "shelleyStartTime": "1700000000"},
+                    }
+                }
+            },
+        ),
+        (),
+    ),
     "everything-off": (
         merged(
             BASE,
@@ -277,6 +293,7 @@ def test_helm_lint(tmp_path: Path) -> None:
 def test_default_objects(tmp_path: Path) -> None:
     docs = render(BASE, tmp_path)
     assert kinds(docs) == [
+        "ConfigMap",  # the node configuration and topology (node.network)
         "CustomResourceDefinition",
         "NetworkPolicy",
         "PodDisruptionBudget",
@@ -284,6 +301,7 @@ def test_default_objects(tmp_path: Path) -> None:
         "RoleBinding",
         "Service",
         "Service",
+        "Service",  # the peer Service (node.service)
         "ServiceAccount",
         "StatefulSet",
     ]
@@ -439,7 +457,8 @@ def test_forge_guard_is_on_by_default_and_wraps_the_node(tmp_path: Path) -> None
 
 def test_forge_guard_is_installed_from_the_forge_manager_image(tmp_path: Path) -> None:
     spec = pod_spec(render(BASE, tmp_path))
-    install, sidecar = spec["initContainers"]
+    genesis, install, sidecar = spec["initContainers"]  # genesis: node.genesis (bootstrap)
+    assert genesis["name"] == "genesis"
     # A regular init container, before the sidecar: done before the node can start.
     assert install["name"] == "install-forge-guard"
     assert "restartPolicy" not in install
@@ -458,7 +477,7 @@ def test_forge_guard_is_installed_from_the_forge_manager_image(tmp_path: Path) -
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["forge-bin"]
     tagged = merged(BASE, {"forgeManager": {"image": {"tag": "1.2.3"}}})
-    install, sidecar = pod_spec(render(tagged, tmp_path))["initContainers"]
+    _, install, sidecar = pod_spec(render(tagged, tmp_path))["initContainers"]
     assert install["image"] == sidecar["image"] == "ghcr.io/cardano-forge/forge-manager:1.2.3"
 
 
@@ -502,7 +521,10 @@ def test_images_are_the_dockerfiles(service: str, values_key: str, tmp_path: Pat
 
 
 def test_forge_manager_image_ships_forge_guard_where_the_chart_copies_it(tmp_path: Path) -> None:
-    install = pod_spec(render(BASE, tmp_path))["initContainers"][0]
+    (install,) = [
+        c for c in pod_spec(render(BASE, tmp_path))["initContainers"]
+        if c["name"] == "install-forge-guard"
+    ]  # fmt: skip
     source = install["command"][1]
     assert re.search(
         rf"^COPY --from=\S+ \S*/forge-guard {re.escape(source)}$", dockerfile("forge-manager"), re.M
@@ -516,7 +538,7 @@ def test_forge_guard_off_leaves_the_node_command_alone(tmp_path: Path) -> None:
     spec = pod_spec(docs)
     node = spec["containers"][0]
     assert node["command"] == ["cardano-node"]
-    assert [c["name"] for c in spec["initContainers"]] == ["forge-manager"]
+    assert [c["name"] for c in spec["initContainers"]] == ["genesis", "forge-manager"]
     assert "FORGE_PERMIT_FILE" not in sidecar_env(docs)
     assert not {"run", "forge-bin"} & {v["name"] for v in spec["volumes"]}
     assert not {"run", "forge-bin"} & set(mounts(node))
@@ -689,7 +711,7 @@ def test_extra_env_and_scheduling_values_reach_the_pod(tmp_path: Path) -> None:
     assert spec["nodeSelector"] == {"cardano.io/role": "block-producer"}
     assert spec["tolerations"][0]["key"] == "dedicated"
     template = only(docs, "StatefulSet")["spec"]["template"]
-    assert template["metadata"]["annotations"] == {"example.com/team": "spo"}
+    assert template["metadata"]["annotations"]["example.com/team"] == "spo"
 
 
 # --------------------------------------------------------------------------- selectors
@@ -1050,7 +1072,7 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["PROMETHEUS_URL"] == "http://prometheus-operated.monitoring:9090"
     assert env["HEALTH_CONFIG_FILE"] == "/etc/health-endpoint/checks.yaml"
-    assert only(docs, "ConfigMap")["data"]["checks.yaml"] == "rules: []\n"
+    assert only(docs, "ConfigMap", "-health")["data"]["checks.yaml"] == "rules: []\n"
     # The block producers' selectors must not pick up the health endpoint's pods.
     health_labels = pod["metadata"]["labels"]
     for obj in docs:
@@ -1068,3 +1090,87 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
 def test_health_endpoint_needs_prometheus(tmp_path: Path) -> None:
     message = refusal(merged(BASE, {"healthEndpoint": {"enabled": True}}), tmp_path)
     assert "healthEndpoint.prometheusUrl is required" in message
+
+
+# --------------------------------------------------------------------------- node sync check
+
+SYNC_ENV = ("NODE_METRICS_URL", "NODE_METRICS_TIMEOUT", "CARDANO_NETWORK",
+            "NODE_SYNC_MAX_LAG_SLOTS", "NODE_SYNC_GRACE_SECONDS")  # fmt: skip
+
+
+def test_node_sync_check_is_on_and_reads_the_nodes_own_endpoint(tmp_path: Path) -> None:
+    docs = render(BASE, tmp_path)
+    env = sidecar_env(docs)
+    assert env["NODE_SYNC_CHECK"] == "true"
+    assert env["NODE_METRICS_URL"] == "http://127.0.0.1:12798/metrics"
+    assert (env["CARDANO_NETWORK"], env["NODE_SYNC_MAX_LAG_SLOTS"]) == ("mainnet", "300")
+    assert (env["NODE_SYNC_GRACE_SECONDS"], env["NODE_METRICS_TIMEOUT"]) == ("60", "1")
+    assert not {k for k in env if k.startswith("CARDANO_SHELLEY_") or k == "NODE_TIP_METRIC"}
+    # The port the URL names is the node container's metrics port.
+    (node,) = pod_spec(docs)["containers"]
+    ports = {p["name"]: p["containerPort"] for p in node["ports"]}
+    assert ports["node-metrics"] == 12798
+    # The forge manager accepts what the chart renders.
+    settings = load_node_sync_settings({k: str(v) for k, v in env.items()}, interval=2.0)
+    assert settings.enabled and settings.network.name == "mainnet"
+    assert (settings.max_lag_slots, settings.grace) == (300, 60.0)
+
+
+def test_node_sync_values_reach_the_forge_manager(tmp_path: Path) -> None:
+    values = merged(
+        BASE,
+        {
+            "node": {"metricsPort": 9100},
+            "forgeManager": {
+                "nodeSync": {
+                    "network": "custom",
+                    "custom": {"shelleyStartSlot": 86400,
+                               "shelleyStartTime": "2022-06-21T00:00:00Z"},
+                    "maxLagSlots": 120,
+                    "graceSeconds": 30,
+                    "metricsTimeoutSeconds": 0.5,
+                    "tipMetric": "cardano_node_metrics_slotNum",
+                }
+            },
+        },
+    )  # fmt: skip
+    env = sidecar_env(render(values, tmp_path))
+    assert env["NODE_METRICS_URL"] == "http://127.0.0.1:9100/metrics"
+    assert env["CARDANO_SHELLEY_START_SLOT"] == "86400"
+    assert env["CARDANO_SHELLEY_START_TIME"] == "2022-06-21T00:00:00Z"
+    settings = load_node_sync_settings({k: str(v) for k, v in env.items()}, interval=2.0)
+    assert settings.network.wallclock_slot(1_655_769_600 + 7) == 86_407
+    assert settings.tip_metrics == ("cardano_node_metrics_slotNum",)
+    assert (settings.max_lag_slots, settings.grace, settings.timeout) == (120, 30.0, 0.5)
+    url = {"forgeManager": {"nodeSync": {"metricsUrl": "http://127.0.0.1:1234/m"}}}
+    env = sidecar_env(render(merged(BASE, url), tmp_path))
+    assert env["NODE_METRICS_URL"] == "http://127.0.0.1:1234/m"
+
+
+def test_node_sync_can_be_switched_off(tmp_path: Path) -> None:
+    values, _ = MATRIX["node-sync-off"]
+    env = sidecar_env(render(values, tmp_path))
+    assert env["NODE_SYNC_CHECK"] == "false"
+    assert not set(SYNC_ENV) & set(env)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"nodeSync": {"network": "testnet"}}, "/forgeManager/nodeSync/network"),
+        ({"nodeSync": {"maxLagSlots": 0}}, "minimum"),
+        ({"nodeSync": {"graceSecond": 5}}, "additional properties 'graceSecond' not allowed"),
+        ({"nodeSync": {"metricsUrl": "localhost:12798"}}, "metricsUrl"),
+        ({"nodeSync": {"tipMetric": "slot-num"}}, "tipMetric"),
+    ],
+    ids=["network", "max-lag", "typo", "url", "metric-name"],
+)
+def test_node_sync_schema_rejects(values: dict[str, Any], expected: str, tmp_path: Path) -> None:
+    message = refusal(merged(BASE, {"forgeManager": values}), tmp_path)
+    assert "values don't meet the specifications of the schema" in message
+    assert expected in message, message
+
+
+def test_custom_network_needs_its_start_time(tmp_path: Path) -> None:
+    values = merged(BASE, {"forgeManager": {"nodeSync": {"network": "custom"}}})
+    assert "forgeManager.nodeSync.custom.shelleyStartTime is required" in refusal(values, tmp_path)

@@ -18,6 +18,7 @@ CONTAINER = {
         {"name": "FORGE_PERMIT_FILE", "value": "/run/forge/permit"},
         {"name": "LOG_FORMAT", "value": "json"},
         {"name": "CARDANO_NODE_PROCESS_NAME", "value": "cardano-node"},
+        {"name": "NODE_METRICS_URL", "value": "http://127.0.0.1:12798/metrics"},
         {"name": "OTHER_PATH", "value": "/etc/hostname"},
     ],
     "volumeMounts": [

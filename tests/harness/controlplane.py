@@ -12,7 +12,9 @@ Security is the real thing in miniature: TLS with a throwaway CA, an admin clien
 ``system:masters``, RBAC authorization (not AlwaysAllow) and service-account tokens signed by a key
 of the control plane, so the TokenRequest API works and a test can act as a ServiceAccount.
 There is no controller manager, scheduler or kubelet: objects are stored and validated, nothing
-runs them (namespaces that are deleted stay ``Terminating``, pods are never scheduled).
+runs them (namespaces that are deleted stay ``Terminating``, pods are never scheduled). A real
+node is added on top by ``tests/harness/node.py`` (``make node-up``), which also starts a second
+kube-apiserver on the node's bridge address (``start_bridge_apiserver``) so pods reach the API.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_CIDR = "10.96.0.0/24"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+BRIDGE_APISERVER = "kube-apiserver-bridge"
 STOP_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 90.0
 
@@ -91,6 +96,35 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _binary_of(name: str) -> str:
+    """The executable a recorded process name runs (the bridge API server is a kube-apiserver)."""
+    return "kube-apiserver" if name == BRIDGE_APISERVER else name
+
+
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below ``path`` (a tree with mounts must not be removed recursively)."""
+    prefix = str(path.resolve())
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return found
+
+
+def remove_tree(path: Path) -> None:
+    """``rm -rf path``, refused when something is still mounted below it (it would delete the
+    mounted files): the node's mounts are released by ``make node-down``."""
+    mounted = mounts_below(path)
+    if mounted:
+        raise ControlPlaneError(
+            f"{path} still has {len(mounted)} mount(s) below it (first {mounted[0]}): "
+            "run 'make node-down' first"
+        )
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _pid_is(pid: int, binary: str) -> bool:
@@ -165,16 +199,31 @@ def make_pki(pki: Path) -> None:
         "admin": ("/O=system:masters/CN=cardano-forge-admin", "extendedKeyUsage=clientAuth\n"),
     }
     for name, (subject, ext) in leaf.items():
-        (pki / f"{name}.ext").write_text(ext)
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject,
-                 cwd=pki)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "365",
-                 "-extfile", f"{name}.ext", cwd=pki)  # fmt: skip
+        sign_leaf(pki, name, subject, ext)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     for key in pki.glob("*.key"):
         key.chmod(0o600)
+
+
+def sign_leaf(
+    pki: Path, name: str, subject: str, extensions: str, out_dir: Path | None = None
+) -> None:
+    """``NAME.crt`` and ``NAME.key`` in ``out_dir`` (default ``pki``): an EC key and a
+    certificate signed by the CA in ``pki``, with the subject and X.509 extensions (openssl
+    ``-extfile`` lines) given."""
+    pki = pki.resolve()
+    out = (out_dir or pki).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (out / f"{name}.ext").write_text(extensions)
+    _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject,
+             cwd=out)  # fmt: skip
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(pki / "ca.crt"),
+             "-CAkey", str(pki / "ca.key"), "-CAserial", str(out / "ca.srl"), "-CAcreateserial",
+             "-out", f"{name}.crt", "-days", "365", "-extfile", f"{name}.ext",
+             cwd=out)  # fmt: skip
+    (out / f"{name}.key").chmod(0o600)
 
 
 def b64_file(path: Path) -> str:
@@ -190,6 +239,8 @@ class ControlPlane:
     apiserver_port: int = 0
     etcd_port: int = 0
     etcd_peer_port: int = 0
+    #: Set by ``start_bridge_apiserver``: the second API server's address (same port number).
+    bridge_address: str | None = None
     pids: dict[str, int] = field(default_factory=dict)
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
@@ -257,27 +308,43 @@ class ControlPlane:
             "--unsafe-no-fsync",
         ]
 
-    def _apiserver_args(self) -> list[str]:
+    def _apiserver_args(self, bridge: bool = False) -> list[str]:
         pki = self.pki
+        if bridge:
+            # The second API server: its lease reconciler makes its address the endpoint of the
+            # kubernetes Service, and its certificate names that Service, so pods reach the API.
+            address, cert, certs_dir = (
+                self.bridge_address,
+                "apiserver-bridge",
+                "apiserver-bridge-certs",
+            )
+            reconciler = "lease"
+        else:
+            # No Endpoints for the kubernetes Service from this one: nothing outside a pod dials it.
+            address, cert, certs_dir, reconciler = (
+                "127.0.0.1",
+                "apiserver",
+                "apiserver-certs",
+                "none",
+            )
         return [
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # No Endpoints for the kubernetes Service: nothing in the test bed dials it.
-            "--endpoint-reconciler-type=none",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
+            f"--endpoint-reconciler-type={reconciler}",
             f"--secure-port={self.apiserver_port}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--tls-cert-file={pki / f'{cert}.crt'}",
+            f"--tls-private-key-file={pki / f'{cert}.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             "--authorization-mode=RBAC",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
-            "--service-cluster-ip-range=10.96.0.0/24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--profiling=false",
-            f"--cert-dir={self.root / 'apiserver-certs'}",
+            f"--cert-dir={self.root / certs_dir}",
             "--v=1",
         ]
 
@@ -322,44 +389,93 @@ class ControlPlane:
         ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return ctx
 
-    def is_ready(self, timeout: float = 2.0) -> bool:
+    def is_ready(self, timeout: float = 2.0, url: str | None = None) -> bool:
         try:
             with urllib.request.urlopen(
-                f"{self.url}/readyz", timeout=timeout, context=self.ssl_context()
+                f"{url or self.url}/readyz", timeout=timeout, context=self.ssl_context()
             ) as resp:
                 return bool(resp.status == 200)
         except (OSError, urllib.error.URLError, ssl.SSLError):
             return False
 
     def start_apiserver(self, binary: str | None = None) -> None:
-        """(Re)start kube-apiserver against the running etcd and wait for ``/readyz``."""
-        self._spawn("kube-apiserver", binary or tool("kube-apiserver"), self._apiserver_args())
+        """(Re)start kube-apiserver against the running etcd and wait for ``/readyz``; the
+        bridge API server too when one was started before (``start_bridge_apiserver``)."""
+        binary = binary or tool("kube-apiserver")
+        self._spawn("kube-apiserver", binary, self._apiserver_args())
+        self._wait_ready("kube-apiserver", self.url)
+        if self.bridge_address is not None and BRIDGE_APISERVER not in self.pids:
+            self._spawn(BRIDGE_APISERVER, binary, self._apiserver_args(bridge=True))
+            self._wait_ready(BRIDGE_APISERVER, self.bridge_url)
+        self.save_state()
+
+    def _wait_ready(self, name: str, url: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            self._check_alive("kube-apiserver")
-            if self.is_ready():
-                self.save_state()
+            self._check_alive(name)
+            if self.is_ready(url=url):
                 return
             time.sleep(0.25)
         raise ControlPlaneError(
-            f"kube-apiserver not ready within {READY_TIMEOUT_S:.0f} s; its log ends:\n"
-            f"{_tail(self.log('kube-apiserver'))}"
+            f"{name} not ready within {READY_TIMEOUT_S:.0f} s; its log ends:\n"
+            f"{_tail(self.log(name))}"
         )
 
-    def stop_apiserver(self) -> None:
-        """Stop kube-apiserver only (etcd keeps the state): an API outage for the managers."""
-        pid = self.pids.pop("kube-apiserver", None)
+    @property
+    def bridge_url(self) -> str:
+        return f"https://{self.bridge_address}:{self.apiserver_port}"
+
+    def start_bridge_apiserver(self, address: str) -> None:
+        """Start a second kube-apiserver on ``address`` (a bridge address pods can route to),
+        with the same port number, etcd, CA, service-account keys and issuer.
+
+        Its lease endpoint reconciler makes ``address:port`` the endpoint of the ``kubernetes``
+        Service (ClusterIP 10.96.0.1), and its serving certificate carries that IP and the
+        Service's DNS names, so in-cluster clients (``KUBERNETES_SERVICE_HOST``) work. It stops
+        and restarts with the first one (``stop_apiserver``/``start_apiserver``): an API outage
+        is an outage for pods too."""
+        if BRIDGE_APISERVER in self.pids and _pid_alive(self.pids[BRIDGE_APISERVER]):
+            return
+        self.bridge_address = address
+        names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local", "localhost"]  # fmt: skip
+        sans = ",".join([f"IP:{address}", f"IP:{KUBERNETES_SERVICE_IP}", "IP:127.0.0.1"]
+                        + [f"DNS:{n}" for n in names])  # fmt: skip
+        if not (self.pki / "apiserver-bridge.crt").exists():
+            sign_leaf(self.pki, "apiserver-bridge", "/CN=kube-apiserver",
+                      f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+        try:
+            self._spawn(BRIDGE_APISERVER, tool("kube-apiserver"), self._apiserver_args(bridge=True))
+            self._wait_ready(BRIDGE_APISERVER, self.bridge_url)
+        except BaseException:
+            self.stop_bridge_apiserver()
+            raise
+        self.save_state()
+
+    def stop_bridge_apiserver(self) -> None:
+        """Stop the second API server and forget it (``start_apiserver`` no longer restarts it)."""
+        pid = self.pids.pop(BRIDGE_APISERVER, None)
         if pid is not None:
-            _terminate(pid, "kube-apiserver", self._children.pop("kube-apiserver", None))
+            _terminate(pid, "kube-apiserver", self._children.pop(BRIDGE_APISERVER, None))
+        self.bridge_address = None
+        if self.state_file.exists():
+            self.save_state()
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (and the bridge one) only; etcd keeps the state: an API outage."""
+        for name in ("kube-apiserver", BRIDGE_APISERVER):
+            pid = self.pids.pop(name, None)
+            if pid is not None:
+                _terminate(pid, "kube-apiserver", self._children.pop(name, None))
         self.save_state()
 
     def stop(self, *, remove: bool = True) -> None:
-        for name in ("kube-apiserver", "etcd"):
+        for name in (BRIDGE_APISERVER, "kube-apiserver", "etcd"):
             pid = self.pids.pop(name, None)
             if pid is not None:
-                _terminate(pid, name, self._children.pop(name, None))
+                _terminate(pid, _binary_of(name), self._children.pop(name, None))
         if remove:
-            shutil.rmtree(self.root, ignore_errors=True)
+            remove_tree(self.root)
 
     # ---- clients -----------------------------------------------------------------------------
     def _write_kubeconfig(self) -> None:
@@ -472,6 +588,7 @@ class ControlPlane:
             "apiserver_port": self.apiserver_port,
             "etcd_port": self.etcd_port,
             "etcd_peer_port": self.etcd_peer_port,
+            "bridge_address": self.bridge_address,
             "pids": self.pids,
         }
         self.state_file.write_text(json.dumps(state, indent=2))
@@ -484,6 +601,7 @@ class ControlPlane:
             apiserver_port=state["apiserver_port"],
             etcd_port=state["etcd_port"],
             etcd_peer_port=state["etcd_peer_port"],
+            bridge_address=state.get("bridge_address"),
             pids={k: int(v) for k, v in state["pids"].items()},
         )
 
@@ -520,7 +638,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     try:
         cp.start()
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         raise
     print(
         f"control plane ready at {cp.url} in {time.monotonic() - started:.1f} s "
@@ -536,7 +654,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
         ControlPlane.load(root).stop(remove=True)
         print(f"control plane stopped; {root}/ removed")
     elif root.exists():
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         print(f"no running control plane; {root}/ removed")
     else:
         print("no control plane state; nothing to stop")

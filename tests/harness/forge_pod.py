@@ -12,7 +12,9 @@ by ``make tools``), as in the chart's node container, and the manager writes the
 ``run/permit`` (the shared emptyDir of the chart): ``node`` is then the guard's process and
 :meth:`ForgePod.node_pid` the stand-in's. Faults a test can inject: kill -9 of the whole pod, of
 the node (with the guard, the container ends with it) or of the manager alone, SIGSTOP/SIGCONT of
-the manager, and a restart of either container (kubelet restarting it).
+the manager, a restart of either container (kubelet restarting it), and a node whose tip lags
+behind the chain (:meth:`ForgePod.set_tip_lag`): the stand-in serves its Prometheus endpoint on
+``node_metrics_port``, which the manager's node sync check reads.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class ForgePod:
     startup_delay: float = 0.3
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port: int = 0
+    node_metrics_port: int = 0
     guard: bool = False
     """Run the node under ``forge-guard`` and let the manager write the forge permit."""
     manager: subprocess.Popen[bytes] | None = None
@@ -103,6 +106,7 @@ class ForgePod:
         # test run on the same host must never find (and signal) this one's stand-in.
         self.node_name = self.node_name or f"cn{uuid.uuid4().hex[:5]}-{self.name}"[:15]
         self.port = self.port or free_port()
+        self.node_metrics_port = self.node_metrics_port or free_port()
 
     # ---- paths ---------------------------------------------------------------------------------
     @property
@@ -136,6 +140,17 @@ class ForgePod:
         return self.dir / "run" / "permit.revoked"
 
     @property
+    def tip_lag_file(self) -> Path:
+        """Slots the node's tip lags behind the wall clock ('none': no tip), read per scrape."""
+        return self.dir / "tip-lag"
+
+    def set_tip_lag(self, slots: int | None) -> None:
+        """Make the node's tip lag ``slots`` behind the wall clock (None: no tip at all)."""
+        tmp = self.tip_lag_file.with_suffix(".tmp")
+        tmp.write_text("none\n" if slots is None else f"{slots}\n")
+        tmp.rename(self.tip_lag_file)
+
+    @property
     def node_log(self) -> Path:
         """The node container's output (the stand-in's and, with the guard, forge-guard's)."""
         return self.dir / "node.log"
@@ -157,6 +172,7 @@ class ForgePod:
             TARGET_OP_CERT=str(self.targets[2]),
             NODE_SOCKET=str(self.socket),
             CARDANO_NODE_PROCESS_NAME=self.node_name,
+            NODE_METRICS_URL=f"http://127.0.0.1:{self.node_metrics_port}/metrics",
             CLUSTER_NAME="test",
             LOG_FORMAT="text",
             LOG_LEVEL="INFO",
@@ -191,6 +207,8 @@ class ForgePod:
             "--shelley-vrf-key", str(self.targets[1]),
             "--shelley-operational-certificate", str(self.targets[2]),
             "--startup-delay", str(self.startup_delay),
+            "--metrics-port", str(self.node_metrics_port),
+            "--tip-lag-file", str(self.tip_lag_file),
         ]  # fmt: skip
         if self.non_producing:
             args.append("--start-as-non-producing-node")

@@ -27,6 +27,11 @@
   ``--non-producing-node`` (the name before cardano-node 10.5.1). Any other flag is refused, as
   the real node refuses an unknown one: ``node.extraArgs`` may carry the stand-in's own
   ``--startup-delay`` and ``--event-log``.
+* ``--metrics-port`` serves the node's Prometheus endpoint (``/metrics`` on 127.0.0.1, legacy
+  metric names): the tip ``cardano_node_metrics_slotNum_int`` is mainnet's wall-clock slot minus a
+  lag of ``--tip-lag`` slots, absent until the socket is up (the ledger replay). The lag can be
+  changed at run time through ``--tip-lag-file``, re-read on every scrape: a whole number of
+  slots, or ``none`` for no tip at all; a missing file means ``--tip-lag``.
 
 Run: ``python -m tests.harness.node_standin --name cnode-a --socket-path ... --event-log ...
 --shelley-kes-key ... --shelley-vrf-key ... --shelley-operational-certificate ...``, or as the
@@ -45,7 +50,9 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -70,6 +77,58 @@ def parse_envelope(path: Path) -> None:
     if not isinstance(data, dict) or "type" not in data or "cborHex" not in data:
         raise ValueError(f"{path}: not a text envelope")
     bytes.fromhex(data["cborHex"])
+
+
+# ---- the node's Prometheus endpoint and a tip that can lag ------------------------------------
+MAINNET_SHELLEY_SLOT, MAINNET_SHELLEY_TIME = 4_492_800, 1_596_059_091
+
+
+def add_metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=int, default=0, help="0: no metrics endpoint")
+    p.add_argument("--tip-lag", type=int, default=0, help="slots behind the wall clock")
+    p.add_argument("--tip-lag-file", help="re-read per scrape: slots, or 'none' for no tip")
+
+
+def tip_lag(args: argparse.Namespace) -> int | None:
+    """Slots the tip lags behind the wall clock now; None: no tip (replaying)."""
+    if args.tip_lag_file:
+        with contextlib.suppress(FileNotFoundError):
+            text = Path(args.tip_lag_file).read_text().strip()
+            return None if text == "none" else int(text)
+    return int(args.tip_lag)
+
+
+def serve_metrics(node: StandIn) -> ThreadingHTTPServer | None:
+    """Serve ``/metrics`` in a daemon thread while the process lives."""
+    if not node.args.metrics_port:
+        return None
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection per reader, few ports used
+
+        def do_GET(self) -> None:
+            lines = ["# TYPE cardano_node_metrics_connectedPeers_int gauge",
+                     "cardano_node_metrics_connectedPeers_int 2"]  # fmt: skip
+            lag = tip_lag(node.args) if node.initialised else None
+            if lag is not None:
+                slot = MAINNET_SHELLEY_SLOT + int(time.time() - MAINNET_SHELLEY_TIME) - lag
+                lines += ["# TYPE cardano_node_metrics_slotNum_int gauge",
+                          f"cardano_node_metrics_slotNum_int {slot}",
+                          f"cardano_node_metrics_blockNum_int {slot // 20}"]  # fmt: skip
+            body = ("\n".join(lines) + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", node.args.metrics_port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class StandIn:
@@ -163,6 +222,7 @@ class StandIn:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
         self.event("started", non_producing=self.args.start_as_non_producing_node)
+        serve_metrics(self)
         if not self.args.start_as_non_producing_node and self.read_credentials() == "ok":
             self.set_forging(True, "boot", self.key_digests())
         deadline = now() + self.args.startup_delay
@@ -228,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     # The rest of the real node's `run` flags that the chart passes (see the module docstring).
     for flag in ("--config", "--topology", "--database-path", "--host-addr", "--port"):
         p.add_argument(flag)
+    add_metrics_args(p)
     args = p.parse_args(argv)
     if problem := run_flags_problem(args):
         print(f"{args.name}: cannot start: {problem}", file=sys.stderr, flush=True)

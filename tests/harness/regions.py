@@ -5,7 +5,13 @@ Each region has its own pods (:class:`~tests.harness.forge_pod.ForgePod`, forge 
 local Lease, its own copy of the pool's Secret, its own health endpoint (a tiny HTTP server in
 this process whose answer the caller switches) and, optionally, its own breakable loopback proxy
 (:class:`~tests.harness.tcpproxy.TcpProxy`) in front of the coordination API, so it can be cut off
-while its local API stays reachable. Used by the fault-injection suite and the figures.
+while its local API stays reachable. With ``api_proxies=True`` each region's coordination traffic
+also passes through an :class:`~tests.harness.apiproxy.ApiProxy` (behind the TcpProxy, if any)
+that can apply a request and drop its answer, or delay answers. With ``service_accounts=True``
+each region reaches the coordination API as a ServiceAccount of its own bound to the chart's
+coordination Role (:func:`coordination_rules`), which :meth:`Regions.set_coordination_rules` can
+edit (an RBAC fault: a region that can heartbeat but not list). Used by the fault-injection suite
+and the figures.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from tests.harness.apiproxy import ApiProxy
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, b64_file
 from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, write_pool_secret
 from tests.harness.forging_log import Interval, forging_at, intervals, summary
@@ -112,6 +119,85 @@ def pool_lease_holder(cp: ControlPlane, namespace: str) -> str | None:
     return (lease.spec.holder_identity or None) if lease.spec else None
 
 
+def coordination_rules(
+    region: str, pool_lease: str = POOL_LEASE, *, list_regions: bool = True
+) -> list[client.V1PolicyRule]:
+    """The chart's coordination Role (``charts/cardano-forge/templates/rbac.yaml``) for
+    ``region``; ``list_regions=False`` takes ``list`` on cardanoforgeclusters away."""
+    read = ["get", "list", "watch", "create"] if list_regions else ["get", "watch", "create"]
+    return [
+        client.V1PolicyRule(
+            api_groups=["coordination.k8s.io"], resources=["leases"], verbs=["create", "list"]
+        ),
+        client.V1PolicyRule(
+            api_groups=["coordination.k8s.io"],
+            resources=["leases"],
+            resource_names=[pool_lease, f"{pool_lease}-{region}"],
+            verbs=["get", "update"],
+        ),
+        client.V1PolicyRule(api_groups=[GROUP], resources=[PLURAL], verbs=read),
+        client.V1PolicyRule(
+            api_groups=[GROUP], resources=[PLURAL], resource_names=[region],
+            verbs=["update", "patch"],
+        ),
+        client.V1PolicyRule(
+            api_groups=[GROUP], resources=[f"{PLURAL}/status"], resource_names=[region],
+            verbs=["get", "update", "patch"],
+        ),
+    ]  # fmt: skip
+
+
+def coordination_service_account(cp: ControlPlane, namespace: str, region: str) -> str:
+    """Create the ServiceAccount ``forge-<region>`` bound to :func:`coordination_rules`; return a
+    token for it (TokenRequest, valid for two hours)."""
+    name = f"forge-{region}"
+    with cp.api_client() as api:
+        core = client.CoreV1Api(api)
+        rbac = client.RbacAuthorizationV1Api(api)
+        core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+        rbac.create_namespaced_role(
+            namespace,
+            client.V1Role(
+                metadata=client.V1ObjectMeta(name=name), rules=coordination_rules(region)
+            ),
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name=name),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name=name
+                ),
+                subjects=[
+                    client.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)
+                ],
+            ),
+        )
+        token = core.create_namespaced_service_account_token(
+            name,
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)
+            ),
+        ).status.token
+    assert isinstance(token, str) and token
+    return token
+
+
+def set_coordination_rules(
+    cp: ControlPlane, namespace: str, region: str, rules: list[client.V1PolicyRule]
+) -> None:
+    """Replace the rules of ``region``'s coordination Role (``kubectl edit role``)."""
+    name = f"forge-{region}"
+    with cp.api_client() as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        role = rbac.read_namespaced_role(name, namespace)
+        role.rules = rules
+        rbac.replace_namespaced_role(name, namespace, role)
+
+
 class Regions:
     """Regions of ``pods_per_region`` pods each; ``priorities`` maps region name to priority."""
 
@@ -128,6 +214,8 @@ class Regions:
         timing: Mapping[str, str] | None = None,
         cluster_timing: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        service_accounts: bool = False,
+        api_proxies: bool = False,
     ) -> None:
         self.cp = cp
         self.namespace = namespace
@@ -145,6 +233,7 @@ class Regions:
         self.generation = 0
         self.health = {region: HealthServer() for region in priorities}
         self.proxies: dict[str, TcpProxy] = {}
+        self.api_proxies: dict[str, ApiProxy] = {}
         self.secrets: dict[str, Path] = {}
         self.kubeconfigs: dict[str, Path] = {}
         self.pods: dict[str, list[ForgePod]] = {}
@@ -152,9 +241,26 @@ class Regions:
         """Pods replaced by :meth:`replace` (their event logs still count)."""
         for region in priorities:
             self.secrets[region] = write_pool_secret(root / f"{region}-secret")
+            server: str | None = None
+            upstream = cp.apiserver_port
+            if api_proxies:
+                api_proxy = ApiProxy(cp.apiserver_port, cp.pki).start()
+                self.api_proxies[region] = api_proxy
+                upstream, server = api_proxy.port, api_proxy.url
             if via_proxy:
-                proxy = TcpProxy(cp.apiserver_port).start()
+                proxy = TcpProxy(upstream).start()
                 self.proxies[region] = proxy
+                server = proxy.url
+            if service_accounts:
+                token = coordination_service_account(cp, namespace, region)
+                self.kubeconfigs[region] = cp.write_kubeconfig(
+                    root / f"{region}-coordination.kubeconfig",
+                    user={"token": token},
+                    user_name=f"forge-{region}",
+                    namespace=namespace,
+                    server=server,
+                )
+            elif server is not None:
                 self.kubeconfigs[region] = cp.write_kubeconfig(
                     root / f"{region}-coordination.kubeconfig",
                     user={
@@ -162,7 +268,7 @@ class Regions:
                         "client-key-data": b64_file(cp.pki / "admin.key"),
                     },
                     user_name="admin",
-                    server=proxy.url,
+                    server=server,
                 )
             self.pods[region] = [self._new_pod(region, i) for i in range(pods_per_region)]
 
@@ -225,6 +331,8 @@ class Regions:
             server.stop()
         for proxy in self.proxies.values():
             proxy.stop()
+        for api_proxy in self.api_proxies.values():
+            api_proxy.stop()
 
     # ---- observation -----------------------------------------------------------------------------
     def spans(self) -> list[Interval]:
@@ -249,3 +357,21 @@ class Regions:
 
     def pool_lease_holder(self) -> str | None:
         return pool_lease_holder(self.cp, self.namespace)
+
+    def set_coordination_rules(self, region: str, *, list_regions: bool = True) -> None:
+        """Edit ``region``'s coordination Role (needs ``service_accounts=True``)."""
+        set_coordination_rules(
+            self.cp,
+            self.namespace,
+            region,
+            coordination_rules(region, list_regions=list_regions),
+        )
+
+    def condition(self, region: str, kind: str) -> dict[str, Any] | None:
+        """A status condition of ``region``'s CardanoForgeCluster, None when absent."""
+        found = [
+            c
+            for c in (self.cfc(region).get("status") or {}).get("conditions") or []
+            if c.get("type") == kind
+        ]
+        return found[0] if found else None

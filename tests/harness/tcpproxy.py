@@ -5,7 +5,11 @@ to ``127.0.0.1:upstream_port`` byte for byte (TLS passes through untouched, so a
 needs ``server=proxy.url``). :meth:`TcpProxy.partition` cuts every open connection and then either
 refuses new ones (``mode="refuse"``: connection reset at once) or accepts and never answers them
 (``mode="blackhole"``: the client waits for its own timeout, the nastier case).
-:meth:`TcpProxy.heal` forwards again. Every thread is bounded by the proxy's stop Event.
+:meth:`TcpProxy.heal` forwards again. :meth:`TcpProxy.delay_answers` adds latency: the first bytes
+upstream sends after each burst from the client (an answer, a TLS handshake flight) are held that
+long, so every round trip through the proxy takes at least that much longer (TLS is not opened;
+for faults aimed at one request, such as a write applied whose answer is lost, see
+:mod:`tests.harness.apiproxy`). Every thread is bounded by the proxy's stop Event.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class TcpProxy:
         self._mode: Mode | None = None
         self._open: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
+        self._delay = 0.0
         self.connections = 0
 
     @property
@@ -99,7 +104,9 @@ class TcpProxy:
             self._spawn(self._pump, conn, up)
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        """``a`` is the client's connection, ``b`` upstream's."""
         peers = {a: b, b: a}
+        asked = False  # the client sent something upstream has not answered yet
         try:
             while not self._stop.is_set():
                 try:
@@ -110,6 +117,14 @@ class TcpProxy:
                     data = src.recv(BUFFER)
                     if not data:
                         return
+                    if src is a:
+                        asked = True
+                    elif asked:
+                        asked = False
+                        with self._lock:
+                            delay = self._delay
+                        if delay > 0 and self._stop.wait(delay):
+                            return
                     peers[src].sendall(data)
         except OSError:
             return
@@ -122,6 +137,12 @@ class TcpProxy:
             self._mode = mode
             victims = list(self._open)
         self._close(*victims)
+
+    def delay_answers(self, seconds: float) -> None:
+        """Hold upstream's first bytes after each client burst for ``seconds`` (0: no delay);
+        applies to open connections too."""
+        with self._lock:
+            self._delay = max(0.0, seconds)
 
     def heal(self) -> None:
         with self._lock:

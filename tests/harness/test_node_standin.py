@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.harness.controlplane import free_port
 from tests.harness.forge_pod import write_pool_secret
 from tests.harness.forging_log import read_events
 
@@ -174,3 +176,60 @@ def test_refuses_unknown_flags_and_missing_config(creds: Path) -> None:
     assert missing.returncode == 1
     assert f"--config {creds / 'config.json'}: no such file".encode() in missing.stderr
     assert missing.stdout == b""  # it did not start
+
+
+def test_metrics_endpoint_with_a_tip_that_can_lag(creds: Path) -> None:
+    port = free_port()
+    lag_file = creds / "tip-lag"
+    node = Node(creds, "--start-as-non-producing-node", "--metrics-port", str(port),
+                "--tip-lag", "7", "--tip-lag-file", str(lag_file))  # fmt: skip
+
+    def tip() -> int | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            if line.startswith("cardano_node_metrics_slotNum_int "):
+                return int(line.split()[1])
+        return None
+
+    def lag() -> int | None:
+        t = tip()
+        return None if t is None else 4_492_800 + int(time.time() - 1_596_059_091) - t
+
+    node.start()
+    try:
+        wait(lambda: "socket_up" in node.events())
+        assert lag() in (7, 8)  # --tip-lag while the file does not exist (a second may tick)
+        lag_file.write_text("500\n")
+        assert lag() in (500, 501)
+        lag_file.write_text("none\n")
+        assert tip() is None  # no tip: a node replaying its ledger
+        lag_file.write_text("0\n")
+        assert lag() in (0, 1)
+    finally:
+        node.stop()
+
+
+def test_no_tip_before_the_socket_is_up(creds: Path) -> None:
+    port = free_port()
+    node = Node(creds, "--start-as-non-producing-node", "--metrics-port", str(port))
+    node.args[node.args.index("--startup-delay") + 1] = "30"
+    node.start()
+    try:
+        wait(lambda: "started" in node.events())
+
+        def body() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return r.read().decode()
+
+        wait(lambda: bool(read_or_empty(body)))
+        assert "slotNum" not in body()
+    finally:
+        node.stop()
+
+
+def read_or_empty(read: Callable[[], str]) -> str:
+    try:
+        return read()
+    except OSError:
+        return ""

@@ -5,7 +5,8 @@
   It is also 200 ``ready`` (``credentials_provisioned: false``) when cardano-node already runs:
   a sidecar restarted beside a running node has nothing to gate.
 * ``/health`` is a liveness check: 503 when the control loop has not completed a cycle for longer
-  than the renew deadline (a wedged manager is restarted), 200 otherwise.
+  than the renew deadline (a wedged manager is restarted), 200 otherwise. Its body also shows the
+  node sync check (``node_sync``: synced or not, and why), which never changes the status code.
 * ``/metrics`` is the Prometheus exposition of the manager's own registry.
 """
 
@@ -30,6 +31,8 @@ class Endpoints:
     seconds_since_cycle: Callable[[], float]
     renew_deadline: float
     registry: CollectorRegistry
+    node_sync: Callable[[], dict[str, Any]] | None = None
+    """The node sync check's status (``node_sync.NodeSyncCheck.status``), shown in /health."""
 
 
 def _timestamp() -> str:
@@ -59,14 +62,21 @@ def startup_status(state: StartupState) -> tuple[int, dict[str, Any]]:
     }
 
 
-def health(since_cycle: float, renew_deadline: float) -> tuple[int, dict[str, Any]]:
+def health(
+    since_cycle: float, renew_deadline: float, node_sync: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Liveness of the loop only; ``node_sync`` (why the node may not lead) is information and
+    never changes the status code: restarting the sidecar would not sync the node."""
     ok = since_cycle <= renew_deadline
-    return (200 if ok else 503), {
+    body: dict[str, Any] = {
         "status": "healthy" if ok else "unhealthy",
         "seconds_since_last_cycle": round(since_cycle, 3),
         "limit_seconds": renew_deadline,
         "timestamp": _timestamp(),
     }
+    if node_sync is not None:
+        body["node_sync"] = node_sync
+    return (200 if ok else 503), body
 
 
 def _handler(endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
@@ -78,7 +88,13 @@ def _handler(endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
             if path == "/startup-status":
                 self._json(*startup_status(endpoints.startup_state()))
             elif path == "/health":
-                self._json(*health(endpoints.seconds_since_cycle(), endpoints.renew_deadline))
+                self._json(
+                    *health(
+                        endpoints.seconds_since_cycle(),
+                        endpoints.renew_deadline,
+                        endpoints.node_sync() if endpoints.node_sync is not None else None,
+                    )
+                )
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(endpoints.registry))
             else:

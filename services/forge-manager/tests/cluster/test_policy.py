@@ -84,7 +84,9 @@ def west(priority: int = 2, state: str = "Priority-based", **kw: Any) -> PeerVie
 # ---- who takes part ------------------------------------------------------------------------------
 def test_a_follower_stands_by() -> None:
     d = decide(view(local_leader=False))
-    assert d == ClusterDecision(ClusterAction.STAND_BY, "not the local leader")
+    assert d == ClusterDecision(
+        ClusterAction.STAND_BY, "not the local leader", ineligible="NotLocalLeader"
+    )
     assert not d.may_forge
 
 
@@ -272,11 +274,96 @@ def test_regions_that_are_no_candidate(obj: dict[str, Any]) -> None:
     assert d.action is ClusterAction.ACQUIRE
 
 
+@pytest.mark.parametrize(
+    ("kw", "code"),
+    [
+        ({"own": None, "own_error": "not found"}, "RegionUnavailable"),
+        ({"own": parse_region({"metadata": {"name": "east"}, "spec": {}})}, "RegionInvalid"),
+        ({"read_ok": False, "read_error": "HTTP 403 Forbidden", "view_age": 11.0},
+         "CannotReadRegions"),
+        ({"lease": dataclasses.replace(FREE, error="HTTP 500")}, "PoolLeaseUnreadable"),
+        ({"lease": dataclasses.replace(HELD_BY_ME, leading=False)}, "PoolLeaseNotRenewed"),
+        ({"own": parse_region(cfc("east", 1, "Disabled"))}, "Disabled"),
+    ],
+)  # fmt: skip
+def test_a_fail_closed_stop_marks_the_region_ineligible(kw: dict[str, Any], code: str) -> None:
+    d = decide(view(**kw))
+    assert not d.may_forge
+    assert d.ineligible == code
+
+
+@pytest.mark.parametrize(
+    "lease", [FREE, HELD_BY_ME, PoolLeaseView("west/bp-0", False, False, False)]
+)
+def test_competing_holding_and_waiting_regions_are_eligible(lease: PoolLeaseView) -> None:
+    assert decide(view(lease=lease, peers=(west(2),))).ineligible is None
+
+
+def test_a_region_that_says_it_is_not_eligible_is_no_candidate() -> None:
+    """A better region that heartbeats but cannot act (it lost list on the regions)."""
+    status = {
+        **published(priority=1),
+        "conditions": [{"type": "Eligible", "status": "False", "reason": "CannotReadRegions"}],
+    }
+    d = decide(view(own=parse_region(cfc("east", 2)), peers=(peer(cfc("west", 1, status=status)),)))
+    assert d.action is ClusterAction.ACQUIRE
+
+
+def test_a_holder_does_not_hand_over_to_a_region_that_is_not_eligible() -> None:
+    status = {
+        **published(priority=1),
+        "conditions": [{"type": "Eligible", "status": "False", "reason": "CannotReadRegions"}],
+    }
+    d = decide(
+        view(own=parse_region(cfc("east", 2)), lease=HELD_BY_ME,
+             peers=(peer(cfc("west", 1, status=status)),))
+    )  # fmt: skip
+    assert d.action is ClusterAction.KEEP
+
+
 def test_lease_held_by_another_region_is_waited_for() -> None:
     lease = PoolLeaseView(holder="west/bp-1", expired=False, mine=False, leading=False)
     d = decide(view(peers=(west(2),), lease=lease))
     assert d.action is ClusterAction.STAND_BY
     assert d.reason == "standing by: region west holds the pool lease (west/bp-1)"
+
+
+def test_a_missing_lease_is_waited_for_like_an_unchanged_record() -> None:
+    lease = PoolLeaseView(
+        holder=None, expired=False, mine=False, leading=False, absent=True, duration=15
+    )
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.STAND_BY
+    assert d.reason == (
+        "standing by: the pool lease does not exist (deleted or not yet created); creating it "
+        "vacant and taking it only once that record has stayed unchanged for 15 s, in case a "
+        "holder that did not see the deletion still forges"
+    )
+
+
+def test_a_lease_cleared_by_someone_else_is_waited_for_like_an_unchanged_record() -> None:
+    lease = PoolLeaseView(holder=None, expired=False, mine=False, leading=False, duration=8)
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.STAND_BY
+    assert d.reason.startswith(
+        "standing by: the pool lease is vacant but was not released by the holder last seen "
+        "(cleared by someone else, or created vacant after a deletion); taking it only once it "
+        "has stayed unchanged for 8 s"
+    )
+
+
+def test_a_missing_lease_unchanged_for_its_duration_is_created() -> None:
+    lease = PoolLeaseView(holder=None, expired=True, mine=False, leading=False, absent=True)
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.ACQUIRE
+    assert d.reason.startswith("acquiring the missing pool lease")
+
+
+def test_a_lease_released_by_its_holder_is_taken_at_once() -> None:
+    lease = PoolLeaseView(holder=None, expired=True, mine=False, leading=False, released=True)
+    d = decide(view(lease=lease))
+    assert d.action is ClusterAction.ACQUIRE
+    assert d.reason.startswith("acquiring the free pool lease")
 
 
 def test_expired_lease_of_a_dead_region_is_taken() -> None:

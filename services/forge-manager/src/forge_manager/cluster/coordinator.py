@@ -49,6 +49,7 @@ from forge_manager.cluster.policy import (
 )
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.cluster.resource import CoordinationError, ResourceConflict, ResourceNotFound
+from forge_manager.cluster.round_trips import ProbeResult
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.decision import Permit
 from forge_manager.timing import DEMOTION_BUDGET_S
@@ -94,6 +95,7 @@ class ClusterCoordinator:
         clock: Callable[[], float] = boottime_now,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         settle: Callable[[float], None] = time.sleep,
+        api_probe: Callable[[], ProbeResult] | None = None,
     ) -> None:
         self.settings = settings
         self.region = settings.crd_name
@@ -111,6 +113,7 @@ class ClusterCoordinator:
         self._clock = clock
         self._wall = wall
         self._settle = settle
+        self._api_probe = api_probe
 
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -123,7 +126,14 @@ class ClusterCoordinator:
         self._own_obj: dict[str, Any] | None = None
         self._last_beat: float | None = None
         self._written_status: dict[str, Any] | None = None
-        self._transition: tuple[str, str] = ("", "")
+        self._transitions: dict[str, tuple[str, str]] = {}
+        self._write_failures = 0
+        self._write_failure: tuple[float, str, float] = (0.0, "", 0.0)
+        self._api_condition: tuple[str, str, str] = (
+            "Unknown",
+            "NoWritesYet",
+            "no pool-lease write yet: measured while competing for or holding the pool lease",
+        )
         self._last_reason = ""
         self._peers: tuple[PeerView, ...] = ()
         self._health_restored = False
@@ -147,6 +157,15 @@ class ClusterCoordinator:
         if self.metrics:
             self.metrics.forge_enabled(granted)
 
+    def check_api(self) -> None:
+        """At start-up: time a read of the coordination API and log it; raises
+        :class:`~.round_trips.CoordinationTooSlow` when it answers more slowly than the
+        request timeout allows (the caller exits with that line)."""
+        if self._api_probe is None:
+            return
+        result = self._api_probe()
+        (log.warning if result.warning else log.info)("%s", result.message)
+
     # ---- one cycle -----------------------------------------------------------------------------
     def run_cycle(self) -> str:
         leader = self._local_leader()
@@ -167,9 +186,20 @@ class ClusterCoordinator:
             self.metrics.decision(decision.action.value)
             if decision.effective is not None:
                 self.metrics.effective_priority(decision.effective.priority)
+        announced = True
         if leader:
-            self._publish(decision, forging=self.permit().granted)
-        outcome = self._act(decision)
+            announced = self._publish(decision, forging=self.permit().granted)
+        outcome = self._act(decision, announced=announced)
+        if (
+            leader
+            and view.lease.absent
+            and decision.action is ClusterAction.STAND_BY
+            and decision.ineligible is None
+        ):
+            error = self.pool.create_vacant()
+            if error is not None:
+                outcome = f"{outcome}; creating it vacant failed: {error}"
+        self._check_round_trips()
         if leader:
             self._publish(decision, forging=self.permit().granted)
         return outcome
@@ -274,66 +304,144 @@ class ClusterCoordinator:
             status["effectivePriority"] = d.effective.priority
         if isinstance(generation, int):
             status["observedGeneration"] = generation
-        reason = _CONDITION_REASON[d.action]
-        if self._transition[0] != f"{forging}/{reason}":
-            self._transition = (f"{forging}/{reason}", format_time(self._wall()))
-        condition: dict[str, Any] = {
-            "type": "Forging",
-            "status": "True" if forging else "False",
-            "reason": reason,
-            "message": d.reason[:4096],
-            "lastTransitionTime": self._transition[1],
-        }
+        conditions = [
+            self._condition(
+                "Forging", "True" if forging else "False", _CONDITION_REASON[d.action], d.reason
+            ),
+            self._eligible_condition(d),
+        ]
+        if self.pool.round_trips is not None:
+            conditions.append(self._condition("CoordinationAPIResponsive", *self._api_condition))
         if isinstance(generation, int):
-            condition["observedGeneration"] = generation
-        status["conditions"] = [condition]
+            for condition in conditions:
+                condition["observedGeneration"] = generation
+        status["conditions"] = conditions
         return status
 
-    def _publish(self, d: ClusterDecision, *, forging: bool) -> None:
+    def _eligible_condition(self, d: ClusterDecision) -> dict[str, Any]:
+        """``Eligible``: whether the other regions may count on this one (defer to it, hand the
+        pool-wide Lease to it). False, with the reason, when this cycle stopped on a fail-closed
+        path or the region is Disabled."""
+        if d.ineligible is not None:
+            return self._condition("Eligible", "False", d.ineligible, d.reason)
+        until, error, window = self._write_failure
+        if self._write_failures and self._clock() < until:
+            return self._condition(
+                "Eligible",
+                "False",
+                "PoolLeaseWriteFailed",
+                f"acquiring the pool lease failed ({error}); not a candidate for {window:g} s",
+            )
+        return self._condition(
+            "Eligible",
+            "True",
+            "Competing",
+            "this region's local leader reads the regions and the pool lease and competes for it",
+        )
+
+    def _condition(self, kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        """A metav1.Condition; lastTransitionTime moves only when status or reason change."""
+        key = f"{status}/{reason}"
+        if self._transitions.get(kind, ("", ""))[0] != key:
+            self._transitions[kind] = (key, format_time(self._wall()))
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message[:4096],
+            "lastTransitionTime": self._transitions[kind][1],
+        }
+
+    def _check_round_trips(self) -> None:
+        """Say so, once, when the pool-lease writes approach the request timeout (and when they
+        no longer do): a log line, the metric, and the status condition."""
+        trips = self.pool.round_trips
+        if trips is None:
+            return
+        state = trips.state()
+        if self._api_condition[0] == "Unknown" and state.message == "no pool-lease write yet":
+            return
+        slow = self._api_condition[0] == "False"
+        if self._api_condition[0] != "Unknown" and state.slow == slow:
+            return
+        if state.slow:
+            log.warning("%s", state.message)
+            self._api_condition = ("False", "RoundTripsNearTimeout", state.message)
+        else:
+            if slow:
+                log.info("coordination API answers within the timeouts again: %s", state.message)
+            self._api_condition = (
+                "True",
+                "RoundTripsWithinTimeout",
+                f"pool-lease writes answer within KUBE_REQUEST_TIMEOUT={trips.request_timeout:g} s",
+            )
+        if self.metrics:
+            self.metrics.coordination_api_slow(state.slow)
+
+    def _publish(self, d: ClusterDecision, *, forging: bool) -> bool:
+        """Write this region's status, then renew its heartbeat, but only once the status is
+        written: the heartbeat vouches for the status, so a region that cannot publish what it
+        decided (that it is demoted, handing over, ineligible) stops counting as alive for the
+        others after ``CLUSTER_STALE_AFTER`` instead of blocking them. Returns whether the
+        status in the API is this cycle's."""
+        current = self._write_status(d, forging)
         now = self._clock()
-        if self._last_beat is None or now - self._last_beat >= self.settings.heartbeat_interval:
+        due = self._last_beat is None or now - self._last_beat >= self.settings.heartbeat_interval
+        if current and due:
             try:
                 self._heartbeats.beat(self.region, self.pod)
                 self._last_beat = now
             except CoordinationError as exc:
                 log.warning("heartbeat of region %s failed: %s", self.region, exc)
+        return current
+
+    def _write_status(self, d: ClusterDecision, forging: bool) -> bool:
         own = self._own_obj
         if own is None:
-            return
+            return False
         status = self._status(d, forging, self.health.snapshot())
         if status == self._written_status or status == own.get("status"):
             self._written_status = status
-            return
+            return True
         try:
             updated = self._store.replace_status(own, status)
         except ResourceConflict:
             self._own_obj = None  # changed under us (an operator's edit): read again next cycle
-            return
+            return False
         except CoordinationError as exc:
-            log.warning("writing the status of %s failed: %s", self.region, exc)
-            return
+            log.warning(
+                "writing the status of %s failed: %s; not renewing its heartbeat until it is "
+                "written, so that the other regions do not wait for this one",
+                self.region,
+                exc,
+            )
+            return False
         self._own_obj = updated or own
         self._written_status = status
+        return True
 
     # ---- acting ----------------------------------------------------------------------------------
-    def _act(self, d: ClusterDecision) -> str:
+    def _act(self, d: ClusterDecision, *, announced: bool = True) -> str:
         if d.action is ClusterAction.ACQUIRE:
             error = self.pool.acquire()
             if error is not None:
                 self._set_permit(False, f"acquiring the pool lease failed: {error}")
+                if not self.pool.last_write_lost:
+                    self._write_failed(error)
                 return f"{d.reason}; failed: {error}"
+            self._write_failures = 0
             self._set_permit(True, d.reason)
             self._reconcile()
             return d.reason
+        if d.action is ClusterAction.HAND_OVER and not announced:
+            # The better region would see the Lease free but this region's old status (its old
+            # priority) and defer to it: nobody would forge. Keep holding until it is written.
+            return self._keep(
+                f"{d.reason}; not handing over: the status announcing it could not be written, "
+                f"and region {d.hand_over_to} would defer to this region's old status"
+            )
         if d.action is ClusterAction.KEEP:
-            error = self.pool.renew()
-            if error is not None:
-                if not self.pool.leading():
-                    self._set_permit(False, f"renewing the pool lease failed: {error}")
-                    self._reconcile()
-                return f"{d.reason}; renewing failed: {error}"
-            self._set_permit(True, d.reason)
-            return d.reason
+            return self._keep(d.reason)
         self._set_permit(False, d.reason)
         if d.releases:
             ok, why = self._reconcile()
@@ -348,6 +456,39 @@ class ClusterCoordinator:
                 return f"{d.reason}; release failed ({error}); it will expire instead"
             return f"{d.reason}; released"
         return d.reason
+
+    def _write_failed(self, error: str) -> None:
+        """An acquire failed for a reason of this region's own (403, 5xx, timeout): stop
+        presenting this region as a candidate for a lease duration, doubling with each failure
+        in a row (at most 16 lease durations), so that the others take the Lease instead of
+        waiting for a region that cannot write it. Any successful pool-lease write ends it."""
+        self._write_failures += 1
+        window = self.pool.duration * 2 ** min(self._write_failures - 1, 4)
+        self._write_failure = (self._clock() + window, error, window)
+        log.warning(
+            "acquiring the pool lease failed (%s): this region is not a candidate for %g s",
+            error,
+            window,
+        )
+
+    def _keep(self, reason: str) -> str:
+        """Renew the pool-wide Lease and keep forging while it is held within its deadline."""
+        error = self.pool.renew()
+        if error is None:
+            self._write_failures = 0
+        if error is not None:
+            if not self.pool.leading():
+                self._set_permit(False, f"renewing the pool lease failed: {error}")
+                self._reconcile()
+                return f"{reason}; renewing failed: {error}"
+            # Still within the deadline of the last write known to have been applied (an
+            # answer that was lost is recognised by its stamp at the next read).
+            reason = (
+                f"{reason}; renewing failed ({error}); leading until the renew deadline of the "
+                "last write known to be applied"
+            )
+        self._set_permit(True, reason)
+        return reason
 
     def step(self) -> str:
         """One cycle, with any exception turned into "not forging"."""

@@ -5,7 +5,7 @@ Names are the seed's; every series carries the ``cluster`` label (this region's 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ClusterMetrics:
@@ -48,6 +48,20 @@ class ClusterMetrics:
             labels,
             registry=registry,
         )
+        self._write_seconds = Histogram(
+            "cardano_cluster_pool_lease_write_duration_seconds",
+            "Round trip of pool-lease writes (acquire, renew, release), failed ones included",
+            labels,
+            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+            registry=registry,
+        )
+        self._api_slow = Gauge(
+            "cardano_cluster_coordination_api_slow",
+            "1 while pool-lease writes approach KUBE_REQUEST_TIMEOUT (see the status condition "
+            "CoordinationAPIResponsive)",
+            labels,
+            registry=registry,
+        )
         self._decisions = Counter(
             "cardano_cluster_decisions_total",
             "Cluster-wide decisions taken by this pod, by action",
@@ -72,6 +86,12 @@ class ClusterMetrics:
 
     def effective_priority(self, priority: int) -> None:
         self._priority.labels(self.cluster).set(priority)
+
+    def pool_lease_write(self, seconds: float) -> None:
+        self._write_seconds.labels(self.cluster).observe(seconds)
+
+    def coordination_api_slow(self, slow: bool) -> None:
+        self._api_slow.labels(self.cluster).set(1 if slow else 0)
 
     def decision(self, action: str) -> None:
         self._decisions.labels(self.cluster, action).inc()

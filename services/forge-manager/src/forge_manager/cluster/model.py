@@ -82,6 +82,11 @@ class RegionStatus:
     heartbeat: str
     """``status.lastHeartbeatTime``: changes at every status write of a live local leader."""
     observed_generation: int | None
+    eligible: bool = True
+    """False when the region's condition ``Eligible`` is ``False``: its local leader stopped on
+    a fail-closed path (cannot read the regions, its resource is invalid...) and must not be
+    deferred to. A status without that condition (an older forge manager) counts as eligible."""
+    ineligible_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,15 @@ def _parse_status(raw: Any) -> RegionStatus | None:
     demoted = raw.get("healthDemoted", False)
     generation = raw.get("observedGeneration")
     heartbeat = raw.get("lastHeartbeatTime", "")
+    conditions = raw.get("conditions")
+    eligible = next(
+        (
+            c
+            for c in (conditions if isinstance(conditions, list) else [])
+            if isinstance(c, Mapping) and c.get("type") == "Eligible"
+        ),
+        None,
+    )
     return RegionStatus(
         effective_state=state,
         effective_priority=prio if isinstance(prio, int) and not isinstance(prio, bool) else None,
@@ -281,6 +295,8 @@ def _parse_status(raw: Any) -> RegionStatus | None:
         observed_generation=generation
         if isinstance(generation, int) and not isinstance(generation, bool)
         else None,
+        eligible=eligible is None or eligible.get("status") != "False",
+        ineligible_reason=str(eligible.get("reason") or "") if eligible is not None else "",
     )
 
 

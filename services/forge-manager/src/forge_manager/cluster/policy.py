@@ -11,15 +11,23 @@ Rules, in the order :func:`decide` applies them (the first that matches wins):
 1. Only the local leader takes part. Anything else releases the pool-wide Lease if it holds it.
 2. Fail closed: this region's resource missing or invalid, the pool-wide Lease held but not
    renewed within the renew deadline, no successful read of the resources within the renew
-   deadline, or an unreadable pool-wide Lease -> not forging.
+   deadline, or an unreadable pool-wide Lease -> not forging. Such a decision also marks this
+   region *ineligible* (``ClusterDecision.ineligible``): it publishes ``Eligible=False`` with
+   the reason, and other regions stop deferring to it (a region that heartbeats but cannot act
+   would otherwise block everyone).
 3. ``Disabled`` (from the spec, or from an override that has not expired) -> never forges.
 4. Holding the pool-wide Lease, hand over when a *confirmed live* region outranks this one:
    a region in the ``Enabled`` state outranks a ``Priority-based`` holder; between
    ``Priority-based`` regions a strictly lower effective priority outranks. An ``Enabled`` holder
    is never preempted, and a tie never preempts: the holder keeps it (no ping-pong).
-5. Not holding it: while someone else's Lease has not expired in *this* pod's observation, wait.
-   When it is free (released or expired), acquire it only if this region ranks first among this
-   region and every other region that may be alive; otherwise defer to the better region.
+5. Not holding it: while the Lease has not expired in *this* pod's observation, wait. A Lease
+   held by someone else and a Lease whose holder was cleared by anyone but that holder count
+   alike: the same record unchanged for the lease duration, or nothing (a clear or a restore says
+   nothing about whether the old holder stopped forging). A Lease that does not exist never
+   expires: the coordinator creates it vacant, and that record then counts like any other. Only
+   a release by the holder this pod saw last frees it at once. When it is free, acquire it only
+   if this region ranks first among this region and every other region that may be alive;
+   otherwise defer to the better region.
 
 Liveness of another region is judged on this pod's monotonic clock (see :mod:`.liveness`): a
 region is *possibly alive* while its heartbeat Lease changed less than ``stale_after`` seconds ago
@@ -28,6 +36,11 @@ safe side), and *confirmed alive* when, in addition, we have seen its heartbeat 
 once since we started watching. Deferring needs only "possibly alive"; giving the Lease away needs
 "confirmed alive", so a holder never hands over to a region that died before we started watching.
 A dead region blocks nobody for longer than ``stale_after``.
+
+A region is a candidate only with a live heartbeat *and* a published status that is current and
+eligible; a region renews its heartbeat only once its status for this cycle is written (the
+heartbeat vouches for the status), so a region that cannot publish stops counting after
+``stale_after``.
 
 A region's rank: ``Enabled`` before ``Priority-based``, then lower effective priority, then name.
 Effective priority = override or spec priority, + :data:`~.model.HEALTH_PENALTY` from the moment
@@ -81,15 +94,23 @@ class PoolLeaseView:
     """The pool-wide Lease in this pod's observation."""
 
     holder: str | None
-    """``<region>/<pod>``; None when nobody holds it (released, never created)."""
+    """``<region>/<pod>``; None when nobody holds it (released, cleared, deleted, never created)."""
     expired: bool
-    """Unchanged for its duration on this pod's monotonic clock (or released, or absent)."""
+    """May be taken: released by the holder this pod saw last, or the same record (held or
+    vacant) unchanged for its duration on this pod's monotonic clock. Never while absent."""
     mine: bool
     """Written by this process and carrying this pod's identity."""
     leading: bool
     """``mine`` and the last successful renewal was sent less than the renew deadline ago."""
     error: str | None = None
     """The last read failed; the other fields describe the last good read."""
+    absent: bool = False
+    """The Lease does not exist (deleted, or never created): a local leader creates it vacant
+    (the coordinator does, on ``stand_by``), then waits for that record like any other."""
+    released: bool = False
+    """Vacated by a release of the holder this pod saw last: free at once."""
+    duration: float = 0.0
+    """Seconds the record must stay unchanged in this pod's observation before it expires."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,10 @@ class ClusterDecision:
     effective: Effective | None = None
     """This region's effective state and priority, to publish; None when unknown."""
     hand_over_to: str | None = None
+    ineligible: str | None = None
+    """Set when this region stopped on a fail-closed path (or is Disabled): the reason code of
+    the ``Eligible=False`` status condition, so that other regions do not defer to a region
+    that cannot act. None while it competes for, or holds, the pool-wide Lease."""
 
     @property
     def may_forge(self) -> bool:
@@ -167,9 +192,10 @@ def outranks(challenger: Candidate, holder: Candidate) -> bool:
 
 
 def peer_candidate(peer: PeerView) -> Candidate | None:
-    """The region as a candidate from its published status, or None if it is not one."""
+    """The region as a candidate from its published status, or None if it is not one (among
+    others: it says it is not eligible, having stopped on a fail-closed path)."""
     rec, status = peer.record, peer.record.status
-    if rec.spec is None or status is None or not rec.status_current:
+    if rec.spec is None or status is None or not rec.status_current or not status.eligible:
         return None
     if status.effective_state not in ELIGIBLE or status.effective_priority is None:
         return None
@@ -180,35 +206,49 @@ def decide(v: ClusterView) -> ClusterDecision:
     """One cycle of the cluster-wide decision for this pod."""
     lease = v.lease
 
-    def stop(reason: str, eff: Effective | None = None) -> ClusterDecision:
+    def stop(reason: str, ineligible: str, eff: Effective | None = None) -> ClusterDecision:
         if lease.mine:
             return ClusterDecision(
-                ClusterAction.STEP_DOWN, f"{reason}; releasing the pool lease", eff
+                ClusterAction.STEP_DOWN,
+                f"{reason}; releasing the pool lease",
+                eff,
+                ineligible=ineligible,
             )
-        return ClusterDecision(ClusterAction.STAND_BY, reason, eff)
+        return ClusterDecision(ClusterAction.STAND_BY, reason, eff, ineligible=ineligible)
 
     if not v.local_leader:
-        return stop("not the local leader")
+        return stop("not the local leader", "NotLocalLeader")
 
     # ---- this region: fail closed on anything unknown -----------------------------------------
     if v.own is None:
-        return stop(f"not forging: CardanoForgeCluster {v.region!r} unavailable ({v.own_error})")
+        return stop(
+            f"not forging: CardanoForgeCluster {v.region!r} unavailable ({v.own_error})",
+            "RegionUnavailable",
+        )
     if v.own.spec is None:
-        return stop(f"not forging: CardanoForgeCluster {v.region!r} is invalid: {v.own.spec_error}")
+        return stop(
+            f"not forging: CardanoForgeCluster {v.region!r} is invalid: {v.own.spec_error}",
+            "RegionInvalid",
+        )
     eff = effective(v.own.spec, demoted=v.health.demoted, now_wall=v.now_wall)
     if lease.mine and not lease.leading:
         why = f" ({lease.error})" if lease.error else ""
-        return stop(f"pool lease not renewed within the renew deadline{why}", eff)
+        return stop(
+            f"pool lease not renewed within the renew deadline{why}", "PoolLeaseNotRenewed", eff
+        )
     if not v.read_ok and not (lease.mine and v.view_age <= v.max_view_age):
         return stop(
             f"not forging: cannot read the CardanoForgeClusters ({v.read_error}) for "
             f"{v.view_age:.1f} s",
+            "CannotReadRegions",
             eff,
         )
     if lease.error is not None and not lease.leading:
-        return stop(f"not forging: cannot read the pool lease ({lease.error})", eff)
+        return stop(
+            f"not forging: cannot read the pool lease ({lease.error})", "PoolLeaseUnreadable", eff
+        )
     if eff.state is ForgeState.DISABLED:
-        return stop(f"region {v.region} is Disabled ({eff.source})", eff)
+        return stop(f"region {v.region} is Disabled ({eff.source})", "Disabled", eff)
 
     me = Candidate(v.region, eff.state, eff.priority)
     live = [
@@ -236,17 +276,28 @@ def decide(v: ClusterView) -> ClusterDecision:
         )
 
     # ---- not holding it -------------------------------------------------------------------------
-    if lease.holder is not None and not lease.expired:
-        owner = holder_region(lease.holder)
-        who = f"region {owner}" if owner else "an unknown holder"
-        return ClusterDecision(
-            ClusterAction.STAND_BY,
-            f"standing by: {who} holds the pool lease ({lease.holder})",
-            eff,
-        )
+    if not lease.expired:
+        if lease.holder is not None:
+            owner = holder_region(lease.holder)
+            who = f"region {owner}" if owner else "an unknown holder"
+            why = f"{who} holds the pool lease ({lease.holder})"
+        elif lease.absent:
+            why = (
+                "the pool lease does not exist (deleted or not yet created); creating it vacant "
+                f"and taking it only once that record has stayed unchanged for {lease.duration:g} "
+                "s, in case a holder that did not see the deletion still forges"
+            )
+        else:
+            why = (
+                "the pool lease is vacant but was not released by the holder last seen (cleared "
+                "by someone else, or created vacant after a deletion); taking it only once it "
+                f"has stayed unchanged for {lease.duration:g} s, in case a holder that did not "
+                "see it still forges"
+            )
+        return ClusterDecision(ClusterAction.STAND_BY, f"standing by: {why}", eff)
     contenders = [c for p in live for c in [peer_candidate(p)] if c is not None]
     best = min([me, *contenders], key=lambda c: c.rank)
-    free = "expired" if lease.holder is not None else "free"
+    free = "expired" if lease.holder is not None else "missing" if lease.absent else "free"
     if best is not me:
         return ClusterDecision(
             ClusterAction.STAND_BY,

@@ -22,6 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from forge_manager.cluster.settings import ClusterSettings
+from forge_manager.lease import LeaseError, LeaseLost
 
 KIND = "CardanoForgeCluster"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cardano-forge-manager"}
@@ -241,3 +242,26 @@ class HeartbeatStore:
         except CoordinationError:
             self._own = None  # read again next time
             raise
+
+
+def vacant_lease_creator(
+    api: Any, *, namespace: str, name: str, lease_seconds: int, request_timeout: float
+) -> Any:
+    """A function that creates the Lease ``name`` with no holder (see
+    ``PoolLease.create_vacant``); a 409 (it exists by now) raises ``LeaseLost``, any other
+    failure ``LeaseError``."""
+    leases = client.CoordinationV1Api(api)
+    body = client.V1Lease(
+        metadata=client.V1ObjectMeta(name=name, labels=dict(MANAGED_BY)),
+        spec=client.V1LeaseSpec(lease_duration_seconds=lease_seconds, lease_transitions=0),
+    )
+
+    def create() -> None:
+        try:
+            call(leases.create_namespaced_lease, namespace, body, timeout=request_timeout)
+        except ResourceConflict as exc:
+            raise LeaseLost(f"lease {name} exists: {exc}") from None
+        except CoordinationError as exc:
+            raise LeaseError(str(exc)) from None
+
+    return create

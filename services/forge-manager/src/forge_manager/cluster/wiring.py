@@ -17,7 +17,9 @@ from forge_manager.cluster.resource import (
     HeartbeatStore,
     coordination_api_client,
     seed_body,
+    vacant_lease_creator,
 )
+from forge_manager.cluster.round_trips import RoundTrips, probe
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.config import Settings
 
@@ -31,7 +33,9 @@ def build_coordinator(
     reconcile: Callable[[], tuple[bool, str]],
 ) -> ClusterCoordinator:
     """The pool-wide Lease uses the local Lease's durations and request timeout, so the start-up
-    timing check (:mod:`forge_manager.timing`) covers both."""
+    timing check (:mod:`forge_manager.timing`) covers both. The start-up probe of the
+    coordination API (``ClusterCoordinator.check_api``) reads the pool-wide Lease with the renew
+    deadline as its timeout, to measure a round trip longer than a request may take."""
     from forge_manager.lease import LeaseClient  # noqa: PLC0415 (slow import)
 
     api = coordination_api_client(cluster.coordination_kubeconfig)
@@ -45,6 +49,14 @@ def build_coordinator(
         request_timeout=settings.request_timeout,
     )
     metrics = ClusterMetrics(registry, cluster.cluster_name)
+    probe_backend = LeaseClient(  # the start-up probe waits longer than a request may take
+        api,
+        namespace=cluster.coordination_namespace,
+        name=cluster.pool_lease_name,
+        identity=identity,
+        lease_duration=settings.lease_duration,
+        request_timeout=settings.renew_deadline,
+    )
     return ClusterCoordinator(
         cluster,
         pod=settings.pod_name,
@@ -64,6 +76,15 @@ def build_coordinator(
             lease_duration=float(settings.lease_duration),
             renew_deadline=settings.renew_deadline,
             clock=boottime_now,
+            round_trips=RoundTrips(settings.request_timeout),
+            on_write=metrics.pool_lease_write,
+            create_vacant=vacant_lease_creator(
+                api,
+                namespace=cluster.coordination_namespace,
+                name=cluster.pool_lease_name,
+                lease_seconds=settings.lease_duration,
+                request_timeout=settings.request_timeout,
+            ),
         ),
         health=HealthChecker(
             cluster.health_check,
@@ -75,4 +96,5 @@ def build_coordinator(
         local_leader=local_leader,
         reconcile=reconcile,
         metrics=metrics,
+        api_probe=lambda: probe(probe_backend.read, request_timeout=settings.request_timeout),
     )

@@ -1,0 +1,3 @@
+module cardanoforge.invalid/nodeprobe
+
+go 1.22

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from forge_manager.credentials import CredentialError, CredentialFiles
 from forge_manager.decision import NodeView
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.node_signal import SignalError
+from forge_manager.switchover import Edits
 
 
 class Clock:
@@ -43,6 +45,7 @@ class LeaseStore:
         stamp: str,
         released_by: str | None = None,
         transitions: int | None = None,
+        edits: Mapping[str, str | None] | None = None,
     ) -> LeaseRecord:
         if self.down:
             raise LeaseError("ConnectionRefusedError: connection refused")
@@ -60,6 +63,33 @@ class LeaseStore:
             renew_time=stamp,
             transitions=transitions,
             released_by=released_by,
+            uid="uid-1",
+            annotations=self._edited(edits),
+        )
+        return self.record
+
+    def _edited(self, edits: Mapping[str, str | None] | None) -> dict[str, str]:
+        annotations = dict(self.record.annotations) if self.record else {}
+        for key, value in (edits or {}).items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+        return annotations
+
+    def annotate(self, expected_rv: str | None, edits: Mapping[str, str | None]) -> LeaseRecord:
+        """Someone (the CLI, a follower) changes only annotations, against ``expected_rv``
+        (None: whatever the current version is, like an unconditional merge patch)."""
+        if self.down:
+            raise LeaseError("ConnectionRefusedError: connection refused")
+        if self.record is None:
+            raise LeaseLost("lease was deleted since it was read (404)")
+        if expected_rv is not None and expected_rv != self.record.resource_version:
+            raise LeaseLost("lease changed since it was read (409)")
+        self.record = dataclasses.replace(
+            self.record,
+            resource_version=str(next(self._versions)),
+            annotations=self._edited(edits),
         )
         return self.record
 
@@ -88,31 +118,43 @@ class FakeLease:
         holder: str | None,
         stamp: str,
         transitions: int | None = None,
+        edits: Mapping[str, str | None] | None = None,
     ) -> LeaseRecord:
         if self.hang is not None:
             self.hanging.set()
             self.hang.wait(30)
         released_by = current.holder if holder is None and current is not None else None
         rec = self.store.write(
-            current.resource_version if current else None, holder, stamp, released_by, transitions
+            current.resource_version if current else None,
+            holder,
+            stamp,
+            released_by,
+            transitions,
+            edits,
         )
         if self.apply_but_fail:
             raise LeaseError("ReadTimeoutError: read timed out")
         return rec
 
-    def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
+    def acquire(
+        self, current: LeaseRecord | None, stamp: str, edits: Edits | None = None
+    ) -> LeaseRecord:
         self.calls.append("acquire")
         # client-go: every acquisition of an existing record is a transition, after a release too
         transitions = current.transitions + 1 if current is not None else 0
-        return self._write(current, self.identity, stamp, transitions)
+        return self._write(current, self.identity, stamp, transitions, edits)
 
-    def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord:
+    def renew(self, current: LeaseRecord, stamp: str, edits: Edits | None = None) -> LeaseRecord:
         self.calls.append("renew")
-        return self._write(current, self.identity, stamp)
+        return self._write(current, self.identity, stamp, edits=edits)
 
-    def release(self, current: LeaseRecord) -> LeaseRecord:
+    def release(self, current: LeaseRecord, edits: Edits | None = None) -> LeaseRecord:
         self.calls.append("release")
-        return self._write(current, None, self.new_renew_stamp())
+        return self._write(current, None, self.new_renew_stamp(), edits=edits)
+
+    def annotate(self, current: LeaseRecord, edits: Edits) -> LeaseRecord:
+        self.calls.append("annotate")
+        return self.store.annotate(current.resource_version, edits)
 
     def new_renew_stamp(self) -> str:
         return f"{self.identity}-{next(self._stamps)}"

@@ -68,6 +68,10 @@ class LeaseView:
     unchanged ``leaseTransitions``): the one evidence that the holder stopped before a lease
     duration passed. A record cleared by anyone else leaves it None."""
     exists: bool = True
+    handed_to: str | None = None
+    """Set with ``released_by`` when that release handed the Lease to another pod (pod
+    switchover, annotation ``cardano.io/preferred-holder``): this pod stands aside and takes the
+    record only as an unchanged one, after a lease duration."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class ElectionSnapshot:
     ineligible_reason: str
     shutting_down: bool
     leading_until: float | None
+    hand_over_to: str | None = None
+    """The holder hands the Lease to this pod (a pod switchover it answered ready for)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,10 @@ def decide_election(s: ElectionSnapshot) -> ElectionDecision:
     lease = s.lease
     if lease is None:
         return ElectionDecision(LeaseAction.NONE, "the lease has not been read yet")
+    if holds and s.hand_over_to:
+        return ElectionDecision(
+            LeaseAction.RELEASE, f"handing the lease over to {s.hand_over_to} (switchover)"
+        )
     if holds:
         return ElectionDecision(LeaseAction.RENEW, "renewing the lease")
     unchanged_for = s.now - lease.observed_change_at
@@ -132,7 +142,7 @@ def decide_election(s: ElectionSnapshot) -> ElectionDecision:
             "appears (a missing lease is no evidence that its last holder stopped)",
         )
     if not lease.holder:
-        if lease.released_by is not None:
+        if lease.released_by is not None and lease.handed_to is None:
             return ElectionDecision(
                 LeaseAction.ACQUIRE, f"lease was released by {lease.released_by}; acquiring it"
             )
@@ -141,6 +151,12 @@ def decide_election(s: ElectionSnapshot) -> ElectionDecision:
                 LeaseAction.ACQUIRE,
                 f"lease without a holder unchanged for {unchanged_for:.1f} s >= "
                 f"{lease.duration:g} s in our observation; acquiring it",
+            )
+        if lease.released_by is not None:
+            return ElectionDecision(
+                LeaseAction.NONE,
+                f"lease was handed over to {lease.handed_to} by {lease.released_by}; standing "
+                f"aside, acquiring it in {lease.duration - unchanged_for:.1f} s unless it changes",
             )
         return ElectionDecision(
             LeaseAction.NONE,

@@ -153,9 +153,9 @@ class LeaseClient:
         self.lease_duration = lease_duration
         self.request_timeout = request_timeout
 
-    def _call(self, fn: Any, *args: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, _request_timeout=self.request_timeout)
+            return fn(*args, _request_timeout=self.request_timeout, **kwargs)
         except ApiException as exc:
             if exc.status == 409 and "UID in precondition" in str(exc.body or ""):
                 raise LeaseLost(
@@ -188,6 +188,7 @@ class LeaseClient:
         current: LeaseRecord | None,
         op: Literal["acquire", "renew", "release"],
         renew: str,
+        edits: Mapping[str, str | None] | None = None,
     ) -> Any:
         """The object to write, with client-go's record semantics (see the module docstring)."""
         if op == "acquire":
@@ -203,6 +204,11 @@ class LeaseClient:
         annotations.pop(RELEASED_BY, None)
         if op == "release" and current is not None and current.holder:
             annotations[RELEASED_BY] = current.holder
+        for key, value in (edits or {}).items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
         spec = client.V1LeaseSpec(
             holder_identity=holder,
             lease_duration_seconds=self.lease_duration,
@@ -223,24 +229,54 @@ class LeaseClient:
     def new_renew_stamp() -> str:
         return _micro_time(_now()) or ""
 
-    def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
-        """Create the Lease (``current`` None) or take it over against ``current``'s version."""
-        body = self._body(current, "acquire", stamp)
+    def acquire(
+        self,
+        current: LeaseRecord | None,
+        stamp: str,
+        edits: Mapping[str, str | None] | None = None,
+    ) -> LeaseRecord:
+        """Create the Lease (``current`` None) or take it over against ``current``'s version.
+        ``edits`` (here and below): annotations to set (a value) or remove (None)."""
+        body = self._body(current, "acquire", stamp, edits)
         if current is None:
             return _record(self._call(self._api.create_namespaced_lease, self.namespace, body))
         return _record(
             self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
         )
 
-    def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord:
-        body = self._body(current, "renew", stamp)
+    def renew(
+        self,
+        current: LeaseRecord,
+        stamp: str,
+        edits: Mapping[str, str | None] | None = None,
+    ) -> LeaseRecord:
+        body = self._body(current, "renew", stamp, edits)
         return _record(
             self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
         )
 
-    def release(self, current: LeaseRecord) -> LeaseRecord:
+    def release(
+        self, current: LeaseRecord, edits: Mapping[str, str | None] | None = None
+    ) -> LeaseRecord:
         """Clear holderIdentity against ``current``'s version."""
-        body = self._body(current, "release", self.new_renew_stamp())
+        body = self._body(current, "release", self.new_renew_stamp(), edits)
         return _record(
             self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
+        )
+
+    def annotate(self, current: LeaseRecord, edits: Mapping[str, str | None]) -> LeaseRecord:
+        """Change only annotations, against ``current``'s version (a JSON merge patch carrying
+        the resourceVersion: 409 when the Lease changed, 404 when it is gone; a patch never
+        creates it). Used by a pod that does not hold the Lease (pod switchover)."""
+        body = {
+            "metadata": {"resourceVersion": current.resource_version, "annotations": dict(edits)}
+        }
+        return _record(
+            self._call(
+                self._api.patch_namespaced_lease,
+                self.name,
+                self.namespace,
+                body,
+                _content_type="application/merge-patch+json",
+            )
         )

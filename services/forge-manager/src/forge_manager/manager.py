@@ -23,6 +23,7 @@ Safety design (see also ``README.md``):
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -55,18 +56,38 @@ from forge_manager.metrics import ForgeMetrics, StateSample
 from forge_manager.node_signal import SignalError
 from forge_manager.node_sync import OPEN, NodeSyncCheck, SyncGate
 from forge_manager.permit_file import PermitError, PermitFile
+from forge_manager.switchover import (
+    CAPABILITIES,
+    CAPABILITIES_ANNOTATION,
+    FAST_POLL_S,
+    PREFERRED_ANNOTATION,
+    Edits,
+    Plan,
+    Step,
+    acquire_edits,
+    plan_follower,
+    plan_holder,
+    stands_aside,
+)
 from forge_manager.timing import DEMOTION_BUDGET_S
 
 log = logging.getLogger("forge_manager")
+
+_ADOPTED = "the lease's annotations changed; renewing against the new version"
 
 
 class LeaseBackend(Protocol):
     """The seam to the API (``lease.LeaseClient``); unit tests provide their own."""
 
     def read(self) -> LeaseRecord | None: ...
-    def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord: ...
-    def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
-    def release(self, current: LeaseRecord) -> LeaseRecord: ...
+    def acquire(
+        self, current: LeaseRecord | None, stamp: str, edits: Edits | None = None
+    ) -> LeaseRecord: ...
+    def renew(
+        self, current: LeaseRecord, stamp: str, edits: Edits | None = None
+    ) -> LeaseRecord: ...
+    def release(self, current: LeaseRecord, edits: Edits | None = None) -> LeaseRecord: ...
+    def annotate(self, current: LeaseRecord, edits: Edits) -> LeaseRecord: ...
     def new_renew_stamp(self) -> str: ...
 
 
@@ -142,6 +163,12 @@ class ForgeManager:
         # The node's sync state (node_sync.py): what it forbids this pod, refreshed each cycle.
         self._node_sync = node_sync
         self._sync_gate: SyncGate = OPEN
+        # Pod switchover (switchover.py): the last plan's reason (logged once) and whether this
+        # pod answered ready to a live request (it then reads the Lease every FAST_POLL_S).
+        self._switchover_reason = ""
+        self._switchover_waiting = False
+        self._handed_over_to: str | None = None
+        self._handing_over = False
 
         self._guard_wake = threading.Event()
         self._guard_stop = threading.Event()
@@ -279,12 +306,14 @@ class ForgeManager:
         same = prev is not None and prev.resource_version == rec.resource_version
         duration = max(float(rec.duration_seconds or 0), own_duration)
         released_by: str | None = None
+        handed_to: str | None = None
         if not rec.holder:
             if rec.released_by is not None and self._last_holder == (
                 rec.released_by,
                 rec.transitions,
             ):
                 released_by = rec.released_by
+                handed_to = stands_aside(rec.annotations, self.identity)
             elif prev is not None:
                 duration = max(duration, prev.duration)
         else:
@@ -296,6 +325,7 @@ class ForgeManager:
             observed_change_at=prev.observed_change_at if prev is not None and same else seen_at,
             ours=ours,
             released_by=released_by,
+            handed_to=handed_to,
         )
 
     def _lost(self, why: str) -> None:
@@ -306,6 +336,35 @@ class ForgeManager:
         self._guard_wake.set()
 
     def _election(self) -> ElectionDecision:
+        decision = self._election_once()
+        if decision.action is LeaseAction.RENEW and decision.reason.startswith(_ADOPTED):
+            decision = self._election_once()  # once: renew against the version just read
+        return decision
+
+    def _switchover_plan(self, error: str | None) -> Plan:
+        """This cycle's pod switchover step (lock held); logs a new reason once."""
+        rec, view = self._record, self._view
+        plan = Plan(Step.NONE, "", {})
+        if error is None and rec is not None and view is not None and not self._shutting_down:
+            wall = self._wall()
+            if view.ours and rec.holder == self.identity:
+                plan = plan_holder(rec.annotations, self.identity, wall)
+            elif not view.ours:
+                unable = (
+                    self._ineligible_reason
+                    or self._sync_gate.election
+                    or ("" if self._last_node.socket_up else "its cardano-node is not up")
+                )
+                plan = plan_follower(
+                    rec.annotations, self.identity, wall, held=bool(rec.holder), unable=unable
+                )
+        self._switchover_waiting = plan.waiting
+        if plan.reason and plan.reason != self._switchover_reason:
+            log.info("%s", plan.reason)
+        self._switchover_reason = plan.reason
+        return plan
+
+    def _election_once(self) -> ElectionDecision:
         error: str | None = None
         with self._lock:
             skip_read = (
@@ -332,16 +391,68 @@ class ForgeManager:
                 ineligible_reason=self._ineligible_reason or self._sync_gate.election,
                 shutting_down=self._shutting_down,
                 leading_until=self._leading_until,
+                hand_over_to=None,
             )
+            plan = self._switchover_plan(error)
+            if plan.step is Step.HAND_OVER and snap.eligible:
+                snap = dataclasses.replace(snap, hand_over_to=plan.to)
             decision = decide_election(snap)
             current = self._record
+            wall = self._wall()
         if decision.action is LeaseAction.ACQUIRE:
-            return self._write(decision, lambda stamp: self._lease.acquire(current, stamp))
+            edits = acquire_edits(current.annotations if current else {}, self.identity, wall)
+            return self._write(decision, lambda stamp: self._lease.acquire(current, stamp, edits))
         if decision.action is LeaseAction.RENEW and current is not None:
-            return self._write(decision, lambda stamp: self._lease.renew(current, stamp))
+            edits = {CAPABILITIES_ANNOTATION: CAPABILITIES, **plan.edits}
+            return self._write(decision, lambda stamp: self._lease.renew(current, stamp, edits))
         elif decision.action is LeaseAction.RELEASE:
-            return self._release()
+            return self._release(hand_over_to=snap.hand_over_to)
+        if (
+            plan.step is Step.WRITE
+            and decision.action is LeaseAction.NONE
+            and current is not None
+            and current.holder != self.identity
+        ):
+            self._annotate(current, plan)
         return decision
+
+    def _annotate(self, current: LeaseRecord, plan: Plan) -> None:
+        """A follower's answer to a switchover request (a write of annotations only)."""
+        try:
+            rec = self._lease.annotate(current, plan.edits)
+        except LeaseError as exc:
+            with self._lock:
+                self._need_read = True
+            log.info("switchover answer not written (%s); trying again", exc)
+            return
+        with self._lock:
+            self._observe_record(rec, self._clock())
+
+    def _adopt_annotated(self, current: LeaseRecord | None) -> bool:
+        """After a 409 on renew: whether the Lease is still our own last write with only its
+        annotations changed (a switchover request or answer); if so its new version is adopted,
+        the leadership deadline unchanged (lock not held)."""
+        if current is None:
+            return False
+        try:
+            rec = self._lease.read()
+        except LeaseError:
+            return False
+        with self._lock:
+            if (
+                rec is None
+                or rec.holder != self.identity
+                or rec.uid != current.uid
+                or rec.renew_time is None
+                or rec.renew_time != current.renew_time
+                or rec.renew_time not in dict(self._sent)
+                or not is_leading(self._leading_until, self._clock())
+            ):
+                return False
+            self._own_rv = rec.resource_version
+            self._observe_record(rec, self._clock())
+            self._need_read = False
+            return True
 
     def _write(
         self, decision: ElectionDecision, call: Callable[[str], LeaseRecord]
@@ -354,6 +465,9 @@ class ForgeManager:
         try:
             rec = call(stamp)
         except LeaseLost as exc:
+            if decision.action is LeaseAction.RENEW and self._adopt_annotated(self._record):
+                log.info("the lease's annotations changed since our renew; renewing again")
+                return ElectionDecision(LeaseAction.RENEW, f"{_ADOPTED} ({exc})")
             with self._lock:
                 self._need_read = True
                 self._lost(str(exc))
@@ -394,12 +508,20 @@ class ForgeManager:
             return False, "the node answers on its socket but its process cannot be signalled"
         return True, ""
 
-    def _release(self) -> ElectionDecision:
+    def _release(self, hand_over_to: str | None = None) -> ElectionDecision:
         """Release after demotion is complete and the node had :data:`DEMOTION_BUDGET_S` since
         its disabling SIGHUP to act on it (cardano-node reconfigures asynchronously), whatever
-        the cause: shutdown or an ineligible pod."""
+        the cause: shutdown, an ineligible pod, or a pod switchover (``hand_over_to``: this pod
+        stops leading first, and the release names the pod in ``cardano.io/preferred-holder``)."""
         with self._lock:
-            self._reconcile()
+            if hand_over_to is not None:
+                self._leading_until = None
+                self._handing_over = True
+                self._guard_wake.set()
+            try:
+                self._reconcile()
+            finally:
+                self._handing_over = False
             ok, why = self._demotion_confirmed()
             current = self._record
             self._leading_until = None
@@ -415,8 +537,9 @@ class ForgeManager:
             )
         if settle > 0:
             self._settle(settle)
+        edits: Edits | None = {PREFERRED_ANNOTATION: hand_over_to} if hand_over_to else None
         try:
-            rec = self._lease.release(current)
+            rec = self._lease.release(current, edits)
         except LeaseError as exc:
             if self.metrics:
                 self.metrics.lease_errors.labels("release").inc()
@@ -428,6 +551,9 @@ class ForgeManager:
         with self._lock:
             self._own_rv = None
             self._observe_record(rec, self._clock())
+            self._handed_over_to = hand_over_to
+        if hand_over_to:
+            return ElectionDecision(LeaseAction.RELEASE, f"handed the lease over to {hand_over_to}")
         return ElectionDecision(LeaseAction.RELEASE, "released the lease")
 
     # ---- forging -------------------------------------------------------------------------------
@@ -680,6 +806,8 @@ class ForgeManager:
     def _demotion_cause(self) -> str:
         if self._shutting_down:
             return "shutdown"
+        if self._handing_over:
+            return "switchover"
         if not self._eligible:
             return "credentials"
         if self._sync_gate.forge:
@@ -779,6 +907,8 @@ class ForgeManager:
                 with self._lock:
                     until = self._leading_until
                 pause = self.settings.retry_period - (self._clock() - started)
+                if self._switchover_waiting:
+                    pause = min(pause, FAST_POLL_S)
                 if until is not None and until > self._clock():
                     pause = min(pause, until - self._clock())
                 stop.wait(max(0.0, pause))

@@ -774,8 +774,13 @@ def test_rbac_without_cluster_management(tmp_path: Path) -> None:
                 "resourceNames": ["cardano-node-leader"],
                 "verbs": ["get", "update"],
             },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ]
     }
+    quiet = rules_by_role(
+        render(merged(BASE, {"forgeManager": {"events": {"enabled": False}}}), tmp_path)
+    )
+    assert not [r for rules in quiet.values() for r in rules if "events" in r["resources"]]
     assert not [d for d in docs if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
     binding = only(docs, "RoleBinding")
     assert binding["subjects"] == [
@@ -815,6 +820,7 @@ def test_rbac_with_cluster_management(tmp_path: Path) -> None:
             "verbs": ["get", "update"],
         }
     ]
+    assert {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]} in coordination
 
 
 @pytest.mark.parametrize("case", sorted(MATRIX))

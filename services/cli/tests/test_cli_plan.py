@@ -365,9 +365,9 @@ def test_pod_switchover_refuses_clearly_when_the_manager_cannot_do_it() -> None:
     with pytest.raises(Refused) as caught:
         pod_plan("east-1", lease=no_cap, holder_version="0.1.0")
     assert caught.value.message == (
-        "the forge manager of this release does not support pod switchover (needs forge-manager "
-        "0.2.0 or later, which advertises 'pod-switchover/v1' on the Lease it holds; the holder "
-        "east-0 runs 0.1.0)"
+        "the forge manager holding the Lease does not support pod switchover (the holder east-0, "
+        "runs forge-manager 0.1.0 and does not advertise 'pod-switchover/v1' on the Lease): "
+        "upgrade the release's forge manager"
     )
 
 

@@ -3,11 +3,11 @@
 **Pod switchover** (``switchover --to-pod``) goes through the region's *local* Lease (the one the
 pods of a StatefulSet compete for, ``LEASE_NAME``):
 
-* A forge manager that honours pod switchover requests writes :data:`CAPABILITIES_ANNOTATION`
-  with :data:`POD_SWITCHOVER` on every acquire and renew of the Lease it holds. The CLI asks for
-  a switchover only when the *current holder's* record carries it; otherwise it refuses, and
-  writes nothing: a forge manager of this release's version takes any change of its Lease by
-  someone else (a 409 on its next renew) as a lost Lease and demotes.
+* The forge manager (``forge_manager/switchover.py`` in ``services/forge-manager``) writes
+  :data:`CAPABILITIES_ANNOTATION` with :data:`POD_SWITCHOVER` on every acquire and renew of the
+  Lease it holds. The CLI asks for a switchover only when the *current holder's* record carries
+  it; otherwise it refuses, and writes nothing: an older forge manager takes any change of its
+  Lease by someone else (a 409 on its next renew) as a lost Lease and demotes.
 * The CLI writes :data:`REQUEST_ANNOTATION` (JSON, :class:`SwitchoverRequest`) with a JSON merge
   patch carrying the resourceVersion it read (a conflict: read again, at most a few times).
 * The forge manager answers in :data:`RESULT_ANNOTATION` (JSON, :class:`SwitchoverResult`) with
@@ -31,10 +31,12 @@ CAPABILITIES_ANNOTATION = "cardano.io/forge-manager-capabilities"
 """Comma-separated capabilities of the forge manager that wrote the Lease record."""
 POD_SWITCHOVER = "pod-switchover/v1"
 """The capability: this holder honours :data:`REQUEST_ANNOTATION` as described above."""
-POD_SWITCHOVER_MIN_VERSION = "0.2.0"
-"""The first forge-manager version meant to advertise :data:`POD_SWITCHOVER`."""
 REQUEST_ANNOTATION = "cardano.io/switchover-request"
+READY_ANNOTATION = "cardano.io/switchover-ready"
+"""The named pod's answer ``{"id", "pod"}``: it is eligible; the holder hands over after it."""
 RESULT_ANNOTATION = "cardano.io/switchover-result"
+PREFERRED_ANNOTATION = "cardano.io/preferred-holder"
+"""Written by the holder's release: the pod the Lease was handed to (the others stand aside)."""
 MAX_REQUEST_SECONDS = 300.0
 """A request lives at most this long (``expiresAt - requestedAt``); the managers' stand-aside
 window is bounded by it."""

@@ -31,7 +31,6 @@ from forge_manager.cluster.model import ForgeState
 from cardano_forge_cli.contract import (
     MAX_REQUEST_SECONDS,
     POD_SWITCHOVER,
-    POD_SWITCHOVER_MIN_VERSION,
     REQUEST_ANNOTATION,
     SWITCHOVER_REASON_PREFIX,
     SwitchoverRequest,
@@ -460,11 +459,11 @@ def plan_pod_switchover(
             "over (the forge managers elect the next one by themselves)"
         )
     if POD_SWITCHOVER not in capabilities(lease.annotations):
-        runs = f"runs {holder_version}" if holder_version else "does not advertise it"
+        runs = f", runs forge-manager {holder_version}" if holder_version else ""
         raise Refused(
-            f"the forge manager of this release does not support pod switchover (needs "
-            f"forge-manager {POD_SWITCHOVER_MIN_VERSION} or later, which advertises "
-            f"{POD_SWITCHOVER!r} on the Lease it holds; the holder {lease.holder} {runs})"
+            f"the forge manager holding the Lease does not support pod switchover (the holder "
+            f"{lease.holder}{runs} and does not advertise {POD_SWITCHOVER!r} on the Lease): "
+            "upgrade the release's forge manager"
         )
     pending = lease.annotations.get(REQUEST_ANNOTATION)
     if pending:

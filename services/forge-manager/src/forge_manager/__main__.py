@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from forge_manager import __version__
+from forge_manager.clock import now as boottime_now
 from forge_manager.cluster.round_trips import CoordinationTooSlow
 from forge_manager.cluster.settings import (
     ClusterConfigError,
@@ -24,6 +26,15 @@ from forge_manager.cluster.settings import (
 from forge_manager.config import DEFAULT_TARGET_DIR, ConfigError, Settings, load_settings
 from forge_manager.credentials import CredentialFiles, remove_targets, remove_temporaries
 from forge_manager.decision import PERMIT_LOCAL_ONLY, Permit, may_signal
+from forge_manager.events import (
+    ApiEventSink,
+    EventRecorder,
+    EventsConfigError,
+    RoutingSink,
+    events_enabled,
+)
+from forge_manager.events import pod as event_pod
+from forge_manager.events import region as event_region
 from forge_manager.logs import setup_logging
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
@@ -115,11 +126,13 @@ def build(
     settings: Settings,
     cluster: ClusterSettings | None = None,
     node_sync: tuple[NodeSyncSettings, TipSampler] | None = None,
-) -> tuple[ForgeManager, MetricsServer, ClusterCoordinator | None]:
+    events: bool = False,
+) -> tuple[ForgeManager, MetricsServer, ClusterCoordinator | None, EventRecorder | None]:
     from forge_manager.lease import LeaseClient, api_client  # noqa: PLC0415 (slow import)
 
+    api = api_client()
     lease = LeaseClient(
-        api_client(),
+        api,
         namespace=settings.namespace,
         name=settings.lease_name,
         identity=settings.pod_name,
@@ -165,6 +178,18 @@ def build(
     manager.metrics = ForgeMetrics(
         registry, pod=settings.pod_name, cluster=settings.cluster_name, sample=manager.sample
     )
+    recorder: EventRecorder | None = None
+    if events:
+        recorder = event_recorder(settings, cluster, api, manager.metrics)
+        this_pod = event_pod(settings.pod_name, settings.namespace, os.environ.get("POD_UID", ""))
+        manager.emit = lambda reason, message, kind: recorder.record(
+            this_pod, reason, message, kind
+        )
+        if coordinator is not None and cluster is not None:
+            this_region = event_region(cluster.crd_name, cluster.coordination_namespace)
+            coordinator.emit = lambda reason, message, kind: recorder.record(
+                this_region, reason, message, kind
+            )
     if sync_check is not None:
         registry.register(NodeSyncCollector(sync_check, settings.pod_name, settings.cluster_name))
     server = MetricsServer(
@@ -178,7 +203,30 @@ def build(
             node_sync=sync_check.status if sync_check is not None else None,
         ),
     )
-    return manager, server, coordinator
+    return manager, server, coordinator, recorder
+
+
+def event_recorder(
+    settings: Settings, cluster: ClusterSettings | None, api: object, metrics: ForgeMetrics
+) -> EventRecorder:
+    """Events through the local API (the pod's) and, with cluster management, the coordination
+    API (the region's CardanoForgeCluster); bounded and best effort (events.py)."""
+    local = ApiEventSink(api, instance=settings.pod_name, request_timeout=settings.request_timeout)
+    remote = None
+    if cluster is not None and cluster.enabled and cluster.coordination_kubeconfig:
+        from forge_manager.cluster.resource import coordination_api_client  # noqa: PLC0415
+
+        remote = ApiEventSink(
+            coordination_api_client(cluster.coordination_kubeconfig),
+            instance=settings.pod_name,
+            request_timeout=settings.request_timeout,
+        )
+    return EventRecorder(
+        RoutingSink(local, remote),
+        clock=boottime_now,
+        wall=time.time,
+        counters=metrics,
+    )
 
 
 def main() -> int:
@@ -202,7 +250,13 @@ def main() -> int:
         return _fail(f"configuration error: {exc}", env, settings)
     sampler = TipSampler(sync_settings)
     try:
-        manager, server, coordinator = build(settings, cluster, (sync_settings, sampler))
+        events = events_enabled(env)
+    except EventsConfigError as exc:
+        return _fail(f"configuration error: {exc}", env, settings)
+    try:
+        manager, server, coordinator, recorder = build(
+            settings, cluster, (sync_settings, sampler), events
+        )
     except OSError as exc:
         return _fail(
             f"cannot listen on METRICS_PORT={settings.metrics_port}: {exc.strerror}", env, settings
@@ -232,6 +286,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
+    if recorder is not None:
+        recorder.start()
+    else:
+        log.info("KUBE_EVENTS is off: no Kubernetes Events are posted")
     if sync_settings.enabled:
         sampler.start()
         log.info(
@@ -265,6 +323,8 @@ def main() -> int:
             log.info("shutdown: %s", coordinator.shutdown())
         server.stop()
         sampler.stop()
+        if recorder is not None:
+            recorder.stop(timeout=settings.request_timeout * 2)
     log.info("forge-manager stopped")
     return 0
 

@@ -186,7 +186,7 @@ class LeaseClient:
     def _body(
         self,
         current: LeaseRecord | None,
-        op: Literal["acquire", "renew", "release"],
+        op: Literal["acquire", "renew", "release", "annotate"],
         renew: str,
         edits: Mapping[str, str | None] | None = None,
     ) -> Any:
@@ -197,11 +197,12 @@ class LeaseClient:
             acquire_time: dt.datetime | None = _now()
         else:
             assert current is not None
-            holder = self.identity if op == "renew" else None
+            holder = {"renew": self.identity, "annotate": current.holder}.get(op)
             transitions = current.transitions
             acquire_time = _parse_micro_time(current.acquire_time)
         annotations = dict(current.annotations) if current is not None else {}
-        annotations.pop(RELEASED_BY, None)
+        if op != "annotate":
+            annotations.pop(RELEASED_BY, None)
         if op == "release" and current is not None and current.holder:
             annotations[RELEASED_BY] = current.holder
         for key, value in (edits or {}).items():
@@ -209,9 +210,12 @@ class LeaseClient:
                 annotations.pop(key, None)
             else:
                 annotations[key] = value
+        duration = self.lease_duration
+        if op == "annotate" and current is not None and current.duration_seconds:
+            duration = current.duration_seconds
         spec = client.V1LeaseSpec(
             holder_identity=holder,
-            lease_duration_seconds=self.lease_duration,
+            lease_duration_seconds=duration,
             lease_transitions=transitions,
             renew_time=_parse_micro_time(renew),
             acquire_time=acquire_time,
@@ -265,18 +269,11 @@ class LeaseClient:
         )
 
     def annotate(self, current: LeaseRecord, edits: Mapping[str, str | None]) -> LeaseRecord:
-        """Change only annotations, against ``current``'s version (a JSON merge patch carrying
-        the resourceVersion: 409 when the Lease changed, 404 when it is gone; a patch never
-        creates it). Used by a pod that does not hold the Lease (pod switchover)."""
-        body = {
-            "metadata": {"resourceVersion": current.resource_version, "annotations": dict(edits)}
-        }
+        """Change only annotations, against ``current``'s version and UID: the record is written
+        back as read (holder, renewTime, acquireTime, transitions, duration), so the holder still
+        recognises its own last write. Used by a pod that does not hold the Lease (pod
+        switchover); a replace, so the Role needs no more than ``update``."""
+        body = self._body(current, "annotate", current.renew_time or "", edits)
         return _record(
-            self._call(
-                self._api.patch_namespaced_lease,
-                self.name,
-                self.namespace,
-                body,
-                _content_type="application/merge-patch+json",
-            )
+            self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
         )

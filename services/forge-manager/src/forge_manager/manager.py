@@ -95,6 +95,10 @@ class NodeObserver(Protocol):
     def observe(self) -> NodeView: ...
 
 
+def view_is_holder(rec: LeaseRecord | None, view: LeaseView | None, identity: str) -> bool:
+    return rec is not None and view is not None and view.ours and rec.holder == identity
+
+
 class ForgeManager:
     def __init__(
         self,
@@ -113,6 +117,7 @@ class ForgeManager:
         on_leadership_change: Callable[[], None] = lambda: None,
         node_sync: NodeSyncCheck | None = None,
         stop_node: Callable[[tuple[int, ...]], str] | None = None,
+        emit: Callable[[str, str, str], None] = lambda _reason, _message, _type: None,
     ) -> None:
         self.settings = settings
         self._lease = lease
@@ -128,6 +133,9 @@ class ForgeManager:
         self._permit_file = permit_file
         self._wall = wall
         self.on_leadership_change = on_leadership_change
+        self.emit = emit
+        """An Event on this pod: (reason, message, Normal|Warning). Must not block or raise
+        (``events.EventRecorder.record``); called with the lock held."""
         self._forging_since = 0.0
         self.metrics = metrics
         self.identity = settings.pod_name
@@ -169,6 +177,7 @@ class ForgeManager:
         self._switchover_waiting = False
         self._handed_over_to: str | None = None
         self._handing_over = False
+        self._last_election = ""
 
         self._guard_wake = threading.Event()
         self._guard_stop = threading.Event()
@@ -234,6 +243,7 @@ class ForgeManager:
             self._reconcile()
         election = self._election()
         with self._lock:
+            self._last_election = election.reason
             forging = self._reconcile()
         self.last_cycle_completed = self._clock()
         return f"{election.reason}; {forging.reason}"
@@ -252,6 +262,7 @@ class ForgeManager:
         with self._lock:
             if problem and problem != self._ineligible_reason:
                 log.error("credentials unusable, staying out of the election: %s", problem)
+                self._event("RefusedToForge", f"credentials unusable: {problem}", "Warning")
             elif not problem and not self._eligible:
                 log.info("credentials usable again; taking part in the election")
             self._eligible = not problem
@@ -264,6 +275,9 @@ class ForgeManager:
             return
         gate = self._node_sync.gate(leading=self.is_local_leader())
         with self._lock:
+            blocked = gate.forge or gate.election
+            if blocked and blocked != (self._sync_gate.forge or self._sync_gate.election):
+                self._event("RefusedToForge", blocked, "Warning")
             self._sync_gate = gate
 
     # ---- election ------------------------------------------------------------------------------
@@ -361,6 +375,13 @@ class ForgeManager:
         self._switchover_waiting = plan.waiting
         if plan.reason and plan.reason != self._switchover_reason:
             log.info("%s", plan.reason)
+            if plan.step is Step.WRITE and not view_is_holder(rec, view, self.identity):
+                refused = "refused" in plan.reason
+                self._event(
+                    "SwitchoverRefused" if refused else "SwitchoverReady",
+                    plan.reason,
+                    "Warning" if refused else "Normal",
+                )
         self._switchover_reason = plan.reason
         return plan
 
@@ -553,6 +574,8 @@ class ForgeManager:
             self._observe_record(rec, self._clock())
             self._handed_over_to = hand_over_to
         if hand_over_to:
+            with self._lock:
+                self._event("HandedOver", f"handed the lease over to {hand_over_to} (switchover)")
             return ElectionDecision(LeaseAction.RELEASE, f"handed the lease over to {hand_over_to}")
         return ElectionDecision(LeaseAction.RELEASE, "released the lease")
 
@@ -787,6 +810,15 @@ class ForgeManager:
             if self.metrics:
                 self.metrics.leadership_changes.inc()
             log.info("leadership %s", "gained" if leading else "lost")
+            if leading:
+                self._event("LeaderElected", f"{self.identity} leads: {self._last_election}")
+            else:
+                self._event(
+                    "LeadershipLost",
+                    f"{self.identity} no longer leads ({self._demotion_cause()}): "
+                    f"{self._last_election}",
+                    "Normal" if self._handing_over or self._shutting_down else "Warning",
+                )
             self.on_leadership_change()
         forging = (
             decision.forge
@@ -794,14 +826,25 @@ class ForgeManager:
             and self._signalled == Signalled(node.pids, True)
             and bool(node.pids)
         )
-        if self._forging and not forging and self.metrics:
-            self.metrics.demotions.labels(self._demotion_cause()).inc()
+        if self._forging and not forging:
+            cause = self._demotion_cause()
+            if self.metrics:
+                self.metrics.demotions.labels(cause).inc()
+            self._event("ForgingDisabled", f"forging stopped ({cause}): {decision.reason}")
+        if forging and not self._forging:
+            self._event("ForgingEnabled", f"forging: {decision.reason}")
         if forging and not self._forging:
             # Taken right after the SIGHUP: within the signal latency of the node's real start.
             self._forging_since = self._wall()
         elif not forging:
             self._forging_since = 0.0
         self._forging = forging
+
+    def _event(self, reason: str, message: str, type_: str = "Normal") -> None:
+        try:
+            self.emit(reason, message, type_)
+        except Exception:  # an Event must never cost a transition
+            log.debug("emitting an Event failed", exc_info=True)
 
     def _demotion_cause(self) -> str:
         if self._shutting_down:

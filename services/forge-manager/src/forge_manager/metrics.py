@@ -178,6 +178,23 @@ class ForgeMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=registry,
         )
+        self.events_posted = Counter(
+            "cardano_forge_events_posted",
+            "Kubernetes Events posted (transitions of this pod and its region)",
+            registry=registry,
+        )
+        self.events_dropped = Counter(
+            "cardano_forge_events_dropped",
+            "Kubernetes Events not posted: rate_limited, queue_full, api_error, error",
+            ["cause"],
+            registry=registry,
+        )
         Info("cardano_forge_manager", "forge-manager build", registry=registry).info(
             {"version": __version__}
         )
+
+    def event_posted(self) -> None:
+        self.events_posted.inc()
+
+    def event_dropped(self, cause: str) -> None:
+        self.events_dropped.labels(cause).inc()

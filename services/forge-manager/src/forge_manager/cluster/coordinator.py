@@ -63,6 +63,11 @@ _CONDITION_REASON = {
     ClusterAction.STEP_DOWN: "SteppedDown",
     ClusterAction.STAND_BY: "StandingBy",
 }
+_EVENT_REASON = {
+    ClusterAction.ACQUIRE: "AcquiredPoolLease",
+    ClusterAction.HAND_OVER: "HandedOverPool",
+    ClusterAction.STEP_DOWN: "SteppedDown",
+}
 
 
 class ResourceStore(Protocol):
@@ -138,6 +143,10 @@ class ClusterCoordinator:
         self._peers: tuple[PeerView, ...] = ()
         self._health_restored = False
         self.last_decision: ClusterDecision | None = None
+        self.emit: Callable[[str, str, str], None] = lambda _reason, _message, _type: None
+        """An Event on this region's CardanoForgeCluster (``events.EventRecorder.record``:
+        never blocks, never raises)."""
+        self._last_event: tuple[str, str] | None = None
 
     # ---- the seam to the manager -----------------------------------------------------------------
     def permit(self) -> Permit:
@@ -190,6 +199,8 @@ class ClusterCoordinator:
         if leader:
             announced = self._publish(decision, forging=self.permit().granted)
         outcome = self._act(decision, announced=announced)
+        if leader:
+            self._event(decision, view.health.demoted, outcome)
         if (
             leader
             and view.lease.absent
@@ -203,6 +214,25 @@ class ClusterCoordinator:
         if leader:
             self._publish(decision, forging=self.permit().granted)
         return outcome
+
+    def _event(self, d: ClusterDecision, demoted: bool, outcome: str) -> None:
+        """An Event when the region's pool-level action changes (acquired, handed over, demoted
+        by health, stepped down on a fail-closed check); the message is the decision's reason."""
+        reason = _EVENT_REASON.get(d.action)
+        if reason is None:
+            self._last_event = None
+            return
+        if d.action is ClusterAction.HAND_OVER and demoted:
+            reason = "DemotedByHealth"
+        key = (reason, d.ineligible or "")
+        if key == self._last_event:
+            return
+        self._last_event = key
+        kind = "Warning" if d.action is ClusterAction.STEP_DOWN or demoted else "Normal"
+        try:
+            self.emit(reason, f"{self.pod}: {outcome}", kind)
+        except Exception:  # an Event must never cost a transition
+            log.debug("emitting an Event failed", exc_info=True)
 
     def _read(self) -> tuple[bool, str | None, str | None]:
         """Returns (read ok, read error, own error); updates the last good records."""

@@ -367,10 +367,10 @@ def test_a_remote_coordination_api_needs_its_kubeconfig(
 
 # ---- pod switchover: the CLI's side of the contract ----------------------------------------------
 def test_pod_switchover_contract_cli_side(control_plane: ControlPlane, kube_namespace: str) -> None:
-    """This release's forge manager does not honour pod switchover (the CLI refuses it, see
-    test_cli_regions). Here the test plays a future manager on a Lease that advertises the
-    capability, to check the CLI's half of the contract: the request it writes, how it reads a
-    refusal, success, and how it withdraws a request nobody answers."""
+    """The test plays the forge manager on a Lease that advertises the capability, to check the
+    CLI's half of the contract in isolation: the request it writes, how it reads a refusal,
+    success, and how it withdraws a request nobody answers (the real managers' half:
+    test_cli_regions.py::test_pod_switchover_moves_forging_to_the_named_pod_and_back)."""
     ns = kube_namespace
     lease_name = "far-leader"
     with control_plane.api_client() as api:

@@ -308,9 +308,10 @@ class Regions:
         """Current and replaced pods: the whole forging history."""
         return self.retired + self.all_pods
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60.0) -> None:
+        """Start every pod; ``timeout`` bounds each pod's start (longer on a loaded machine)."""
         for pod in self.all_pods:
-            pod.start()
+            pod.start(timeout)
 
     def replace(self, pod: ForgePod, *, start: bool = True) -> ForgePod:
         """The StatefulSet recreates a deleted pod: same name, fresh emptyDirs, new processes."""

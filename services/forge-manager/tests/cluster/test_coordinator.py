@@ -193,3 +193,38 @@ def test_wake_runs_the_next_cycle_without_waiting_out_the_retry_period() -> None
         east.wake()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_pool_transitions_are_events_on_the_region_once_each() -> None:
+    w = World(("east", 1), ("west", 2))
+    events: dict[str, list[tuple[str, str, str]]] = {"east": [], "west": []}
+    for name, region in w.regions.items():
+        region.c.emit = lambda reason, message, kind, name=name: events[name].append(
+            (reason, message, kind)
+        )
+    w.elect()
+    w.tick(3)
+    assert [e[0] for e in events["east"]] == ["AcquiredPoolLease"]
+    assert events["east"][0][1].startswith("bp-0: ") and events["east"][0][2] == "Normal"
+    assert events["west"] == []
+    w.regions["east"].fail(3)
+    w.tick(3)
+    assert w.forger() == "west"
+    assert [e[0] for e in events["east"]] == ["AcquiredPoolLease", "DemotedByHealth"]
+    assert events["east"][1][2] == "Warning"
+    assert [e[0] for e in events["west"]] == ["AcquiredPoolLease"]
+
+
+def test_a_failing_emit_changes_nothing() -> None:
+    def boom(_reason: str, _message: str, _kind: str) -> None:
+        raise RuntimeError("events API down")
+
+    w = World(("east", 1), ("west", 2))
+    for region in w.regions.values():
+        region.c.emit = boom
+    w.elect()
+    w.tick(3)
+    assert w.forger() == "east"
+    w.regions["east"].fail(3)
+    w.tick(3)
+    assert w.forger() == "west"

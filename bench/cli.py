@@ -11,7 +11,11 @@ heartbeat 5 s, stale after 12 s; health every 2 s).
 * ``switchover --to-region``, alternating west and east: the command's duration (plan, overrides
   written, waiting until the target forges), the gap with no forger from the stand-ins' own
   logs, and the gap bounds the CLI printed (from the managers' metrics sampled every 0.2 s);
-  every run is checked for overlap (two forgers).
+  every run is checked for overlap (two forgers);
+* ``switchover --to-pod``, alternating between the two pods of the forging region: the command's
+  duration and the gap with no forger from the stand-ins' logs (the forge managers' pod switchover:
+  request, ready answer, demotion, release naming the pod, its acquire, the pool-wide Lease
+  following).
 
 Run: ``python -m bench.cli --runs 10``.
 """
@@ -99,7 +103,7 @@ def run(runs: int, root: Path, report: Callable[[str], None]) -> bool:
             extra_env={"METRICS_BIND_ADDRESS": address},
         )
         try:
-            r.start()
+            r.start(timeout=300.0)
             register(cp, ns, r.all_pods, address=address)
             wait_for(lambda: forging_region(r) == "east", WAIT, "east to forge")
             wait_for(
@@ -159,6 +163,42 @@ def run(runs: int, root: Path, report: Callable[[str], None]) -> bool:
             report(line("switchover: no forger (stand-ins' logs)", gaps, scale=1000, unit="ms"))
             report(line("switchover: CLI's upper bound", cli_high, scale=1000, unit="ms"))
             report(line("switchover: CLI's lower bound", cli_low, scale=1000, unit="ms"))
+
+            pod_took, pod_gaps = [], []
+            for i in range(runs):
+                old = r.forgers()[0]
+                region = r.region_of(old)
+                new = next(p for p in r.pods[region] if p is not old)
+                wait_for(
+                    lambda p=new: p.metric("cardano_node_synced") == 1, WAIT, f"{new.name} synced"
+                )
+                started = now()
+                done = cardano_forge(
+                    "switchover",
+                    "--to-pod",
+                    new.name,
+                    "--yes",
+                    "--timeout",
+                    "120s",
+                    kubeconfig=cp.kubeconfig,
+                    namespace=ns,
+                )
+                assert done.code == 0, done
+                wait_for(lambda p=new: r.forgers() == [p], WAIT, f"{new.name} to forge")
+                spans = [s for s in r.spans() if s.end is None or s.end >= started]
+                stop = next(
+                    s.end for s in spans if s.node.startswith(old.node_name + "/") and s.end
+                )
+                start = next(s.start for s in spans if s.node.startswith(new.node_name + "/"))
+                pod_took.append(done.seconds)
+                pod_gaps.append(start - stop)
+                print(
+                    f"pod switchover {i + 1} {old.name} -> {new.name}: command "
+                    f"{done.seconds:.1f} s, gap {(start - stop) * 1000:.0f} ms",
+                    file=sys.stderr,
+                )
+            report(line("switchover --to-pod: the command", pod_took))
+            report(line("pod switchover: no forger (stand-ins' logs)", pod_gaps, 1000, "ms"))
             overlap = sum(o.seconds for o in overlaps(r.spans(), until=now())) * 1000
             report(f"  {'two nodes forging at once':50s} {overlap:.0f} ms   target 0")
             return overlap == 0
@@ -168,7 +208,7 @@ def run(runs: int, root: Path, report: Callable[[str], None]) -> bool:
         cp.stop()
 
 
-def line(label: str, values: Sequence[float], *, unit: str = "s", scale: float = 1.0) -> str:
+def line(label: str, values: Sequence[float], scale: float = 1.0, unit: str = "s") -> str:
     return f"  {label:50s} {stats(values, unit, scale)}"
 
 

@@ -34,6 +34,8 @@ from tests.harness.regions import Regions, create_namespace, install_crd
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 WAIT = 90.0
+START_TIMEOUT = 300.0
+"""Per pod: interpreter start and first cycle, minutes on a loaded shared machine."""
 ADDRESS = host_address()
 
 
@@ -55,7 +57,7 @@ def regions(
         extra_env={"METRICS_BIND_ADDRESS": ADDRESS},
     )
     try:
-        r.start()
+        r.start(timeout=START_TIMEOUT)
         register(control_plane, namespace, r.all_pods, address=ADDRESS)
         wait_forger(r, "east")
         yield r
@@ -313,30 +315,6 @@ def test_pause_and_resume(regions: Regions) -> None:
     run = cf(r, "resume", "east", "--yes")
     assert run.code == 0 and "region east has no override" in run.out
     assert {e["reason"] for e in cli_events(r)} >= {"Paused", "Resumed"}
-
-
-def test_pod_switchover_is_refused_by_this_release_and_touches_nothing(regions: Regions) -> None:
-    r = regions
-    forger = wait_forger(r, "east")
-    other = next(p for p in r.pods["east"] if p is not forger)
-    with r.cp.api_client() as api:
-        before = client.CoordinationV1Api(api).read_namespaced_lease("east-leader", r.namespace)
-    error = one_line_error(cf(r, "switchover", "--to-pod", other.name, "--yes"))
-    assert error.startswith(
-        "error: the forge manager of this release does not support pod switchover (needs "
-        "forge-manager 0.2.0 or later, which advertises 'pod-switchover/v1' on the Lease it holds; "
-        f"the holder {forger.name} runs 0.1.0)"
-    ), error
-    with r.cp.api_client() as api:
-        after = client.CoordinationV1Api(api).read_namespaced_lease("east-leader", r.namespace)
-    assert after.spec.holder_identity == before.spec.holder_identity == forger.name
-    assert "cardano.io/switchover-request" not in (after.metadata.annotations or {})
-    assert r.forgers() == [forger]  # no demotion: the CLI wrote nothing to the Lease
-
-    error = one_line_error(cf(r, "switchover", "--to-pod", "east-7", "--yes"))
-    assert "unknown pod 'east-7': the block-producer pods are" in error
-    run = cf(r, "switchover", "--to-pod", forger.name, "--yes")
-    assert run.code == 0 and f"pod {forger.name} already leads its region" in run.out
 
 
 def test_history_tells_who_forged_when_and_why(regions: Regions) -> None:

@@ -370,7 +370,7 @@ def test_pod_switchover_contract_cli_side(control_plane: ControlPlane, kube_name
     """The test plays the forge manager on a Lease that advertises the capability, to check the
     CLI's half of the contract in isolation: the request it writes, how it reads a refusal,
     success, and how it withdraws a request nobody answers (the real managers' half:
-    test_cli_regions.py::test_pod_switchover_moves_forging_to_the_named_pod_and_back)."""
+    test_cli_pod_switchover.py)."""
     ns = kube_namespace
     lease_name = "far-leader"
     with control_plane.api_client() as api:

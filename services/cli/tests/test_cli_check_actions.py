@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -255,3 +257,68 @@ def test_an_override_changed_by_someone_else_is_not_overwritten() -> None:
     with pytest.raises(Conflict):
         apply_change(kube, "ns", change)  # type: ignore[arg-type]
     assert len(kube.patches) == 1
+
+
+class RenewingLease:
+    """A Lease whose holder renews between every read and write of the CLI (``renews`` times),
+    then holds still: the seam Kube's get and merge_patch."""
+
+    def __init__(self, renews: int, holder: str = "east-0") -> None:
+        self.renews = renews
+        self.version = 100
+        self.holder = holder
+        self.annotations = {"cardano.io/forge-manager-capabilities": "pod-switchover/v1"}
+        self.writes: list[str] = []
+
+    def get(self, what: str, path: str) -> dict[str, object]:
+        return {
+            "metadata": {
+                "name": "east-leader",
+                "resourceVersion": str(self.version),
+                "annotations": dict(self.annotations),
+            },
+            "spec": {"holderIdentity": self.holder},
+        }
+
+    def merge_patch(self, what: str, path: str, body: dict[str, Any]) -> None:
+        self.writes.append(body["metadata"]["resourceVersion"])
+        if self.renews > 0:
+            self.renews -= 1
+            self.version += 1
+            raise Conflict(f"cannot {what}: it changed since it was read")
+        self.annotations.update(body["metadata"]["annotations"])
+        self.version += 1
+
+
+def _request_write(kube: RenewingLease) -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from cardano_forge_cli.main import _write_request  # noqa: PLC0415
+    from cardano_forge_cli.model import LeaseInfo  # noqa: PLC0415
+
+    planned = LeaseInfo.from_api(kube.get("", ""))
+    request = SwitchoverRequest(
+        "east-1", "r1", "alice", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    )
+    _write_request(SimpleNamespace(kube=kube), pod("east-1", "east"), planned, request)  # type: ignore[arg-type]
+
+
+def test_a_pod_switchover_request_is_written_against_the_holders_latest_renew() -> None:
+    kube = RenewingLease(renews=3)
+    _request_write(kube)
+    assert kube.writes == ["100", "101", "102", "103"]
+    assert "cardano.io/switchover-request" in kube.annotations
+
+
+def test_a_pod_switchover_request_is_not_written_when_the_holder_changed() -> None:
+    kube = RenewingLease(renews=1)
+    original = kube.merge_patch
+
+    def conflict_then_new_holder(what: str, path: str, body: dict[str, Any]) -> None:
+        kube.holder = "east-2"
+        original(what, path, body)
+
+    kube.merge_patch = conflict_then_new_holder  # type: ignore[method-assign]
+    with pytest.raises(CliError, match="changed hands while the request was prepared"):
+        _request_write(kube)
+    assert "cardano.io/switchover-request" not in kube.annotations

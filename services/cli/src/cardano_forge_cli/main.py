@@ -35,16 +35,19 @@ from cardano_forge_cli.actions import (
 )
 from cardano_forge_cli.check import check_release, check_values, failed, render_findings
 from cardano_forge_cli.contract import (
+    POD_SWITCHOVER,
     REQUEST_ANNOTATION,
     RESULT_ANNOTATION,
+    SwitchoverRequest,
     SwitchoverResult,
+    capabilities,
 )
 from cardano_forge_cli.durations import DurationError, format_duration, parse_duration
 from cardano_forge_cli.errors import EXIT_ERROR, EXIT_TIMEOUT, EXIT_USAGE, CliError, Refused
 from cardano_forge_cli.history import history_entries, pending_overrides, render_history
 from cardano_forge_cli.inventory import Scope, collect, read_facts, read_lease
 from cardano_forge_cli.kube import Conflict, Kube, Target, core_path, lease_path
-from cardano_forge_cli.model import PoolView, Snapshot, Workload, format_time
+from cardano_forge_cli.model import LeaseInfo, PoolView, Snapshot, Workload, format_time
 from cardano_forge_cli.plan import (
     Plan,
     heartbeat_fresh,
@@ -617,17 +620,7 @@ def switchover_pod(ctx: Context) -> int:
         say("dry run: nothing changed")
         return 0
     confirm(args, "request this switchover?")
-    body = {
-        "metadata": {
-            "resourceVersion": plan.lease.resource_version,
-            "annotations": {REQUEST_ANNOTATION: plan.request.encode()},
-        }
-    }
-    ctx.kube.merge_patch(
-        f"update Lease {pod.lease_name} in namespace {pod.namespace}",
-        lease_path(pod.namespace, pod.lease_name),
-        body,
-    )
+    _write_request(ctx, pod, plan.lease, plan.request)
     record_event(
         ctx.kube,
         pod.namespace,
@@ -679,6 +672,50 @@ def switchover_pod(ctx: Context) -> int:
         )
     say(describe_handover(handover, from_what=plan.lease.holder or "nobody", interval=interval))
     return 0
+
+
+REQUEST_ATTEMPTS = 10
+"""Writes of a pod switchover request: the holder renews its Lease every retry period, and each
+renew between the CLI's read and its write is a conflict."""
+
+
+def _write_request(
+    ctx: Context, pod: Workload, planned: LeaseInfo, request: SwitchoverRequest
+) -> None:
+    """The request, against the version just read: a conflict (the holder renewed meanwhile) is
+    read again and retried while the same holder holds the Lease, still advertising pod
+    switchover, with no other request pending."""
+    what = f"update Lease {pod.lease_name} in namespace {pod.namespace}"
+    for _ in range(REQUEST_ATTEMPTS):
+        lease = read_lease(ctx.kube, pod.namespace, pod.lease_name)
+        if lease is None or lease.holder != planned.holder:
+            raise CliError(
+                f"the Lease {pod.lease_name} changed hands while the request was prepared "
+                f"(holder now: {(lease.holder if lease else None) or 'nobody'}); nothing was "
+                "written: run the switchover again"
+            )
+        if POD_SWITCHOVER not in capabilities(lease.annotations):
+            raise CliError(
+                f"the holder {lease.holder} no longer advertises {POD_SWITCHOVER!r}; nothing "
+                "was written"
+            )
+        pending = lease.annotations.get(REQUEST_ANNOTATION)
+        if pending and pending != planned.annotations.get(REQUEST_ANNOTATION):
+            raise CliError(
+                "another switchover request appeared on the Lease meanwhile; nothing was written"
+            )
+        body = {
+            "metadata": {
+                "resourceVersion": lease.resource_version,
+                "annotations": {REQUEST_ANNOTATION: request.encode()},
+            }
+        }
+        try:
+            ctx.kube.merge_patch(what, lease_path(pod.namespace, pod.lease_name), body)
+            return
+        except Conflict:
+            continue
+    raise Conflict(f"cannot {what}: it kept changing ({REQUEST_ATTEMPTS} attempts)")
 
 
 def _withdraw_request(ctx: Context, pod: Workload, request_id: str) -> None:

@@ -101,6 +101,7 @@ demo: venv tools ## the main job: two regions on the embedded control plane, fai
 
 chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
 	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
+	$(PY) -m tests.chaos.quorum --scenarios $${QUORUM_SCENARIOS:-30} --seed $${SEED:-1}
 
 bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load
 	$(PY) -m bench.failover --runs $${RUNS:-20}

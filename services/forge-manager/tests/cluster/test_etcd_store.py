@@ -332,6 +332,27 @@ def test_a_failed_call_moves_the_next_call_to_the_next_endpoint_and_back_later()
     assert etcd.current == "http://a:2379"
 
 
+def test_an_error_names_the_endpoint_and_what_etcd3gw_kept_aside() -> None:
+    """etcd3gw's exceptions carry their text in ``detail_text`` (``str()`` is empty for a failed
+    connection, the HTTP reason for an error answer): both go into the one-line error."""
+    import etcd3gw.exceptions  # noqa: PLC0415
+
+    class Failing(FakeClient):
+        def post(self, url: str, json: Any = None) -> Any:
+            raise etcd3gw.exceptions.ConnectionFailedError(
+                "SSLError(CERTIFICATE_VERIFY_FAILED)\nsecond line"
+            )
+
+    s = EtcdSettings(("https://a:2379",), None, None, None, "/cardano-forge")
+    etcd = Etcd(s, timeout=1.0, clients=[Failing("https://a:2379")])
+    with pytest.raises(EtcdError) as err:
+        etcd.get("/k")
+    assert str(err.value) == (
+        "etcd https://a:2379: ConnectionFailedError: "
+        "SSLError(CERTIFICATE_VERIFY_FAILED) second line"
+    )
+
+
 def test_prefix_end() -> None:
     assert prefix_end("/cardano-forge/pool/heartbeats/") == "/cardano-forge/pool/heartbeats0"
 

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import etcd3gw
+import requests
 
 from forge_manager.clock import now as boottime_now
 from forge_manager.cluster.etcd_settings import EtcdSettings
@@ -99,15 +100,21 @@ class Etcd:
     @staticmethod
     def _client(url: str, s: EtcdSettings, timeout: float) -> Any:
         parts = urlsplit(url)
+        # Our own session, deaf to the environment: with trust_env (requests' default) a
+        # REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in the environment replaces the CA set here, and
+        # an HTTPS_PROXY would carry the coordination traffic somewhere else.
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(s.ca_file) if s.ca_file else True
+        if s.cert_file and s.key_file:
+            session.cert = (str(s.cert_file), str(s.key_file))
         return etcd3gw.Etcd3Client(
             host=parts.hostname or "",
             port=parts.port or 2379,
             protocol=parts.scheme,
-            ca_cert=str(s.ca_file) if s.ca_file else None,
-            cert_cert=str(s.cert_file) if s.cert_file else None,
-            cert_key=str(s.key_file) if s.key_file else None,
             timeout=timeout,
             api_path="/v3/",  # etcd 3.4 and later; no discovery round trip
+            session=session,
         )
 
     @property
@@ -135,7 +142,9 @@ class Etcd:
             answer = client.post(client.get_url(path), json=body)
         except Exception as exc:  # etcd3gw's errors, requests', a malformed JSON answer
             self._failed(index)
-            detail = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            detail = " ".join(
+                f"{type(exc).__name__}: {exc} {getattr(exc, 'detail_text', None) or ''}".split()
+            )
             raise EtcdError(f"etcd {self.endpoints[index]}: {detail}"[:300]) from None
         if not isinstance(answer, dict):
             self._failed(index)

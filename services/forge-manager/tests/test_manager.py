@@ -497,6 +497,30 @@ def test_a_deleted_lease_is_not_taken_while_the_old_leader_may_still_forge(
     assert b.files.all_present()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a Lease missing at two reads is timed from the first: one created, held and "
+    "deleted in between is taken at once (CI: 1.5 s of two forgers)",
+)
+def test_a_lease_created_held_and_deleted_between_two_reads_is_not_taken_at_once(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """A follower that saw no Lease, and sees none again, cannot tell that nobody created, held
+    and deleted it between its two reads: the leader of that unseen term may still forge."""
+    tmp, store, clock = world
+    b = Pod(tmp, store, clock, "pod-1")
+    b.manager.step()  # its first read
+    clock.advance(b.settings.lease_duration + 1)
+    # Between two of pod-1's reads pod-0 takes the Lease (whatever pod-1 left there) and leads;
+    # then the Lease is deleted (kubectl delete lease, a restore without it) while pod-0 forges.
+    store.record = None
+    store.write(None, "pod-0", "s0")
+    store.record = None
+    b.manager.step()
+    assert store.record is None or store.record.holder != "pod-1"
+    assert not b.files.any_present() and b.sighups()[1] == 0
+
+
 @pytest.mark.parametrize("released_by", [None, "pod-9"])
 def test_a_holder_cleared_by_anyone_but_that_holder_is_waited_out(
     world: tuple[Path, LeaseStore, Clock], released_by: str | None

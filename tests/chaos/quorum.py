@@ -4,9 +4,10 @@ Three regions (``east`` priority 1, ``west`` 2, ``witness`` 3), each with its et
 forge pods (forge manager and a cardano-node stand-in under ``forge-guard``) and its own namespace
 for its own cluster; everything between regions crosses breakable, slowable links
 (:mod:`tests.harness.quorum_regions`). The kinds here threaten what the quorum is for: a whole
-region lost (its member and pods killed), a region partitioned from the other two, two members of
-three down (quorum lost), etcd leader changes and member restarts while the holder renews, and a
-slow link between one region and the quorum. The runner is :class:`tests.chaos.run.Runner`'s
+region lost (its member and pods killed), a region partitioned from the other two (also the
+forging region holding the etcd Raft leader), two members of three down (quorum lost), etcd
+leader changes and member restarts while the holder renews, and a slow link between one region
+and the quorum. The runner is :class:`tests.chaos.run.Runner`'s
 (shuffled seeded rounds, wait for one steady forger, overlap and longest gap per scenario from the
 stand-ins' logs) over this world.
 
@@ -95,6 +96,21 @@ def region_partition(w: QuorumWorld) -> str:
     return f"region {region} partitioned for {held:g} s"
 
 
+def leader_region_partition(w: QuorumWorld) -> str:
+    """The forging region, holding the etcd Raft leader too, cut off from the other two for
+    longer than the lease: its member leads a minority until check-quorum makes it step down,
+    the majority elects a leader and another region takes the pool while it is cut off."""
+    forgers = w.regions.forgers()
+    region = w.regions.region_of(forgers[0]) if forgers else w.pick_region()
+    with contextlib.suppress(Exception):
+        w.regions.quorum.move_leader(region)
+    leader = w.regions.quorum.leader()
+    w.regions.partition(region)
+    held = w.hold(w.lease_duration + 2.0, 2.5 * w.lease_duration)
+    w.regions.heal(region)
+    return f"region {region} (etcd leader in {leader}) partitioned for {held:g} s"
+
+
 def quorum_loss(w: QuorumWorld) -> str:
     """Two of three etcd members down: nobody may forge until one returns."""
     members = sorted(w.regions.quorum.members)
@@ -147,6 +163,7 @@ def slow_link(w: QuorumWorld) -> str:
 QUORUM_SCENARIOS: dict[str, QuorumScenario] = {
     "region_loss": region_loss,
     "region_partition": region_partition,
+    "leader_region_partition": leader_region_partition,
     "quorum_loss": quorum_loss,
     "etcd_leader_change": etcd_leader_change,
     "etcd_member_restart": etcd_member_restart,

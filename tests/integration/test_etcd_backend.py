@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -18,11 +19,15 @@ from forge_manager.cluster.etcd_settings import EtcdSettings
 from forge_manager.cluster.etcd_store import EtcdPoolLease, Keys
 from forge_manager.lease import LeaseLost
 
-from tests.harness.controlplane import free_port, make_pki, sign_leaf, tool
+from tests.harness.controlplane import ControlPlane, free_port, make_pki, sign_leaf, tool
 from tests.harness.etcd_quorum import EtcdQuorum
 from tests.harness.regionnet import RegionNet
 
 pytestmark = [pytest.mark.integration]
+
+MEMBER_MANIFEST = (
+    Path(__file__).resolve().parents[2] / "services/forge-manager/docs/etcd-member.yaml"
+)
 
 
 @pytest.fixture
@@ -177,3 +182,29 @@ def test_two_regions_race_for_the_lock_one_wins(quorum: EtcdQuorum) -> None:
         locks["west"].acquire(vacant, locks["west"].new_renew_stamp())
     seen = locks["west"].read()
     assert seen == won
+
+
+def test_the_reference_member_manifest_is_accepted_and_its_flags_known(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The operator guide's etcd member: the API server accepts the manifest (server-side dry
+    run), and every flag it passes is one the etcd this project tests against knows."""
+    namespace = "cardano-forge-etcd"
+    kubectl = [tool("kubectl"), f"--kubeconfig={control_plane.kubeconfig}"]
+    subprocess.run(
+        [*kubectl, "create", "namespace", namespace], capture_output=True, timeout=60
+    )  # already there on a rerun against the same control plane
+    applied = subprocess.run(
+        [*kubectl, "apply", "--dry-run=server", "-f", str(MEMBER_MANIFEST)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "statefulset.apps/etcd-east created (server dry run)" in applied.stdout
+    flags = set(re.findall(r"^\s*- (--[a-z-]+)=", MEMBER_MANIFEST.read_text(), re.MULTILINE))
+    assert len(flags) > 20
+    known = subprocess.run([tool("etcd"), "--help"], capture_output=True, text=True, timeout=30)
+    text = known.stdout + known.stderr
+    unknown = sorted(f for f in flags if not re.search(re.escape(f) + r"(?![a-z-])", text))
+    assert not unknown, f"flags etcd does not know: {unknown}"

@@ -83,7 +83,11 @@ def _steady(r: QuorumRegions, region: str, seconds: float = 4.0) -> None:
 
 # ---- failover ------------------------------------------------------------------------------------
 def failover_section(
-    runs: int, lost_first_runs: int, root: Path, report: Callable[[str], None]
+    runs: int,
+    lost_first_runs: int,
+    root: Path,
+    report: Callable[[str], None],
+    kinds: Sequence[str] = ("loss", "partition"),
 ) -> bool:
     cp = ControlPlane(root=root / "cp")
     cp.start()
@@ -101,6 +105,8 @@ def failover_section(
             r: ["east", *(x for x in PRIORITIES if x != "east")] for r in PRIORITIES
         }
         plans = [("own", runs, None), ("lost", lost_first_runs, order_lost_first)]
+        if "loss" not in kinds:
+            plans = []
         for first, n, order in plans:
             if n <= 0:
                 continue
@@ -127,7 +133,7 @@ def failover_section(
                           cluster_timing=CLUSTER_TIMING)  # fmt: skip
         try:
             r.start()
-            for _ in range(runs):
+            for _ in range(runs if "partition" in kinds else 0):
                 _steady(r, "east")
                 t0 = now()
                 r.partition("east")
@@ -196,6 +202,7 @@ def renew_section(
         heartbeat = max(100, 2 * delay)  # about the round trip
         election = 10 * heartbeat
         net = RegionNet()
+        (root / f"renew-{delay}").mkdir(parents=True)
         quorum = EtcdQuorum(root / f"renew-{delay}", list(PRIORITIES), net,
                             heartbeat_ms=heartbeat, election_ms=election)  # fmt: skip
         try:
@@ -246,6 +253,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=30, help="renew cycles per setting")
     parser.add_argument("--delays", default="0,20,80,150", help="one-way latencies in ms")
     parser.add_argument("--sections", default="renew,failover", help="renew, failover or both")
+    parser.add_argument("--failover-kinds", default="loss,partition",
+                        help="failover section: loss, partition or both")  # fmt: skip
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if not sections or set(sections) - {"renew", "failover"}:
@@ -257,6 +266,9 @@ def main() -> int:
     if not delays or min(delays) < 0:
         parser.error("--delays needs at least one latency of 0 ms or more")
     lost_first = args.runs if args.lost_first_runs is None else args.lost_first_runs
+    kinds = [k.strip() for k in args.failover_kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"loss", "partition"}:
+        parser.error("--failover-kinds takes loss, partition or loss,partition")
     lines: list[str] = []
     ok = True
     with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmp:
@@ -265,7 +277,9 @@ def main() -> int:
             print("\n".join(lines), flush=True)
             lines.clear()
         if "failover" in sections:
-            ok &= failover_section(args.runs, lost_first, Path(tmp) / "failover", lines.append)
+            ok &= failover_section(
+                args.runs, lost_first, Path(tmp) / "failover", lines.append, kinds
+            )
             print("\n".join(lines), flush=True)
     return 0 if ok else 1
 

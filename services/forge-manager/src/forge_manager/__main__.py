@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from forge_manager import __version__
+from forge_manager.clock import now as boottime_now
 from forge_manager.cluster.round_trips import CoordinationTooSlow
 from forge_manager.cluster.settings import (
     ClusterConfigError,
@@ -38,6 +39,7 @@ from forge_manager.node_sync import (
 )
 from forge_manager.permit_file import PermitFile
 from forge_manager.server import Endpoints, MetricsServer
+from forge_manager.watch import LeaseWatchSource, Runnable, WatchedLease, watch_api_client
 
 if TYPE_CHECKING:
     from forge_manager.cluster.coordinator import ClusterCoordinator
@@ -115,11 +117,14 @@ def build(
     settings: Settings,
     cluster: ClusterSettings | None = None,
     node_sync: tuple[NodeSyncSettings, TipSampler] | None = None,
-) -> tuple[ForgeManager, MetricsServer, ClusterCoordinator | None]:
+) -> tuple[ForgeManager, MetricsServer, ClusterCoordinator | None, list[Runnable]]:
+    """The manager, its server, the coordinator (with cluster management) and the watches the
+    caller starts before the loops and stops after them."""
     from forge_manager.lease import LeaseClient, api_client  # noqa: PLC0415 (slow import)
 
+    api = api_client()
     lease = LeaseClient(
-        api_client(),
+        api,
         namespace=settings.namespace,
         name=settings.lease_name,
         identity=settings.pod_name,
@@ -138,9 +143,22 @@ def build(
             return Permit(False, "cluster coordination not started")
         return coordinator.permit()
 
+    lease_watch = WatchedLease(  # a follower sees the Lease change through a watch
+        LeaseWatchSource(
+            watch_api_client(api),
+            namespace=settings.namespace,
+            name=settings.lease_name,
+            request_timeout=settings.request_timeout,
+        ),
+        settings.lease_name,
+        what=f"lease {settings.namespace}/{settings.lease_name}",
+        clock=boottime_now,
+        retry_period=settings.retry_period,
+    )
     manager = ForgeManager(
         settings,
         lease=lease,
+        lease_watch=lease_watch,
         files=files,
         node=node,
         signal_node=node.send_sighup,
@@ -151,6 +169,8 @@ def build(
         ),
         node_sync=sync_check,
     )
+    lease_watch.on_change(manager.lease_changed)
+    watches: list[Runnable] = [lease_watch]
     if cluster is not None and enabled:
         from forge_manager.cluster.wiring import build_coordinator  # noqa: PLC0415
 
@@ -162,6 +182,7 @@ def build(
             reconcile=manager.reconcile_now,
         )
         manager.on_leadership_change = coordinator.wake
+        watches.extend(coordinator.watches)
     manager.metrics = ForgeMetrics(
         registry, pod=settings.pod_name, cluster=settings.cluster_name, sample=manager.sample
     )
@@ -178,7 +199,7 @@ def build(
             node_sync=sync_check.status if sync_check is not None else None,
         ),
     )
-    return manager, server, coordinator
+    return manager, server, coordinator, watches
 
 
 def main() -> int:
@@ -202,7 +223,7 @@ def main() -> int:
         return _fail(f"configuration error: {exc}", env, settings)
     sampler = TipSampler(sync_settings)
     try:
-        manager, server, coordinator = build(settings, cluster, (sync_settings, sampler))
+        manager, server, coordinator, watches = build(settings, cluster, (sync_settings, sampler))
     except OSError as exc:
         return _fail(
             f"cannot listen on METRICS_PORT={settings.metrics_port}: {exc.strerror}", env, settings
@@ -226,6 +247,7 @@ def main() -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         stop.set()
+        manager.wake()
         if coordinator is not None:
             coordinator.wake()
 
@@ -251,6 +273,8 @@ def main() -> int:
         settings.lease_duration, settings.renew_deadline, settings.retry_period,
         settings.request_timeout,
     )  # fmt: skip
+    for watch in watches:
+        watch.start()
     cluster_thread: threading.Thread | None = None
     if coordinator is not None:
         cluster_thread = threading.Thread(
@@ -263,6 +287,8 @@ def main() -> int:
         if coordinator is not None and cluster_thread is not None:
             cluster_thread.join(timeout=settings.renew_deadline)
             log.info("shutdown: %s", coordinator.shutdown())
+        for watch in watches:
+            watch.stop()
         server.stop()
         sampler.stop()
     log.info("forge-manager stopped")

@@ -45,10 +45,12 @@ from forge_manager.decision import (
     Permit,
     Signalled,
     StartupState,
+    acquire_at,
     decide_election,
     decide_forging,
     is_leading,
     may_signal,
+    worth_waking,
 )
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.metrics import ForgeMetrics, StateSample
@@ -56,6 +58,7 @@ from forge_manager.node_signal import SignalError
 from forge_manager.node_sync import OPEN, NodeSyncCheck, SyncGate
 from forge_manager.permit_file import PermitError, PermitFile
 from forge_manager.timing import DEMOTION_BUDGET_S
+from forge_manager.watch import LeaseObservation, is_newer
 
 log = logging.getLogger("forge_manager")
 
@@ -68,6 +71,20 @@ class LeaseBackend(Protocol):
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
     def release(self, current: LeaseRecord) -> LeaseRecord: ...
     def new_renew_stamp(self) -> str: ...
+
+
+class LeaseWatch(Protocol):
+    """The Lease as a watch sees it (``watch.WatchedLease``); unit tests provide their own."""
+
+    def observed(self) -> LeaseObservation | None:
+        """The record last seen and when; None while the watch is not live."""
+
+    def resync(self) -> None:
+        """Restart the stream: a quorum read found a version it has not delivered."""
+
+
+TIMER_SLACK_S = 0.001
+"""Waking this much after the follower's acquisition instant: the decision is then due."""
 
 
 class NodeObserver(Protocol):
@@ -92,6 +109,7 @@ class ForgeManager:
         on_leadership_change: Callable[[], None] = lambda: None,
         node_sync: NodeSyncCheck | None = None,
         stop_node: Callable[[tuple[int, ...]], str] | None = None,
+        lease_watch: LeaseWatch | None = None,
     ) -> None:
         self.settings = settings
         self._lease = lease
@@ -142,6 +160,14 @@ class ForgeManager:
         # The node's sync state (node_sync.py): what it forbids this pod, refreshed each cycle.
         self._node_sync = node_sync
         self._sync_gate: SyncGate = OPEN
+
+        # ---- following the Lease through a watch (``lease_watch``) ----
+        self._watch = lease_watch
+        self._view_version = ""
+        """resourceVersion of what the view shows (for a missing Lease, the last one known):
+        a watched record replaces the view only when newer."""
+        self._wake = threading.Event()
+        """Set to run the next cycle now: a watched change that may free the Lease, shutdown."""
 
         self._guard_wake = threading.Event()
         self._guard_stop = threading.Event()
@@ -240,13 +266,29 @@ class ForgeManager:
             self._sync_gate = gate
 
     # ---- election ------------------------------------------------------------------------------
-    def _observe_record(self, rec: LeaseRecord | None, seen_at: float) -> None:
+    def _observe_record(
+        self,
+        rec: LeaseRecord | None,
+        seen_at: float,
+        *,
+        watched: bool = False,
+        version: str | None = None,
+    ) -> None:
         """Record a read; must hold the lock.
 
         A record that changed is timed from ``seen_at``. A missing Lease, and a record whose
         holder was cleared by anyone but the holder (and term) we last saw, carry no evidence
         that the old holder stopped: they are timed like an unchanged record (a lease duration
-        from when we first saw them so), with at least the duration of the record seen before."""
+        from when we first saw them so), with at least the duration of the record seen before.
+
+        ``watched``: the record comes from the watch (``version`` is its resourceVersion, or
+        the one at which the Lease was seen missing). Only a follower takes it, and it never
+        makes the record ours: a write of ours whose answer was lost is recognised by a quorum
+        read only."""
+        if version is not None:
+            self._view_version = version
+        elif rec is not None:
+            self._view_version = rec.resource_version
         self._record = rec
         prev = self._view
         own_duration = float(self.settings.lease_duration)
@@ -266,7 +308,7 @@ class ForgeManager:
             )
             return
         ours = rec.resource_version == self._own_rv
-        if not ours and rec.holder == self.identity and rec.renew_time is not None:
+        if not ours and not watched and rec.holder == self.identity and rec.renew_time:
             sent = dict(self._sent).get(rec.renew_time)
             if sent is not None:  # our write whose response we never got
                 ours = True
@@ -311,17 +353,62 @@ class ForgeManager:
             skip_read = (
                 not self._need_read and self._own_rv is not None and self._record is not None
             )
+            # A follower (no write of ours outstanding) takes the watched record when the watch
+            # is live; otherwise, and after any failed write, a quorum read as before.
+            may_watch = not self._need_read and self._own_rv is None
+        watched = False
         if not skip_read:
-            try:
-                rec = self._lease.read()
-            except LeaseError as exc:
-                error = str(exc)
-                if self.metrics:
-                    self.metrics.lease_errors.labels("read").inc()
-            else:
-                with self._lock:
-                    self._observe_record(rec, self._clock())
-                    self._need_read = False
+            watched = may_watch and self._take_watched()
+            if not watched:
+                error = self._read_lease()
+        decision, current = self._decide_election(error)
+        if decision.action is LeaseAction.ACQUIRE and watched:
+            # The acquisition rests on a quorum read, not on the watch: the record must still
+            # be the version timed (the write's resourceVersion precondition checks it again).
+            timed = current.resource_version if current is not None else ""
+            error = self._read_lease()
+            decision, current = self._decide_election(error)
+            now_version = current.resource_version if current is not None else ""
+            if error is None and now_version != timed and self._watch is not None:
+                self._watch.resync()
+        if decision.action is LeaseAction.ACQUIRE:
+            return self._write(decision, lambda stamp: self._lease.acquire(current, stamp))
+        if decision.action is LeaseAction.RENEW and current is not None:
+            return self._write(decision, lambda stamp: self._lease.renew(current, stamp))
+        elif decision.action is LeaseAction.RELEASE:
+            return self._release()
+        return decision
+
+    def _read_lease(self) -> str | None:
+        """A quorum read of the Lease into the view; returns why it failed, or None."""
+        try:
+            rec = self._lease.read()
+        except LeaseError as exc:
+            if self.metrics:
+                self.metrics.lease_errors.labels("read").inc()
+            return str(exc)
+        with self._lock:
+            self._observe_record(rec, self._clock())
+            self._need_read = False
+        return None
+
+    def _take_watched(self) -> bool:
+        """Take the watched record into the view when it is newer than what the view shows;
+        False when the watch cannot be used (not live, or versions that cannot be compared)."""
+        if self._watch is None:
+            return False
+        seen = self._watch.observed()
+        if seen is None:
+            return False
+        with self._lock:
+            newer = is_newer(seen.version, self._view_version)
+            if newer is None:
+                return False
+            if newer:
+                self._observe_record(seen.record, seen.seen_at, watched=True, version=seen.version)
+        return True
+
+    def _decide_election(self, error: str | None) -> tuple[ElectionDecision, LeaseRecord | None]:
         with self._lock:
             snap = ElectionSnapshot(
                 now=self._clock(),
@@ -333,15 +420,31 @@ class ForgeManager:
                 shutting_down=self._shutting_down,
                 leading_until=self._leading_until,
             )
-            decision = decide_election(snap)
-            current = self._record
-        if decision.action is LeaseAction.ACQUIRE:
-            return self._write(decision, lambda stamp: self._lease.acquire(current, stamp))
-        if decision.action is LeaseAction.RENEW and current is not None:
-            return self._write(decision, lambda stamp: self._lease.renew(current, stamp))
-        elif decision.action is LeaseAction.RELEASE:
-            return self._release()
-        return decision
+            return decide_election(snap), self._record
+
+    def lease_changed(self, before: LeaseRecord | None, after: LeaseRecord | None) -> None:
+        """The watch saw the Lease change (its thread): run the next cycle now when the change
+        may free the Lease sooner than the timer (a release, a new holder, a deletion)."""
+        if worth_waking(before, after):
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Run the next cycle now (shutdown, or a watched change)."""
+        self._wake.set()
+
+    def _pause(self, started: float) -> float:
+        """Seconds until the next cycle: the rest of the retry period, or less when the
+        leadership deadline or the acquisition timer (``decision.acquire_at``) falls earlier."""
+        now = self._clock()
+        pause = self.settings.retry_period - (now - started)
+        with self._lock:
+            until = self._leading_until
+            due = acquire_at(self._view, self.identity)
+        if until is not None and until > now:
+            pause = min(pause, until - now)
+        if due is not None and due > now:
+            pause = min(pause, due - now + TIMER_SLACK_S)
+        return max(0.0, pause)
 
     def _write(
         self, decision: ElectionDecision, call: Callable[[str], LeaseRecord]
@@ -770,18 +873,16 @@ class ForgeManager:
         return reason
 
     def run(self, stop: threading.Event) -> None:
-        """Cycle every retry period until ``stop`` is set, then shut down."""
+        """Cycle every retry period (sooner at the leadership deadline, at the acquisition
+        timer, or when :meth:`wake` is called) until ``stop`` is set (call :meth:`wake` with it),
+        then shut down."""
         self.start_guard()
         try:
             while not stop.is_set():
                 started = self._clock()
                 self.step()
-                with self._lock:
-                    until = self._leading_until
-                pause = self.settings.retry_period - (self._clock() - started)
-                if until is not None and until > self._clock():
-                    pause = min(pause, until - self._clock())
-                stop.wait(max(0.0, pause))
+                if self._wake.wait(self._pause(started)):
+                    self._wake.clear()
         finally:
             self.shutdown()
             self.stop_guard()

@@ -13,6 +13,7 @@ from forge_manager.cluster.metrics import ClusterMetrics
 from forge_manager.cluster.model import holder_identity
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.cluster.resource import (
+    HEARTBEAT_LABEL,
     ForgeClusterStore,
     HeartbeatStore,
     coordination_api_client,
@@ -22,6 +23,9 @@ from forge_manager.cluster.resource import (
 from forge_manager.cluster.round_trips import RoundTrips, probe
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.config import Settings
+from forge_manager.decision import worth_waking
+from forge_manager.lease import LeaseRecord
+from forge_manager.watch import LeaseWatchSource, WatchedLease, Watcher, watch_api_client
 
 
 def build_coordinator(
@@ -39,6 +43,31 @@ def build_coordinator(
     from forge_manager.lease import LeaseClient  # noqa: PLC0415 (slow import)
 
     api = coordination_api_client(cluster.coordination_kubeconfig)
+    # Followers of the pool-wide Lease and of the regions' heartbeats watch them (watch.py).
+    watch_api = watch_api_client(api)
+    pool_watch = WatchedLease(
+        LeaseWatchSource(
+            watch_api,
+            namespace=cluster.coordination_namespace,
+            name=cluster.pool_lease_name,
+            request_timeout=settings.request_timeout,
+        ),
+        cluster.pool_lease_name,
+        what=f"pool lease {cluster.coordination_namespace}/{cluster.pool_lease_name}",
+        clock=boottime_now,
+        retry_period=settings.retry_period,
+    )
+    heartbeat_watch = Watcher(
+        LeaseWatchSource(
+            watch_api,
+            namespace=cluster.coordination_namespace,
+            label_selector=f"{HEARTBEAT_LABEL}={cluster.pool_lease_name}",
+            request_timeout=settings.request_timeout,
+        ),
+        what=f"heartbeats {cluster.coordination_namespace}/{cluster.pool_lease_name}-*",
+        clock=boottime_now,
+        retry_period=settings.retry_period,
+    )
     identity = holder_identity(cluster.crd_name, settings.pod_name)
     backend = LeaseClient(
         api,
@@ -57,7 +86,7 @@ def build_coordinator(
         lease_duration=settings.lease_duration,
         request_timeout=settings.renew_deadline,
     )
-    return ClusterCoordinator(
+    coordinator = ClusterCoordinator(
         cluster,
         pod=settings.pod_name,
         renew_deadline=settings.renew_deadline,
@@ -69,6 +98,7 @@ def build_coordinator(
             pool=cluster.pool_lease_name,
             request_timeout=settings.request_timeout,
             lease_seconds=int(cluster.stale_after),
+            watch=heartbeat_watch,
         ),
         pool=PoolLease(
             backend,
@@ -85,6 +115,7 @@ def build_coordinator(
                 lease_seconds=settings.lease_duration,
                 request_timeout=settings.request_timeout,
             ),
+            watch=pool_watch,
         ),
         health=HealthChecker(
             cluster.health_check,
@@ -98,3 +129,11 @@ def build_coordinator(
         metrics=metrics,
         api_probe=lambda: probe(probe_backend.read, request_timeout=settings.request_timeout),
     )
+    coordinator.watches = (pool_watch, heartbeat_watch)
+
+    def pool_changed(before: LeaseRecord | None, after: LeaseRecord | None) -> None:
+        if worth_waking(before, after):  # released, taken, deleted: decide now
+            coordinator.wake()
+
+    pool_watch.on_change(pool_changed)
+    return coordinator

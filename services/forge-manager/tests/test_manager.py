@@ -16,7 +16,16 @@ from forge_manager.metrics import ForgeMetrics
 from forge_manager.permit_file import PermitFile
 from prometheus_client import CollectorRegistry
 
-from .fakes import Clock, FakeLease, FakeNode, FreezingFiles, LeaseStore, Signals, Stops
+from .fakes import (
+    Clock,
+    FakeLease,
+    FakeNode,
+    FakeWatch,
+    FreezingFiles,
+    LeaseStore,
+    Signals,
+    Stops,
+)
 
 
 def settings_for(tmp: Path, pod: str) -> Settings:
@@ -44,6 +53,7 @@ class Pod:
         clock: Clock,
         name: str = "pod-0",
         permit_file: PermitFile | None = None,
+        lease_watch: FakeWatch | None = None,
     ) -> None:
         self.settings = settings_for(tmp, name)
         self.clock = clock
@@ -63,6 +73,7 @@ class Pod:
             clock=clock,
             settle=lambda s: self.lease.calls.append(f"settle {s:g}"),
             permit_file=permit_file,
+            lease_watch=lease_watch,
         )
         self.manager.metrics = ForgeMetrics(
             self.registry, pod=name, cluster="c1", sample=self.manager.sample

@@ -432,7 +432,7 @@ class ForgeManager:
         """Run the next cycle now (shutdown, or a watched change)."""
         self._wake.set()
 
-    def _pause(self, started: float) -> float:
+    def seconds_to_next_cycle(self, started: float) -> float:
         """Seconds until the next cycle: the rest of the retry period, or less when the
         leadership deadline or the acquisition timer (``decision.acquire_at``) falls earlier."""
         now = self._clock()
@@ -881,7 +881,7 @@ class ForgeManager:
             while not stop.is_set():
                 started = self._clock()
                 self.step()
-                if self._wake.wait(self._pause(started)):
+                if self._wake.wait(self.seconds_to_next_cycle(started)):
                     self._wake.clear()
         finally:
             self.shutdown()

@@ -11,7 +11,10 @@ Safety design (see also ``README.md``):
   was sent. Past it, the credentials are removed and the node is signalled.
   Followers take over only when they have seen no change of the Lease for the lease duration,
   counted from when *they* saw the change; :mod:`forge_manager.timing` refuses timings in which
-  demotion would not finish first.
+  demotion would not finish first. A follower sees changes through a watch
+  (:mod:`forge_manager.watch`; it reads every cycle while the watch is not live), wakes at the
+  instant the Lease expires in its observation (``decision.acquire_at``), and acquires only after
+  a quorum read finds the version it timed.
 * **Writes only against the version last read.** 409 means lost: demote at once.
 * **SIGHUP after every change of the desired forging state,** tracked per node instance (its PIDs):
   a restarted node is signalled again once its socket answers. No node found = no success: the

@@ -69,17 +69,14 @@ def missing(*, seen: float = 95.0) -> LeaseView:
                      ours=False, exists=False)  # fmt: skip
 
 
-def test_missing_lease_is_created_only_after_a_lease_duration_in_our_observation() -> None:
-    d = decide_election(election(lease=missing(seen=95.0)))
+@pytest.mark.parametrize("now", [95.0, 110.0, 1000.0])
+def test_a_missing_lease_is_created_vacant_never_taken(now: float) -> None:
+    """Two reads that both find no Lease do not show that none existed between them."""
+    d = decide_election(election(now=now, lease=missing(seen=95.0)))
     assert (d.action, d.reason) == (
-        LeaseAction.NONE,
-        "no lease exists; creating it in 10.0 s unless one appears (a missing lease is no "
-        "evidence that its last holder stopped)",
-    )
-    d = decide_election(election(now=110.0, lease=missing(seen=95.0)))
-    assert (d.action, d.reason) == (
-        LeaseAction.ACQUIRE,
-        "no lease has existed for 15.0 s >= 15 s in our observation; creating it",
+        LeaseAction.CREATE,
+        "no lease exists; creating it vacant and acquiring it once it stays unchanged for 15 s "
+        "(a missing lease is no evidence that its last holder stopped)",
     )
 
 
@@ -286,7 +283,6 @@ TIMER_CASES = {
     "held by a previous incarnation": view(ME, seen=90.0),
     "released by the holder seen": dataclasses.replace(view(None, seen=90.0), released_by="pod-1"),
     "cleared by someone else": view(None, seen=90.0),
-    "missing": dataclasses.replace(view(None, seen=90.0), exists=False, resource_version=""),
     "longer record duration": dataclasses.replace(view("pod-1", seen=90.0), duration=40.0),
 }
 
@@ -309,6 +305,13 @@ def test_the_timer_is_a_lease_duration_after_the_change_was_seen() -> None:
     assert acquire_at(released, ME) == 90.0  # due at once
     assert acquire_at(view(ME, seen=90.0, ours=True), ME) is None  # ours: nothing to wait for
     assert acquire_at(None, ME) is None
+
+
+def test_a_missing_lease_has_no_timer_and_is_created_vacant_whenever_seen() -> None:
+    missing = dataclasses.replace(view(None, seen=90.0), exists=False, resource_version="")
+    assert acquire_at(missing, ME) is None
+    for now in (90.0, 104.9, 105.0, 1000.0):  # however long it was seen missing
+        assert decide_election(election(now=now, lease=missing)).action is LeaseAction.CREATE
 
 
 def test_only_a_change_of_holder_or_existence_wakes_the_loop() -> None:

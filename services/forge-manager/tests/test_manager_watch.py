@@ -144,22 +144,35 @@ def test_a_renewal_does_not_wake_the_loop(world: tuple[Path, LeaseStore, Clock])
     assert not follower.manager._wake.is_set()
 
 
-def test_a_deletion_seen_by_the_watch_is_waited_out_from_when_it_was_seen(
+def test_a_deletion_seen_by_the_watch_makes_the_follower_create_it_vacant_and_wait_that_out(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
+    """A deleted Lease is no evidence that its holder stopped: the follower creates it vacant at
+    once (the watch woke it) and acquires only a lease duration after it saw that record."""
     leader, follower, watch, store, clock = leader_and_follower(world)
+    before = store.record
     clock.advance(3.0)
     store.record = None  # kubectl delete lease
-    deleted_at = clock.now
-    watch.see(None, deleted_at, version="99")
-    clock.advance(1.0)
-    assert "no lease exists" in follower.manager.step()
-    assert follower.lease.calls == []
-    clock.now = deleted_at + LEASE_DURATION - 0.01
-    assert "no lease exists" in follower.manager.step()
-    clock.now = deleted_at + LEASE_DURATION
-    assert "creating it" in follower.manager.step()
-    assert follower.lease.calls == ["read", "acquire"]
+    watch.see(None, clock.now, version=str(next(store._versions)))
+    follower.manager.lease_changed(before, None)
+    assert follower.manager._wake.is_set()
+    reason = follower.manager.step()
+    assert "creating it vacant" in reason, reason
+    assert follower.lease.calls == ["create"]
+    vacant = store.record
+    assert vacant is not None and vacant.holder is None
+    created_at = clock.now
+    # The watch delivers the ADDED event a little later: the same version, so the timer stays.
+    clock.advance(0.2)
+    watch.see(vacant, clock.now)
+    assert follower.manager.seconds_to_next_cycle(clock.now) == 2.0
+    clock.now = created_at + LEASE_DURATION - 0.01
+    assert "acquiring it in 0.0 s" in follower.manager.step()
+    assert follower.lease.calls == ["create"]
+    clock.now = created_at + LEASE_DURATION
+    reason = follower.manager.step()
+    assert "without a holder unchanged" in reason, reason
+    assert follower.lease.calls == ["create", "read", "acquire"]
     assert follower.manager.is_local_leader()
     del leader
 

@@ -70,6 +70,7 @@ class LeaseBackend(Protocol):
     """The seam to the API (``lease.LeaseClient``); unit tests provide their own."""
 
     def read(self) -> LeaseRecord | None: ...
+    def create_vacant(self) -> LeaseRecord: ...
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord: ...
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
     def release(self, current: LeaseRecord) -> LeaseRecord: ...
@@ -279,10 +280,14 @@ class ForgeManager:
     ) -> None:
         """Record a read; must hold the lock.
 
-        A record that changed is timed from ``seen_at``. A missing Lease, and a record whose
-        holder was cleared by anyone but the holder (and term) we last saw, carry no evidence
-        that the old holder stopped: they are timed like an unchanged record (a lease duration
-        from when we first saw them so), with at least the duration of the record seen before.
+        A record that changed is timed from ``seen_at``. A record whose holder was cleared by
+        anyone but the holder (and term) we last saw carries no evidence that the old holder
+        stopped: it is timed like an unchanged record (a lease duration from when we first saw
+        it so), with at least the duration of the record seen before. A missing Lease is never
+        timed (see :class:`LeaseView`): the election creates it vacant, and that record is timed
+        with at least the duration of the record seen before the Lease went missing. The same
+        holds for a watched Lease seen missing twice (a relist after a broken watch is "two
+        reads"): only its vacant record is timed.
 
         ``watched``: the record comes from the watch (``version`` is its resourceVersion, or
         the one at which the Lease was seen missing). Only a follower takes it, and it never
@@ -298,14 +303,11 @@ class ForgeManager:
         if rec is None:
             if self._own_rv is not None:
                 self._lost("the lease was deleted")
-            missing_before = prev is not None and not prev.exists
             self._view = LeaseView(
                 holder=None,
                 resource_version="",
                 duration=max(own_duration, prev.duration if prev is not None else 0.0),
-                observed_change_at=prev.observed_change_at
-                if prev is not None and missing_before
-                else seen_at,
+                observed_change_at=seen_at,
                 ours=False,
                 exists=False,
             )
@@ -374,6 +376,9 @@ class ForgeManager:
             now_version = current.resource_version if current is not None else ""
             if error is None and now_version != timed and self._watch is not None:
                 self._watch.resync()
+        if decision.action is LeaseAction.CREATE:
+            # Needs no quorum read: the create fails (409) if the Lease exists after all.
+            return self._create_vacant(decision)
         if decision.action is LeaseAction.ACQUIRE:
             return self._write(decision, lambda stamp: self._lease.acquire(current, stamp))
         if decision.action is LeaseAction.RENEW and current is not None:
@@ -448,6 +453,23 @@ class ForgeManager:
         if due is not None and due > now:
             pause = min(pause, due - now + TIMER_SLACK_S)
         return max(0.0, pause)
+
+    def _create_vacant(self, decision: ElectionDecision) -> ElectionDecision:
+        """Create the missing Lease without a holder; never a leadership write (no deadline, no
+        stamp). A 409 means another pod created it first: read it next cycle."""
+        try:
+            rec = self._lease.create_vacant()
+        except LeaseError as exc:
+            with self._lock:
+                self._need_read = True
+            if self.metrics:
+                self.metrics.lease_errors.labels("create").inc()
+            level = logging.INFO if isinstance(exc, LeaseLost) else logging.WARNING
+            log.log(level, "creating the vacant lease failed: %s", exc)
+            return ElectionDecision(LeaseAction.NONE, f"creating the vacant lease failed: {exc}")
+        with self._lock:
+            self._observe_record(rec, self._clock())
+        return decision
 
     def _write(
         self, decision: ElectionDecision, call: Callable[[str], LeaseRecord]

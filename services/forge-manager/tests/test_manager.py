@@ -11,7 +11,7 @@ import pytest
 from forge_manager.config import Settings, load_settings
 from forge_manager.credentials import CredentialFiles
 from forge_manager.decision import NodeView, Permit, StartupState
-from forge_manager.manager import ForgeManager
+from forge_manager.manager import ForgeManager, LeaseWatch
 from forge_manager.metrics import ForgeMetrics
 from forge_manager.permit_file import PermitFile
 from prometheus_client import CollectorRegistry
@@ -20,7 +20,6 @@ from .fakes import (
     Clock,
     FakeLease,
     FakeNode,
-    FakeWatch,
     FreezingFiles,
     LeaseStore,
     Signals,
@@ -53,7 +52,7 @@ class Pod:
         clock: Clock,
         name: str = "pod-0",
         permit_file: PermitFile | None = None,
-        lease_watch: FakeWatch | None = None,
+        lease_watch: LeaseWatch | None = None,
     ) -> None:
         self.settings = settings_for(tmp, name)
         self.clock = clock

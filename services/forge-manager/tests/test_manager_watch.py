@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from forge_manager.lease import LeaseRecord
-from forge_manager.watch import LeaseObservation
+from forge_manager.watch import LeaseObservation, WatchedLease, WatchGone
 
 from .fakes import Clock, FakeWatch, LeaseStore
-from .test_manager import Pod
+from .test_manager import Pod, settings_for
+from .test_watch import Source, until
 
 LEASE_DURATION = 15.0
 
@@ -202,3 +203,68 @@ def test_a_watched_record_never_makes_the_lease_ours(
     assert not pod.manager.is_local_leader()
     assert pod.lease.calls == []  # no renew against it
     assert not pod.files.any_present()
+
+
+def test_a_lease_created_held_and_deleted_while_the_watch_was_broken_is_not_missing_throughout(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """The follower sees no Lease (through the watch), the stream breaks, and meanwhile another
+    pod creates the Lease, leads, renews and the Lease is deleted; etcd compacts, so the watch
+    lists again and finds no Lease, more than a lease duration after it first found none. The
+    other pod may forge until its renew deadline: the follower creates the Lease vacant and
+    acquires only a lease duration after that, past the other pod's deadline."""
+    tmp, store, clock = world
+    name = settings_for(tmp, "pod-1").lease_name
+    src = Source()
+    src.version = str(max(next(store._versions) for _ in range(5)))  # the API's version: 5
+    watched = WatchedLease(src, name, what="the lease", clock=clock, retry_period=0.01)
+    vrf = tmp / "secret" / "vrf.skey"
+    key = vrf.read_text()
+    vrf.write_text("")  # out of the election at first (sources unusable), watching all along
+    follower = Pod(tmp, store, clock, "pod-1", lease_watch=watched)
+    watched.start()
+    try:
+        first = src.stream(1)
+        until(lambda: watched.observed() is not None, "live")
+        first_seen = clock.now
+        assert "staying out of the election" in follower.manager.step()
+        assert follower.lease.calls == ["read"]  # the first cycle reads
+        follower.lease.calls.clear()
+        assert "staying out of the election" in follower.manager.step()
+        assert follower.lease.calls == []  # then the watch shows it: no read
+        # The stream breaks. pod-2 creates the Lease and leads; it renews at +15 s, then
+        # someone deletes the Lease. pod-2 may forge until its renew deadline (+25 s).
+        clock.advance(1.0)
+        store.write(None, "pod-2", "stamp-1")
+        clock.advance(14.0)
+        assert store.record is not None
+        store.write(store.record.resource_version, "pod-2", "stamp-2")
+        other_leads_until = clock.now + follower.settings.renew_deadline
+        clock.advance(0.5)
+        store.record = None
+        deleted = next(store._versions)
+        clock.advance(0.5)
+        src.watch_errors.append(WatchGone("HTTP 410"))
+        src.version = str(deleted + 1)
+        first.put("fail")
+        src.stream(2)
+        until(lambda: watched.observed() is not None and src.lists == 2, "listed again")
+        assert clock.now - first_seen >= follower.settings.lease_duration
+        vrf.write_text(key)  # eligible again
+        reason = follower.manager.step()
+        assert "creating it vacant" in reason, reason
+        assert follower.lease.calls == ["create"]
+        assert not follower.manager.is_local_leader()
+        created_at = clock.now
+        assert created_at + follower.settings.lease_duration > other_leads_until
+        clock.now = created_at + follower.settings.lease_duration - 0.01
+        follower.manager.step()
+        assert follower.lease.calls == ["create"]
+        assert not follower.manager.is_local_leader()
+        clock.now = created_at + follower.settings.lease_duration
+        reason = follower.manager.step()
+        assert "without a holder unchanged" in reason, reason
+        assert follower.lease.calls == ["create", "read", "acquire"]
+        assert follower.manager.is_local_leader()
+    finally:
+        watched.stop()

@@ -103,6 +103,21 @@ def test_a_tracked_name_records_when_it_was_first_seen_missing() -> None:
     assert s.objects["leader"] == Seen(None, "14", 10.0)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a LIST keeps the time a tracked name was first seen missing by an earlier LIST, as "
+    "if it had been missing throughout",
+)
+def test_a_tracked_name_missing_at_two_lists_is_seen_missing_anew_at_the_second() -> None:
+    """Between two LISTs (a broken stream, then 410 Gone) the object may have been created,
+    held and deleted: missing at both is no evidence that it was missing in between."""
+    s = StreamState(track="leader")
+    s.listed([], "5", now=1.0)
+    # created (6), renewed (7), deleted (8) while no stream was open; then compacted
+    assert s.listed([], "9", now=17.0) == ("leader",)
+    assert s.objects["leader"] == Seen(None, "9", 17.0)
+
+
 def test_events_move_objects_and_position_and_a_bookmark_only_the_position() -> None:
     s = StreamState()
     s.listed([lease("a", "10")], "10", now=1.0)
@@ -258,6 +273,33 @@ def test_a_broken_stream_is_not_live_until_resumed_and_never_loses_an_event(
     second.put(event("MODIFIED", lease("leader", "3")))
     until(lambda: w.view().live and w.view().objects["leader"].version == "3", "resumed")
     assert w.view().objects["leader"].seen_at == 105.0  # when it was seen: late, never early
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the LIST after 410 keeps the time the Lease was first seen missing",
+)
+def test_a_lease_missing_before_and_after_a_broken_stream_is_seen_missing_from_the_relist(
+    run_watcher: Callable[..., Watcher],
+) -> None:
+    src, clock = Source(), Clock(100.0)
+    src.version = "5"  # no Lease
+    changes: list[tuple[str | None, str | None]] = []
+    w = run_watcher(src, clock=clock, track="leader", on_change=lambda n, b, a: changes.append(
+        (b.version if b else None, a.version if a else None)))  # fmt: skip
+    first = src.stream(1)
+    until(lambda: w.view().live, "live")
+    assert w.view().objects["leader"] == Seen(None, "5", 100.0)
+    # While the stream is broken the Lease is created (6), renewed (7) and deleted (8), and
+    # etcd compacts: the resumed watch gets 410 and the LIST finds no Lease again.
+    src.watch_errors.append(WatchGone("HTTP 410"))
+    src.version = "9"
+    clock.advance(16.0)
+    first.put("fail")
+    src.stream(2)
+    until(lambda: w.view().live and src.lists == 2, "listed again")
+    assert w.view().objects["leader"] == Seen(None, "9", 116.0)
+    assert changes[-1] == ("5", "9")
 
 
 def test_410_gone_lists_again(run_watcher: Callable[..., Watcher]) -> None:

@@ -90,24 +90,19 @@ def test_a_tracked_name_records_when_it_was_first_seen_missing() -> None:
     s = StreamState(track="leader")
     s.listed([], "7", now=1.0)
     assert s.objects["leader"] == Seen(None, "7", 1.0)
-    s.listed([], "9", now=4.0)  # still missing: since the first time
-    assert s.objects["leader"] == Seen(None, "7", 1.0)
+    s.listed([], "9", now=4.0)  # missing again: from this LIST (see the next test)
+    assert s.objects["leader"] == Seen(None, "9", 4.0)
     assert s.event(event("ADDED", lease("leader", "10")), now=5.0).changed == ("leader",)
     out = s.event(event("DELETED", lease("leader", "11")), now=6.0)
     assert out.changed == ("leader",)
     assert s.objects["leader"] == Seen(None, "11", 6.0)  # the deletion's version
     s.listed([], "12", now=8.0)
-    assert s.objects["leader"] == Seen(None, "11", 6.0)
+    assert s.objects["leader"] == Seen(None, "12", 8.0)
     s.event(event("ADDED", lease("leader", "13")), now=9.0)
     s.listed([], "14", now=10.0)  # gone again, seen missing by a LIST
     assert s.objects["leader"] == Seen(None, "14", 10.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a LIST keeps the time a tracked name was first seen missing by an earlier LIST, as "
-    "if it had been missing throughout",
-)
 def test_a_tracked_name_missing_at_two_lists_is_seen_missing_anew_at_the_second() -> None:
     """Between two LISTs (a broken stream, then 410 Gone) the object may have been created,
     held and deleted: missing at both is no evidence that it was missing in between."""
@@ -275,10 +270,6 @@ def test_a_broken_stream_is_not_live_until_resumed_and_never_loses_an_event(
     assert w.view().objects["leader"].seen_at == 105.0  # when it was seen: late, never early
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the LIST after 410 keeps the time the Lease was first seen missing",
-)
 def test_a_lease_missing_before_and_after_a_broken_stream_is_seen_missing_from_the_relist(
     run_watcher: Callable[..., Watcher],
 ) -> None:

@@ -96,7 +96,8 @@ class Seen:
     """Its resourceVersion; for an object that does not exist, the version at which it was seen
     missing (its deletion's, or the LIST's that did not contain it)."""
     seen_at: float
-    """This pod's clock when it first saw this version (or first saw the object missing)."""
+    """This pod's clock when it first saw this version (for a missing object: when the stream
+    that still shows it missing first did; a LIST starts over)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class StreamState:
 
     def listed(self, items: list[Mapping[str, Any]], version: str, now: float) -> tuple[str, ...]:
         """A LIST answer replaces the state. An object still at the version already seen keeps
-        the time it was first seen: a LIST repeats, it does not change anything."""
+        the time it was first seen (a delete and re-create always changes the version); a
+        tracked name missing again is seen missing from now (see below)."""
         changed: list[str] = []
         fresh: dict[str, Seen] = {}
         for obj in items:
@@ -150,9 +152,10 @@ class StreamState:
             if name != self.track:
                 if prev.obj is not None:
                     changed.append(name)  # gone: an untracked name is simply dropped
-            elif prev.obj is None:
-                fresh[name] = prev  # missing before and still missing: since then
             else:
+                # Missing before this LIST and missing in it is no evidence that it was missing
+                # in between (created, held and deleted while no stream was open): it is seen
+                # missing anew, at this LIST's version, from now.
                 fresh[name] = Seen(None, version, now)
                 changed.append(name)
         if self.track is not None and self.track not in fresh:

@@ -65,6 +65,7 @@ BENCH_CLUSTER_TIMING = {
     "HEALTH_CHECK_FAILURE_THRESHOLD": "3",
 }
 WAIT = 120.0
+LOCAL_KINDS = ("planned", "unplanned", "frozen")
 IDLE_WINDOW_S = 30.0
 CLK_TCK = 100  # os.sysconf("SC_CLK_TCK") on Linux
 
@@ -191,7 +192,13 @@ def namespace(cp: ControlPlane, prefix: str) -> str:
 
 
 # ---- one region ---------------------------------------------------------------------------------
-def local_section(runs: int, pods_n: int, root: Path, report: Callable[[str], None]) -> bool:
+def local_section(
+    runs: int,
+    pods_n: int,
+    root: Path,
+    report: Callable[[str], None],
+    kinds: Sequence[str] = LOCAL_KINDS,
+) -> bool:
     cp = ControlPlane(root=root / "cp")
     cp.start()
     ns = namespace(cp, "bench")
@@ -218,14 +225,14 @@ def local_section(runs: int, pods_n: int, root: Path, report: Callable[[str], No
         everyone = list(pods)
         t_start = now()
         for p in pods:
-            p.start()
+            p.start(timeout=WAIT)
         wait_for(lambda: forger(pods) is not None, WAIT, "a forger")
         initial = first_start_after(pods, t_start) - t_start
         time.sleep(2 * float(DEFAULT_TIMING["LEASE_RETRY_PERIOD"]))
         idle = idle_cost(pods, IDLE_WINDOW_S)
         loaded = request_rate(cp, IDLE_WINDOW_S)
         watches = open_watches(cp)
-        for kind in ("planned", "unplanned", "frozen"):
+        for kind in kinds:
             for _ in range(runs):
                 wait_for(lambda: forger(pods) is not None, WAIT, "a forger")
                 old = forger(pods)
@@ -258,9 +265,9 @@ def local_section(runs: int, pods_n: int, root: Path, report: Callable[[str], No
                     samples[kind].append(took)
                     index = pods.index(old)
                     replacement = new_pod(int(old.name.split("-")[1]))
-                    replacement.start()
-                    pods[index] = replacement
+                    pods[index] = replacement  # stopped at the end even if its start fails
                     everyone.append(replacement)
+                    replacement.start(timeout=WAIT)
                 print(f"local {kind} run {len(samples[kind])}: {took:.2f} s", file=sys.stderr)
     finally:
         for p in pods:
@@ -420,6 +427,8 @@ def main() -> int:
     parser.add_argument("--cluster-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra forge-manager environment for the cluster section, e.g. "
                         "CLUSTER_STALE_AFTER=12")  # fmt: skip
+    parser.add_argument("--local-kinds", default=",".join(LOCAL_KINDS),
+                        help="local section: planned, unplanned and/or frozen")  # fmt: skip
     parser.add_argument("--no-health-runs", action="store_true",
                         help="cluster section: partition runs only")  # fmt: skip
     args = parser.parse_args()
@@ -427,11 +436,14 @@ def main() -> int:
     extra = dict(item.split("=", 1) for item in args.cluster_env if "=" in item)
     if not sections or set(sections) - {"local", "cluster"}:
         parser.error("--sections takes local, cluster or local,cluster")
+    kinds = [k.strip() for k in args.local_kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - set(LOCAL_KINDS):
+        parser.error("--local-kinds takes planned, unplanned and frozen, comma-separated")
     lines: list[str] = []
     ok = True
     with tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp:
         if "local" in sections:
-            ok &= local_section(args.runs, args.pods, Path(tmp) / "local", lines.append)
+            ok &= local_section(args.runs, args.pods, Path(tmp) / "local", lines.append, kinds)
         if "cluster" in sections:
             pods = min(args.pods, 2)
             ok &= cluster_section(args.runs, pods, Path(tmp) / "cluster", lines.append,

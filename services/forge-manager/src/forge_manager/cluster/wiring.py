@@ -7,11 +7,11 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from forge_manager.clock import now as boottime_now
-from forge_manager.cluster.coordinator import ClusterCoordinator
+from forge_manager.cluster.coordinator import ClusterCoordinator, Heartbeats, ResourceStore
 from forge_manager.cluster.health_check import HealthChecker
 from forge_manager.cluster.metrics import ClusterMetrics
 from forge_manager.cluster.model import holder_identity
-from forge_manager.cluster.pool_lease import PoolLease
+from forge_manager.cluster.pool_lease import LeaseBackend, PoolLease
 from forge_manager.cluster.resource import (
     HEARTBEAT_LABEL,
     ForgeClusterStore,
@@ -43,63 +43,111 @@ def build_coordinator(
     from forge_manager.lease import LeaseClient  # noqa: PLC0415 (slow import)
 
     api = coordination_api_client(cluster.coordination_kubeconfig)
-    # Followers of the pool-wide Lease and of the regions' heartbeats watch them (watch.py).
-    watch_api = watch_api_client(api)
-    pool_watch = WatchedLease(
-        LeaseWatchSource(
-            watch_api,
+    identity = holder_identity(cluster.crd_name, settings.pod_name)
+    metrics = ClusterMetrics(registry, cluster.cluster_name)
+    store: ResourceStore
+    heartbeats: Heartbeats
+    backend: LeaseBackend
+    probe_read: Callable[[], object]
+    create_vacant: Callable[[], object]
+    # Followers of the pool-wide Lease and of the regions' heartbeats watch them (watch.py) on
+    # the Kubernetes backend; the etcd backend reads.
+    pool_watch: WatchedLease | None = None
+    heartbeat_watch: Watcher | None = None
+    if cluster.etcd is not None:
+        # etcd across the failure domains: the lock, heartbeats and regions' copies there; this
+        # region's CardanoForgeCluster in its own cluster (``api`` is the local API then).
+        from forge_manager.cluster.etcd_client import Etcd  # noqa: PLC0415
+        from forge_manager.cluster.etcd_store import (  # noqa: PLC0415
+            EtcdHeartbeats,
+            EtcdPoolLease,
+            Keys,
+            RegionDirectory,
+        )
+
+        etcd = Etcd(cluster.etcd, timeout=settings.request_timeout)
+        keys = Keys(cluster.etcd.prefix, cluster.pool_lease_name)
+        lock = EtcdPoolLease(
+            etcd, key=keys.lease, identity=identity, lease_duration=settings.lease_duration
+        )
+        backend, create_vacant = lock, lock.create_vacant
+        probe_read = EtcdPoolLease(  # the start-up probe waits longer than a request may take
+            Etcd(cluster.etcd, timeout=settings.renew_deadline),
+            key=keys.lease,
+            identity=identity,
+            lease_duration=settings.lease_duration,
+        ).read
+        store = RegionDirectory(
+            ForgeClusterStore(api, cluster, request_timeout=settings.request_timeout),
+            etcd,
+            keys,
+            region=cluster.crd_name,
+        )
+        heartbeats = EtcdHeartbeats(etcd, keys)
+    else:
+        watch_api = watch_api_client(api)
+        pool_watch = WatchedLease(
+            LeaseWatchSource(
+                watch_api,
+                namespace=cluster.coordination_namespace,
+                name=cluster.pool_lease_name,
+                request_timeout=settings.request_timeout,
+            ),
+            cluster.pool_lease_name,
+            what=f"pool lease {cluster.coordination_namespace}/{cluster.pool_lease_name}",
+            clock=boottime_now,
+            retry_period=settings.retry_period,
+        )
+        heartbeat_watch = Watcher(
+            LeaseWatchSource(
+                watch_api,
+                namespace=cluster.coordination_namespace,
+                label_selector=f"{HEARTBEAT_LABEL}={cluster.pool_lease_name}",
+                request_timeout=settings.request_timeout,
+            ),
+            what=f"heartbeats {cluster.coordination_namespace}/{cluster.pool_lease_name}-*",
+            clock=boottime_now,
+            retry_period=settings.retry_period,
+        )
+        backend = LeaseClient(
+            api,
             namespace=cluster.coordination_namespace,
             name=cluster.pool_lease_name,
+            identity=identity,
+            lease_duration=settings.lease_duration,
             request_timeout=settings.request_timeout,
-        ),
-        cluster.pool_lease_name,
-        what=f"pool lease {cluster.coordination_namespace}/{cluster.pool_lease_name}",
-        clock=boottime_now,
-        retry_period=settings.retry_period,
-    )
-    heartbeat_watch = Watcher(
-        LeaseWatchSource(
-            watch_api,
+        )
+        probe_read = LeaseClient(  # the start-up probe waits longer than a request may take
+            api,
             namespace=cluster.coordination_namespace,
-            label_selector=f"{HEARTBEAT_LABEL}={cluster.pool_lease_name}",
+            name=cluster.pool_lease_name,
+            identity=identity,
+            lease_duration=settings.lease_duration,
+            request_timeout=settings.renew_deadline,
+        ).read
+        create_vacant = vacant_lease_creator(
+            api,
+            namespace=cluster.coordination_namespace,
+            name=cluster.pool_lease_name,
+            lease_seconds=settings.lease_duration,
             request_timeout=settings.request_timeout,
-        ),
-        what=f"heartbeats {cluster.coordination_namespace}/{cluster.pool_lease_name}-*",
-        clock=boottime_now,
-        retry_period=settings.retry_period,
-    )
-    identity = holder_identity(cluster.crd_name, settings.pod_name)
-    backend = LeaseClient(
-        api,
-        namespace=cluster.coordination_namespace,
-        name=cluster.pool_lease_name,
-        identity=identity,
-        lease_duration=settings.lease_duration,
-        request_timeout=settings.request_timeout,
-    )
-    metrics = ClusterMetrics(registry, cluster.cluster_name)
-    probe_backend = LeaseClient(  # the start-up probe waits longer than a request may take
-        api,
-        namespace=cluster.coordination_namespace,
-        name=cluster.pool_lease_name,
-        identity=identity,
-        lease_duration=settings.lease_duration,
-        request_timeout=settings.renew_deadline,
-    )
-    coordinator = ClusterCoordinator(
-        cluster,
-        pod=settings.pod_name,
-        renew_deadline=settings.renew_deadline,
-        retry_period=settings.retry_period,
-        store=ForgeClusterStore(api, cluster, request_timeout=settings.request_timeout),
-        heartbeats=HeartbeatStore(
+        )
+        store = ForgeClusterStore(api, cluster, request_timeout=settings.request_timeout)
+        heartbeats = HeartbeatStore(
             api,
             namespace=cluster.coordination_namespace,
             pool=cluster.pool_lease_name,
             request_timeout=settings.request_timeout,
             lease_seconds=int(cluster.stale_after),
             watch=heartbeat_watch,
-        ),
+        )
+    coordinator = ClusterCoordinator(
+        cluster,
+        pod=settings.pod_name,
+        renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period,
+        store=store,
+        heartbeats=heartbeats,
         pool=PoolLease(
             backend,
             identity=identity,
@@ -108,13 +156,7 @@ def build_coordinator(
             clock=boottime_now,
             round_trips=RoundTrips(settings.request_timeout),
             on_write=metrics.pool_lease_write,
-            create_vacant=vacant_lease_creator(
-                api,
-                namespace=cluster.coordination_namespace,
-                name=cluster.pool_lease_name,
-                lease_seconds=settings.lease_duration,
-                request_timeout=settings.request_timeout,
-            ),
+            create_vacant=create_vacant,
             watch=pool_watch,
         ),
         health=HealthChecker(
@@ -127,13 +169,14 @@ def build_coordinator(
         local_leader=local_leader,
         reconcile=reconcile,
         metrics=metrics,
-        api_probe=lambda: probe(probe_backend.read, request_timeout=settings.request_timeout),
+        api_probe=lambda: probe(probe_read, request_timeout=settings.request_timeout),
     )
-    coordinator.watches = (pool_watch, heartbeat_watch)
+    if pool_watch is not None and heartbeat_watch is not None:
+        coordinator.watches = (pool_watch, heartbeat_watch)
 
-    def pool_changed(before: LeaseRecord | None, after: LeaseRecord | None) -> None:
-        if worth_waking(before, after):  # released, taken, deleted: decide now
-            coordinator.wake()
+        def pool_changed(before: LeaseRecord | None, after: LeaseRecord | None) -> None:
+            if worth_waking(before, after):  # released, taken, deleted: decide now
+                coordinator.wake()
 
-    pool_watch.on_change(pool_changed)
+        pool_watch.on_change(pool_changed)
     return coordinator

@@ -11,9 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
-# Integration tests mostly wait on lease timers: more workers than cores shorten the run. Tests
+# Integration tests mostly wait on lease timers: two workers halve the run on two cores. Tests
 # that change this host (the node, runc containers) all run on one worker (tests/conftest.py).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 SERVICES := services/forge-manager services/health-endpoint services/cli
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
@@ -81,7 +81,7 @@ unit: venv ## fast unit tests of the services and the CLI (Python) and of forge-
 	cd services/forge-guard && go vet ./... && go test -count=1 ./...
 	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests services/cli/tests
 
-integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool (TEST_WORKERS=3)
+integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool (TEST_WORKERS=2)
 	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup tests -m "not quorum"
 
 quorum: venv tools ## three regions on an etcd quorum end to end (lost, partitioned, slow regions; TEST_WORKERS=3)

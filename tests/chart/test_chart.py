@@ -772,7 +772,7 @@ def test_rbac_without_cluster_management(tmp_path: Path) -> None:
                 "apiGroups": ["coordination.k8s.io"],
                 "resources": ["leases"],
                 "resourceNames": ["cardano-node-leader"],
-                "verbs": ["get", "update"],
+                "verbs": ["get", "list", "watch", "update"],
             },
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ]
@@ -808,6 +808,11 @@ def test_rbac_with_cluster_management(tmp_path: Path) -> None:
         "resources": ["cardanoforgeclusters/status"],
         "resourceNames": ["us-east-1-prod"],
         "verbs": ["get", "update", "patch"],
+    } in coordination
+    assert {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["create", "list", "watch"],
     } in coordination
     named_leases = [
         r for r in coordination if r.get("resourceNames") and "leases" in r["resources"]

@@ -127,7 +127,9 @@ def coordination_rules(
     read = ["get", "list", "watch", "create"] if list_regions else ["get", "watch", "create"]
     return [
         client.V1PolicyRule(
-            api_groups=["coordination.k8s.io"], resources=["leases"], verbs=["create", "list"]
+            api_groups=["coordination.k8s.io"],
+            resources=["leases"],
+            verbs=["create", "list", "watch"],
         ),
         client.V1PolicyRule(
             api_groups=["coordination.k8s.io"],

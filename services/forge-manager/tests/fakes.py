@@ -17,6 +17,7 @@ from forge_manager.decision import NodeView
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.node_signal import SignalError
 from forge_manager.switchover import Edits
+from forge_manager.watch import LeaseObservation
 
 
 class Clock:
@@ -285,3 +286,25 @@ def spawn(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], P
     while time.monotonic() < deadline and "ready" not in (out.read_text() if out.exists() else ""):
         time.sleep(0.02)
     return proc, out
+
+
+class FakeWatch:
+    """The watched Lease (``watch.WatchedLease``'s seam): what the test says the watch has seen,
+    and when; ``observation`` None is a watch that is not live."""
+
+    def __init__(self) -> None:
+        self.observation: LeaseObservation | None = None
+        self.resyncs = 0
+
+    def see(self, record: LeaseRecord | None, at: float, version: str | None = None) -> None:
+        """The watch delivers ``record`` (None: the Lease is gone) at ``at``."""
+        if version is None:
+            assert record is not None, "a missing Lease is seen at a version"
+            version = record.resource_version
+        self.observation = LeaseObservation(record, version, at)
+
+    def observed(self) -> LeaseObservation | None:
+        return self.observation
+
+    def resync(self) -> None:
+        self.resyncs += 1

@@ -15,9 +15,12 @@ from forge_manager.decision import (
     NodeView,
     Permit,
     Signalled,
+    acquire_at,
     decide_election,
     decide_forging,
+    worth_waking,
 )
+from forge_manager.lease import LeaseRecord
 
 ME = "pod-0"
 NODE_UP = NodeView(pids=(42,), socket_up=True, booted=True, flag_missing=False)
@@ -272,3 +275,53 @@ def test_a_node_running_before_the_manager_started_is_not_in_its_start_up_window
     # As leader it gets the credentials, but no enabling SIGHUP before its socket answers.
     d = decide_forging(forging(node=found, leading_until=105.0))
     assert d.forge and d.credentials is CredentialAction.INSTALL and not d.signal
+
+
+# ---- the follower's timer ------------------------------------------------------------------------
+TIMER_CASES = {
+    "held by another": view("pod-1", seen=90.0),
+    "held by a previous incarnation": view(ME, seen=90.0),
+    "released by the holder seen": dataclasses.replace(view(None, seen=90.0), released_by="pod-1"),
+    "cleared by someone else": view(None, seen=90.0),
+    "longer record duration": dataclasses.replace(view("pod-1", seen=90.0), duration=40.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TIMER_CASES))
+def test_the_timer_is_the_first_instant_the_decision_acquires(case: str) -> None:
+    lease = TIMER_CASES[case]
+    due = acquire_at(lease, ME)
+    assert due is not None
+    before = decide_election(election(now=due - 0.001, lease=lease))
+    at = decide_election(election(now=due, lease=lease))
+    assert before.action is not LeaseAction.ACQUIRE or due == lease.observed_change_at
+    assert at.action is LeaseAction.ACQUIRE, at.reason
+    assert decide_election(election(now=due + 100, lease=lease)).action is LeaseAction.ACQUIRE
+
+
+def test_the_timer_is_a_lease_duration_after_the_change_was_seen() -> None:
+    assert acquire_at(view("pod-1", seen=90.0), ME) == 105.0
+    released = dataclasses.replace(view(None, seen=90.0), released_by="pod-1")
+    assert acquire_at(released, ME) == 90.0  # due at once
+    assert acquire_at(view(ME, seen=90.0, ours=True), ME) is None  # ours: nothing to wait for
+    assert acquire_at(None, ME) is None
+
+
+def test_a_missing_lease_has_no_timer_and_is_created_vacant_whenever_seen() -> None:
+    missing = dataclasses.replace(view(None, seen=90.0), exists=False, resource_version="")
+    assert acquire_at(missing, ME) is None
+    for now in (90.0, 104.9, 105.0, 1000.0):  # however long it was seen missing
+        assert decide_election(election(now=now, lease=missing)).action is LeaseAction.CREATE
+
+
+def test_only_a_change_of_holder_or_existence_wakes_the_loop() -> None:
+    def rec(holder: str | None, rv: str) -> LeaseRecord:
+        return LeaseRecord(holder, rv, 15, None, 0)
+
+    assert not worth_waking(rec("pod-1", "5"), rec("pod-1", "6"))  # a renewal
+    assert worth_waking(rec("pod-1", "5"), rec(None, "6"))  # released or cleared
+    assert worth_waking(rec("pod-1", "5"), rec("pod-2", "6"))  # taken over
+    assert worth_waking(rec("pod-1", "5"), None)  # deleted
+    assert worth_waking(None, rec("pod-1", "5"))  # created
+    assert worth_waking(rec(None, "5"), rec(None, "6"))  # a vacant record edited
+    assert not worth_waking(None, None)

@@ -11,12 +11,20 @@ import pytest
 from forge_manager.config import Settings, load_settings
 from forge_manager.credentials import CredentialFiles
 from forge_manager.decision import NodeView, Permit, StartupState
-from forge_manager.manager import ForgeManager
+from forge_manager.manager import ForgeManager, LeaseWatch
 from forge_manager.metrics import ForgeMetrics
 from forge_manager.permit_file import PermitFile
 from prometheus_client import CollectorRegistry
 
-from .fakes import Clock, FakeLease, FakeNode, FreezingFiles, LeaseStore, Signals, Stops
+from .fakes import (
+    Clock,
+    FakeLease,
+    FakeNode,
+    FreezingFiles,
+    LeaseStore,
+    Signals,
+    Stops,
+)
 
 
 def settings_for(tmp: Path, pod: str) -> Settings:
@@ -44,6 +52,7 @@ class Pod:
         clock: Clock,
         name: str = "pod-0",
         permit_file: PermitFile | None = None,
+        lease_watch: LeaseWatch | None = None,
     ) -> None:
         self.settings = settings_for(tmp, name)
         self.clock = clock
@@ -63,6 +72,7 @@ class Pod:
             clock=clock,
             settle=lambda s: self.lease.calls.append(f"settle {s:g}"),
             permit_file=permit_file,
+            lease_watch=lease_watch,
         )
         self.manager.metrics = ForgeMetrics(
             self.registry, pod=name, cluster="c1", sample=self.manager.sample

@@ -49,6 +49,7 @@ from forge_manager.node_sync import (
 )
 from forge_manager.permit_file import PermitFile
 from forge_manager.server import Endpoints, MetricsServer
+from forge_manager.watch import LeaseWatchSource, Runnable, WatchedLease, watch_api_client
 
 if TYPE_CHECKING:
     from forge_manager.cluster.coordinator import ClusterCoordinator
@@ -127,7 +128,12 @@ def build(
     cluster: ClusterSettings | None = None,
     node_sync: tuple[NodeSyncSettings, TipSampler] | None = None,
     events: bool = False,
-) -> tuple[ForgeManager, MetricsServer, ClusterCoordinator | None, EventRecorder | None]:
+) -> tuple[
+    ForgeManager, MetricsServer, ClusterCoordinator | None, list[Runnable], EventRecorder | None
+]:
+    """The manager, its server, the coordinator (with cluster management), the watches the
+    caller starts before the loops and stops after them, and the Event recorder (with
+    ``events``) the caller starts and stops likewise."""
     from forge_manager.lease import LeaseClient, api_client  # noqa: PLC0415 (slow import)
 
     api = api_client()
@@ -151,9 +157,22 @@ def build(
             return Permit(False, "cluster coordination not started")
         return coordinator.permit()
 
+    lease_watch = WatchedLease(  # a follower sees the Lease change through a watch
+        LeaseWatchSource(
+            watch_api_client(api),
+            namespace=settings.namespace,
+            name=settings.lease_name,
+            request_timeout=settings.request_timeout,
+        ),
+        settings.lease_name,
+        what=f"lease {settings.namespace}/{settings.lease_name}",
+        clock=boottime_now,
+        retry_period=settings.retry_period,
+    )
     manager = ForgeManager(
         settings,
         lease=lease,
+        lease_watch=lease_watch,
         files=files,
         node=node,
         signal_node=node.send_sighup,
@@ -164,6 +183,8 @@ def build(
         ),
         node_sync=sync_check,
     )
+    lease_watch.on_change(manager.lease_changed)
+    watches: list[Runnable] = [lease_watch]
     if cluster is not None and enabled:
         from forge_manager.cluster.wiring import build_coordinator  # noqa: PLC0415
 
@@ -175,6 +196,7 @@ def build(
             reconcile=manager.reconcile_now,
         )
         manager.on_leadership_change = coordinator.wake
+        watches.extend(coordinator.watches)
     manager.metrics = ForgeMetrics(
         registry, pod=settings.pod_name, cluster=settings.cluster_name, sample=manager.sample
     )
@@ -203,7 +225,7 @@ def build(
             node_sync=sync_check.status if sync_check is not None else None,
         ),
     )
-    return manager, server, coordinator, recorder
+    return manager, server, coordinator, watches, recorder
 
 
 def event_recorder(
@@ -254,7 +276,7 @@ def main() -> int:
     except EventsConfigError as exc:
         return _fail(f"configuration error: {exc}", env, settings)
     try:
-        manager, server, coordinator, recorder = build(
+        manager, server, coordinator, watches, recorder = build(
             settings, cluster, (sync_settings, sampler), events
         )
     except OSError as exc:
@@ -280,6 +302,7 @@ def main() -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         stop.set()
+        manager.wake()
         if coordinator is not None:
             coordinator.wake()
 
@@ -309,6 +332,8 @@ def main() -> int:
         settings.lease_duration, settings.renew_deadline, settings.retry_period,
         settings.request_timeout,
     )  # fmt: skip
+    for watch in watches:
+        watch.start()
     cluster_thread: threading.Thread | None = None
     if coordinator is not None:
         cluster_thread = threading.Thread(
@@ -321,6 +346,8 @@ def main() -> int:
         if coordinator is not None and cluster_thread is not None:
             cluster_thread.join(timeout=settings.renew_deadline)
             log.info("shutdown: %s", coordinator.shutdown())
+        for watch in watches:
+            watch.stop()
         server.stop()
         sampler.stop()
         if recorder is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,36 @@ def decide_election(s: ElectionSnapshot) -> ElectionDecision:
         f"following {lease.holder}; lease expires in {lease.duration - unchanged_for:.1f} s "
         "unless renewed",
     )
+
+
+class LeaseHolder(Protocol):
+    @property
+    def holder(self) -> str | None: ...
+
+
+def acquire_at(lease: LeaseView | None, identity: str) -> float | None:
+    """The instant (this pod's clock) at which :func:`decide_election` acquires ``lease`` if
+    nothing changes meanwhile: the follower's timer. None while there is nothing to wait for
+    (not read yet, held by this process, or missing: a missing Lease is never timed, the next
+    cycle creates it vacant and that record is timed).
+
+    A release by the holder this pod saw is due at once; anything else a lease duration after
+    this pod first saw the current version. The decision at that instant still needs the
+    current record to be the one timed (a quorum read first)."""
+    if lease is None or not lease.exists or (lease.ours and lease.holder == identity):
+        return None
+    if lease.exists and not lease.holder and lease.released_by is not None:
+        return lease.observed_change_at
+    return lease.observed_change_at + lease.duration
+
+
+def worth_waking(before: LeaseHolder | None, after: LeaseHolder | None) -> bool:
+    """Whether a change seen by the watch should wake the loop before its timer: anything but
+    a renewal by the same holder (a release frees the Lease at once; a renewal only moves the
+    timer later, and the loop wakes at the old instant, finds the change and waits again)."""
+    if before is None or after is None:
+        return before is not after
+    return before.holder != after.holder or after.holder is None
 
 
 class StartupState(enum.Enum):

@@ -115,6 +115,36 @@ def _record(lease: Any) -> LeaseRecord:
     )
 
 
+def _dict_time(value: Any) -> str | None:
+    """A MicroTime as the API server sends it in JSON, in the form :func:`_micro_time` gives."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return _micro_time(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return value
+
+
+def record_from_dict(obj: Mapping[str, Any]) -> LeaseRecord:
+    """The record of a Lease as JSON (a watch event's object)."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    duration = spec.get("leaseDurationSeconds")
+    return LeaseRecord(
+        holder=spec.get("holderIdentity") or None,
+        resource_version=str(meta.get("resourceVersion") or ""),
+        duration_seconds=duration if isinstance(duration, int) else None,
+        renew_time=_dict_time(spec.get("renewTime")),
+        transitions=int(spec.get("leaseTransitions") or 0),
+        released_by=annotations.get(RELEASED_BY) or None,
+        acquire_time=_dict_time(spec.get("acquireTime")),
+        uid=meta.get("uid") or None,
+        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+        annotations=annotations,
+    )
+
+
 def api_client() -> Any:
     """An ApiClient: in-cluster configuration when present, else KUBECONFIG; no retries."""
     configuration = client.Configuration()

@@ -11,7 +11,10 @@ Safety design (see also ``README.md``):
   was sent. Past it, the credentials are removed and the node is signalled.
   Followers take over only when they have seen no change of the Lease for the lease duration,
   counted from when *they* saw the change; :mod:`forge_manager.timing` refuses timings in which
-  demotion would not finish first.
+  demotion would not finish first. A follower sees changes through a watch
+  (:mod:`forge_manager.watch`; it reads every cycle while the watch is not live), wakes at the
+  instant the Lease expires in its observation (``decision.acquire_at``), and acquires only after
+  a quorum read finds the version it timed.
 * **Writes only against the version last read.** 409 means lost: demote at once.
 * **SIGHUP after every change of the desired forging state,** tracked per node instance (its PIDs):
   a restarted node is signalled again once its socket answers. No node found = no success: the
@@ -46,10 +49,12 @@ from forge_manager.decision import (
     Permit,
     Signalled,
     StartupState,
+    acquire_at,
     decide_election,
     decide_forging,
     is_leading,
     may_signal,
+    worth_waking,
 )
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.metrics import ForgeMetrics, StateSample
@@ -70,6 +75,7 @@ from forge_manager.switchover import (
     stands_aside,
 )
 from forge_manager.timing import DEMOTION_BUDGET_S
+from forge_manager.watch import LeaseObservation, is_newer
 
 log = logging.getLogger("forge_manager")
 
@@ -90,6 +96,32 @@ class LeaseBackend(Protocol):
     def release(self, current: LeaseRecord, edits: Edits | None = None) -> LeaseRecord: ...
     def annotate(self, current: LeaseRecord, edits: Edits) -> LeaseRecord: ...
     def new_renew_stamp(self) -> str: ...
+
+
+class LeaseWatch(Protocol):
+    """The Lease as a watch sees it (``watch.WatchedLease``); unit tests provide their own."""
+
+    def observed(self) -> LeaseObservation | None:
+        """The record last seen and when; None while the watch is not live."""
+
+    def resync(self) -> None:
+        """Restart the stream: a quorum read found a version it has not delivered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Election:
+    """One election decision and what acting on it needs: the record it was made from, this
+    cycle's pod switchover plan, the pod the holder hands the Lease to, and the wall clock."""
+
+    decision: ElectionDecision
+    current: LeaseRecord | None
+    plan: Plan
+    hand_over_to: str | None
+    wall: float
+
+
+TIMER_SLACK_S = 0.001
+"""Waking this much after the follower's acquisition instant: the decision is then due."""
 
 
 class NodeObserver(Protocol):
@@ -119,6 +151,7 @@ class ForgeManager:
         node_sync: NodeSyncCheck | None = None,
         stop_node: Callable[[tuple[int, ...]], str] | None = None,
         emit: Callable[[str, str, str], None] = lambda _reason, _message, _type: None,
+        lease_watch: LeaseWatch | None = None,
     ) -> None:
         self.settings = settings
         self._lease = lease
@@ -179,6 +212,14 @@ class ForgeManager:
         self._handed_over_to: str | None = None
         self._handing_over = False
         self._last_election = ""
+
+        # ---- following the Lease through a watch (``lease_watch``) ----
+        self._watch = lease_watch
+        self._view_version = ""
+        """resourceVersion of what the view shows (for a missing Lease, the last one known):
+        a watched record replaces the view only when newer."""
+        self._wake = threading.Event()
+        """Set to run the next cycle now: a watched change that may free the Lease, shutdown."""
 
         self._guard_wake = threading.Event()
         self._guard_stop = threading.Event()
@@ -282,7 +323,14 @@ class ForgeManager:
             self._sync_gate = gate
 
     # ---- election ------------------------------------------------------------------------------
-    def _observe_record(self, rec: LeaseRecord | None, seen_at: float) -> None:
+    def _observe_record(
+        self,
+        rec: LeaseRecord | None,
+        seen_at: float,
+        *,
+        watched: bool = False,
+        version: str | None = None,
+    ) -> None:
         """Record a read; must hold the lock.
 
         A record that changed is timed from ``seen_at``. A record whose holder was cleared by
@@ -290,7 +338,18 @@ class ForgeManager:
         stopped: it is timed like an unchanged record (a lease duration from when we first saw
         it so), with at least the duration of the record seen before. A missing Lease is never
         timed (see :class:`LeaseView`): the election creates it vacant, and that record is timed
-        with at least the duration of the record seen before the Lease went missing."""
+        with at least the duration of the record seen before the Lease went missing. The same
+        holds for a watched Lease seen missing twice (a relist after a broken watch is "two
+        reads"): only its vacant record is timed.
+
+        ``watched``: the record comes from the watch (``version`` is its resourceVersion, or
+        the one at which the Lease was seen missing). Only a follower takes it, and it never
+        makes the record ours: a write of ours whose answer was lost is recognised by a quorum
+        read only."""
+        if version is not None:
+            self._view_version = version
+        elif rec is not None:
+            self._view_version = rec.resource_version
         self._record = rec
         prev = self._view
         own_duration = float(self.settings.lease_duration)
@@ -307,7 +366,7 @@ class ForgeManager:
             )
             return
         ours = rec.resource_version == self._own_rv
-        if not ours and rec.holder == self.identity and rec.renew_time is not None:
+        if not ours and not watched and rec.holder == self.identity and rec.renew_time:
             sent = dict(self._sent).get(rec.renew_time)
             if sent is not None:  # our write whose response we never got
                 ours = True
@@ -391,17 +450,76 @@ class ForgeManager:
             skip_read = (
                 not self._need_read and self._own_rv is not None and self._record is not None
             )
+            # A follower (no write of ours outstanding) takes the watched record when the watch
+            # is live; otherwise, and after any failed write, a quorum read as before.
+            may_watch = not self._need_read and self._own_rv is None
+        watched = False
         if not skip_read:
-            try:
-                rec = self._lease.read()
-            except LeaseError as exc:
-                error = str(exc)
-                if self.metrics:
-                    self.metrics.lease_errors.labels("read").inc()
-            else:
-                with self._lock:
-                    self._observe_record(rec, self._clock())
-                    self._need_read = False
+            watched = may_watch and self._take_watched()
+            if not watched:
+                error = self._read_lease()
+        e = self._decide_election(error)
+        if e.decision.action is LeaseAction.ACQUIRE and watched:
+            # The acquisition rests on a quorum read, not on the watch: the record must still
+            # be the version timed (the write's resourceVersion precondition checks it again).
+            timed = e.current.resource_version if e.current is not None else ""
+            error = self._read_lease()
+            e = self._decide_election(error)
+            now_version = e.current.resource_version if e.current is not None else ""
+            if error is None and now_version != timed and self._watch is not None:
+                self._watch.resync()
+        decision, current, plan = e.decision, e.current, e.plan
+        if decision.action is LeaseAction.CREATE:
+            # Needs no quorum read: the create fails (409) if the Lease exists after all.
+            return self._create_vacant(decision)
+        if decision.action is LeaseAction.ACQUIRE:
+            edits = acquire_edits(current.annotations if current else {}, self.identity, e.wall)
+            return self._write(decision, lambda stamp: self._lease.acquire(current, stamp, edits))
+        if decision.action is LeaseAction.RENEW and current is not None:
+            edits = {CAPABILITIES_ANNOTATION: CAPABILITIES, **plan.edits}
+            return self._write(decision, lambda stamp: self._lease.renew(current, stamp, edits))
+        elif decision.action is LeaseAction.RELEASE:
+            return self._release(hand_over_to=e.hand_over_to)
+        if (
+            plan.step is Step.WRITE
+            and decision.action is LeaseAction.NONE
+            and current is not None
+            and current.holder != self.identity
+        ):
+            self._annotate(current, plan)
+        return decision
+
+    def _read_lease(self) -> str | None:
+        """A quorum read of the Lease into the view; returns why it failed, or None."""
+        try:
+            rec = self._lease.read()
+        except LeaseError as exc:
+            if self.metrics:
+                self.metrics.lease_errors.labels("read").inc()
+            return str(exc)
+        with self._lock:
+            self._observe_record(rec, self._clock())
+            self._need_read = False
+        return None
+
+    def _take_watched(self) -> bool:
+        """Take the watched record into the view when it is newer than what the view shows;
+        False when the watch cannot be used (not live, or versions that cannot be compared)."""
+        if self._watch is None:
+            return False
+        seen = self._watch.observed()
+        if seen is None:
+            return False
+        with self._lock:
+            newer = is_newer(seen.version, self._view_version)
+            if newer is None:
+                return False
+            if newer:
+                self._observe_record(seen.record, seen.seen_at, watched=True, version=seen.version)
+        return True
+
+    def _decide_election(self, error: str | None) -> _Election:
+        """Decide from the view (and this cycle's switchover plan); no I/O."""
         with self._lock:
             snap = ElectionSnapshot(
                 now=self._clock(),
@@ -417,27 +535,39 @@ class ForgeManager:
             plan = self._switchover_plan(error)
             if plan.step is Step.HAND_OVER and snap.eligible:
                 snap = dataclasses.replace(snap, hand_over_to=plan.to)
-            decision = decide_election(snap)
-            current = self._record
-            wall = self._wall()
-        if decision.action is LeaseAction.CREATE:
-            return self._create_vacant(decision)
-        if decision.action is LeaseAction.ACQUIRE:
-            edits = acquire_edits(current.annotations if current else {}, self.identity, wall)
-            return self._write(decision, lambda stamp: self._lease.acquire(current, stamp, edits))
-        if decision.action is LeaseAction.RENEW and current is not None:
-            edits = {CAPABILITIES_ANNOTATION: CAPABILITIES, **plan.edits}
-            return self._write(decision, lambda stamp: self._lease.renew(current, stamp, edits))
-        elif decision.action is LeaseAction.RELEASE:
-            return self._release(hand_over_to=snap.hand_over_to)
-        if (
-            plan.step is Step.WRITE
-            and decision.action is LeaseAction.NONE
-            and current is not None
-            and current.holder != self.identity
-        ):
-            self._annotate(current, plan)
-        return decision
+            return _Election(
+                decide_election(snap), self._record, plan, snap.hand_over_to, self._wall()
+            )
+
+    def lease_changed(self, before: LeaseRecord | None, after: LeaseRecord | None) -> None:
+        """The watch saw the Lease change (its thread): run the next cycle now when the change
+        may free the Lease sooner than the timer (a release, a new holder, a deletion)."""
+        if worth_waking(before, after):
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Run the next cycle now (shutdown, or a watched change)."""
+        self._wake.set()
+
+    def seconds_to_next_cycle(self, started: float) -> float:
+        """Seconds until the next cycle: the rest of the retry period, or less when the
+        leadership deadline or the acquisition timer (``decision.acquire_at``) falls earlier,
+        and at most ``switchover.FAST_POLL_S`` while this pod answered ready to a pod switchover
+        (so that it takes the release at once). Only ever a shorter pause: what the next cycle
+        may do is still decided from the record and the clock alone."""
+        now = self._clock()
+        pause = self.settings.retry_period - (now - started)
+        with self._lock:
+            until = self._leading_until
+            due = acquire_at(self._view, self.identity)
+            waiting = self._switchover_waiting
+        if until is not None and until > now:
+            pause = min(pause, until - now)
+        if due is not None and due > now:
+            pause = min(pause, due - now + TIMER_SLACK_S)
+        if waiting:
+            pause = min(pause, FAST_POLL_S)
+        return max(0.0, pause)
 
     def _annotate(self, current: LeaseRecord, plan: Plan) -> None:
         """A follower's answer to a switchover request (a write of annotations only)."""
@@ -960,20 +1090,16 @@ class ForgeManager:
         return reason
 
     def run(self, stop: threading.Event) -> None:
-        """Cycle every retry period until ``stop`` is set, then shut down."""
+        """Cycle every retry period (sooner at the leadership deadline, at the acquisition
+        timer, or when :meth:`wake` is called) until ``stop`` is set (call :meth:`wake` with it),
+        then shut down."""
         self.start_guard()
         try:
             while not stop.is_set():
                 started = self._clock()
                 self.step()
-                with self._lock:
-                    until = self._leading_until
-                pause = self.settings.retry_period - (self._clock() - started)
-                if self._switchover_waiting:
-                    pause = min(pause, FAST_POLL_S)
-                if until is not None and until > self._clock():
-                    pause = min(pause, until - self._clock())
-                stop.wait(max(0.0, pause))
+                if self._wake.wait(self.seconds_to_next_cycle(started)):
+                    self._wake.clear()
         finally:
             self.shutdown()
             self.stop_guard()

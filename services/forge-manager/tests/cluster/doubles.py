@@ -134,6 +134,9 @@ class Beats:
             raise CoordinationError("ConnectionRefusedError: connection refused")
         return dict(self.api.heartbeats)
 
+    def observed(self) -> dict[str, tuple[str, float]] | None:
+        return None  # no watch: the coordinator lists
+
     def beat(self, region: str, pod: str) -> None:
         if self.api.down or self.faults.cut:
             raise CoordinationError("ConnectionRefusedError: connection refused")

@@ -16,6 +16,7 @@ from forge_manager.cluster.policy import (
     PeerView,
     PoolLeaseView,
     decide,
+    wake_at,
 )
 
 NOW = 1000.0
@@ -516,3 +517,16 @@ def test_after_handing_over_the_old_holder_does_not_grab_the_free_lease_back() -
     d = decide(view(peers=(west(2),), health=HealthView(3, 3, True)))
     assert d.action is ClusterAction.STAND_BY
     assert "ranks before east (Priority-based, effective priority 101)" in d.reason
+
+
+# ---- when to decide again ------------------------------------------------------------------------
+def test_the_loop_wakes_when_the_pool_lease_expires_or_a_live_region_goes_stale() -> None:
+    held = PoolLeaseView(holder="west/bp-0", expired=False, mine=False, leading=False,
+                         expires_at=NOW + 7.0)  # fmt: skip
+    assert wake_at(view(lease=held)) == NOW + 7.0
+    # A better region that is alive keeps this one waiting until it goes stale.
+    assert wake_at(view(lease=held, peers=(west(age=STALE - 3.0),))) == NOW + 3.0
+    assert wake_at(view(lease=held, peers=(west(age=STALE + 1.0),))) == NOW + 7.0  # stale
+    assert wake_at(view(lease=FREE)) is None  # nothing to wait for: it decides now
+    assert wake_at(view(lease=HELD_BY_ME)) is None  # the renew deadline wakes the holder
+    assert wake_at(view(lease=held, local_leader=False)) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.lease import LeaseRecord
 
+from ..fakes import FakeWatch
 from .doubles import LEASE_DURATION, RENEW_DEADLINE, Api, Clock, Faults, Lease
 
 EAST = "east/bp-0"
@@ -188,3 +189,104 @@ def test_a_record_with_our_name_but_not_our_stamp_is_not_ours() -> None:
     p = pool(api, clock, EAST)
     p.refresh()
     assert not p.view().mine and not p.view().expired
+
+
+# ---- followed through a watch --------------------------------------------------------------------
+class Counting(Lease):
+    def __init__(self, api: Api, clock: Clock, identity: str) -> None:
+        super().__init__(api, Faults(), clock, identity)
+        self.reads = 0
+
+    def read(self) -> LeaseRecord | None:
+        self.reads += 1
+        return super().read()
+
+
+def watching(api: Api, clock: Clock) -> tuple[PoolLease, Counting, FakeWatch]:
+    lease, watch = Counting(api, clock, WEST), FakeWatch()
+    p = PoolLease(lease, identity=WEST, lease_duration=LEASE_DURATION,
+                  renew_deadline=RENEW_DEADLINE, clock=clock, watch=watch)  # fmt: skip
+    return p, lease, watch
+
+
+def test_a_watching_pod_times_the_pool_lease_from_when_the_watch_saw_it_and_reads_to_acquire() -> (
+    None
+):
+    api, clock = Api(), Clock()
+    held_by(api, EAST)
+    p, lease, watch = watching(api, clock)
+    assert api.lease is not None
+    seen = clock.now
+    watch.see(api.lease, seen)
+    clock.now += 5.0  # the pod looks later; the change was seen then
+    p.refresh()
+    v = p.view()
+    assert (v.holder, v.expired, v.expires_at) == (EAST, False, seen + LEASE_DURATION)
+    clock.now = seen + LEASE_DURATION
+    p.refresh()
+    assert p.view().expired and lease.reads == 0  # no request while following
+    assert p.acquire() is None
+    assert lease.reads == 1 and lease.writes == 1  # a quorum read, then the write
+    assert p.leading() and p.view().expires_at is None
+    assert watch.resyncs == 0
+
+
+def test_a_renewal_the_watch_missed_stops_the_acquisition_as_a_race_lost() -> None:
+    api, clock = Api(), Clock()
+    held_by(api, EAST)
+    p, lease, watch = watching(api, clock)
+    assert api.lease is not None
+    watch.see(api.lease, clock.now)
+    clock.now += LEASE_DURATION
+    held_by(api, EAST)  # renewed; the watch never delivers it
+    p.refresh()
+    assert p.view().expired
+    error = p.acquire()
+    assert error is not None and "changed since the watch showed it" in error
+    assert p.last_write_lost  # a race, not a fault of this region
+    assert lease.writes == 0 and not p.leading()
+    assert watch.resyncs == 1
+    assert not p.view().expired  # timed from the read now
+
+
+def test_a_failed_read_before_acquiring_is_a_failure_of_this_region() -> None:
+    api, clock = Api(), Clock()
+    held_by(api, EAST)
+    faults = Faults()
+    lease, watch = Lease(api, faults, clock, WEST), FakeWatch()
+    p = PoolLease(lease, identity=WEST, lease_duration=LEASE_DURATION,
+                  renew_deadline=RENEW_DEADLINE, clock=clock, watch=watch)  # fmt: skip
+    assert api.lease is not None
+    watch.see(api.lease, clock.now)
+    clock.now += LEASE_DURATION
+    p.refresh()
+    faults.cut = True
+    error = p.acquire()
+    assert error is not None and "reading the pool lease before acquiring it failed" in error
+    assert not p.last_write_lost
+
+
+def test_a_holder_reads_and_an_older_watched_record_is_ignored() -> None:
+    api, clock = Api(), Clock()
+    p, lease, watch = watching(api, clock)
+    held_by(api, EAST)
+    assert api.lease is not None
+    watch.see(api.lease, clock.now)
+    p.refresh()
+    released_by(api, EAST)
+    before = api.lease
+    assert before is not None
+    watch.see(before, clock.now)
+    p.refresh()
+    assert p.view().released
+    assert p.acquire() is None and p.leading()
+    reads = lease.reads
+    clock.now += 2.0
+    p.refresh()  # the holder reads: its own writes are newer than anything watched
+    assert lease.reads == reads + 1
+    assert p.renew() is None
+    p.release()
+    watch.see(before, clock.now)  # the watch lags behind the release
+    p.refresh()
+    assert p.view().holder is None and not p.view().mine
+    assert api.lease is not None and p.view().expires_at is not None

@@ -221,3 +221,16 @@ def test_liveness_is_judged_by_when_we_saw_the_heartbeat_change() -> None:
     assert v.changed_at == float("-inf") and not v.confirmed
     (v,) = t.observe([west], {"west": "2"}, now=109.0)
     assert (v.changed_at, v.confirmed) == (109.0, False)  # forgotten: starts over
+
+
+def test_a_watched_heartbeat_change_is_timed_from_when_the_watch_saw_it() -> None:
+    t = LivenessTracker()
+    west = parse_region({**obj(), "metadata": {"name": "west"}})
+    (v,) = t.observe([west], {"west": "1"}, now=100.0, seen_at={"west": 40.0})
+    assert (v.changed_at, v.confirmed) == (100.0, False)  # first sight: possibly alive from now
+    (v,) = t.observe([west], {"west": "2"}, now=110.0, seen_at={"west": 103.5})
+    assert (v.changed_at, v.confirmed) == (103.5, True)  # not when this cycle looked
+    (v,) = t.observe([west], {"west": "3"}, now=111.0, seen_at={"west": 90.0})
+    assert v.changed_at == 103.5  # never earlier than a change already seen
+    (v,) = t.observe([west], {"west": "4"}, now=112.0, seen_at={"west": 500.0})
+    assert v.changed_at == 112.0  # never later than now

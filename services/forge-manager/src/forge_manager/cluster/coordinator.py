@@ -46,6 +46,7 @@ from forge_manager.cluster.policy import (
     ClusterView,
     PeerView,
     decide,
+    wake_at,
 )
 from forge_manager.cluster.pool_lease import PoolLease
 from forge_manager.cluster.resource import CoordinationError, ResourceConflict, ResourceNotFound
@@ -53,6 +54,7 @@ from forge_manager.cluster.round_trips import ProbeResult
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.decision import Permit
 from forge_manager.timing import DEMOTION_BUDGET_S
+from forge_manager.watch import Runnable
 
 log = logging.getLogger("forge_manager.cluster")
 
@@ -78,6 +80,9 @@ class ResourceStore(Protocol):
 
 class Heartbeats(Protocol):
     def list(self) -> dict[str, str]: ...
+    def observed(self) -> dict[str, tuple[str, float]] | None:
+        """(token, when first seen) by region from a live watch; None: call :meth:`list`."""
+
     def beat(self, region: str, pod: str) -> None: ...
 
 
@@ -147,6 +152,11 @@ class ClusterCoordinator:
         """An Event on this region's CardanoForgeCluster (``events.EventRecorder.record``:
         never blocks, never raises)."""
         self._last_event: tuple[str, str] | None = None
+        self._wake_at: float | None = None
+        """When the pool-wide Lease expires, or a live region goes stale, in this pod's
+        observation (``policy.wake_at``): the loop runs then rather than at its next tick."""
+        self.watches: tuple[Runnable, ...] = ()
+        """The watches the coordination reads through (started and stopped by the caller)."""
 
     # ---- the seam to the manager -----------------------------------------------------------------
     def permit(self) -> Permit:
@@ -190,6 +200,7 @@ class ClusterCoordinator:
         self._was_leader = leader
         view = self._view(leader)
         decision = decide(view)
+        self._wake_at = wake_at(view)
         self.last_decision = decision
         if self.metrics:
             self.metrics.decision(decision.action.value)
@@ -252,7 +263,12 @@ class ClusterCoordinator:
                 items.append(created)
                 records.append(parse_region(created))
                 own_items = [created]
-            heartbeats = self._heartbeats.list()
+            watched = self._heartbeats.observed()
+            if watched is None:
+                heartbeats, seen_at = self._heartbeats.list(), None
+            else:
+                heartbeats = {region: token for region, (token, _) in watched.items()}
+                seen_at = {region: at for region, (_, at) in watched.items()}
         except ResourceNotFound as exc:
             return False, f"{exc} (is the CardanoForgeCluster CRD installed?)", None
         except CoordinationError as exc:
@@ -261,7 +277,7 @@ class ClusterCoordinator:
         self._last_records = records
         self._last_read_ok_at = self._clock()
         self._peers = self._liveness.observe(
-            [r for r in records if r.name != self.region], heartbeats, self._clock()
+            [r for r in records if r.name != self.region], heartbeats, self._clock(), seen_at
         )
         return True, None, None
 
@@ -538,7 +554,9 @@ class ClusterCoordinator:
         return reason
 
     def run(self, stop: threading.Event) -> None:
-        """Cycle every retry period until ``stop``; wakes at the pool-wide Lease deadline."""
+        """Cycle every retry period until ``stop``; wakes at the pool-wide Lease deadline, at
+        the instant the pool-wide Lease expires or a region goes stale in this pod's observation
+        (``policy.wake_at``), and on :meth:`wake`."""
         self.health.start()
         try:
             while not stop.is_set():
@@ -548,6 +566,9 @@ class ClusterCoordinator:
                 until = self.pool.leading_until()
                 if until is not None and until > self._clock():
                     pause = min(pause, until - self._clock() + 0.001)
+                due = self._wake_at
+                if due is not None and due > self._clock():
+                    pause = min(pause, due - self._clock() + 0.001)
                 if self._wake.wait(max(0.0, pause)):
                     self._wake.clear()
                 if self.permit().granted is False and self._granted_flag():

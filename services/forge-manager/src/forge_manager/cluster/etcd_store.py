@@ -183,6 +183,10 @@ class EtcdHeartbeats:
         start = len(self._keys.heartbeats)
         return {kv.key[start:]: str(kv.mod_revision) for kv in kvs if kv.key[start:]}
 
+    def observed(self) -> dict[str, tuple[str, float]] | None:
+        """No watch on etcd: the coordinator reads (:meth:`list`) every cycle."""
+        return None
+
     def beat(self, region: str, pod: str) -> None:
         try:
             self._etcd.put(

@@ -34,16 +34,28 @@ class LivenessTracker:
         self._seen: dict[str, _Seen] = {}
 
     def observe(
-        self, records: Iterable[RegionRecord], heartbeats: Mapping[str, str], now: float
+        self,
+        records: Iterable[RegionRecord],
+        heartbeats: Mapping[str, str],
+        now: float,
+        seen_at: Mapping[str, float] | None = None,
     ) -> tuple[PeerView, ...]:
         """One successful read: every region's resource, and each heartbeat Lease's
-        resourceVersion by region. A region without a heartbeat Lease has never been alive."""
+        resourceVersion by region. A region without a heartbeat Lease has never been alive.
+
+        ``seen_at``: when a watch first saw each region's current heartbeat (it can be late,
+        never early); a change is timed from then instead of from ``now``, so a region goes
+        stale ``stale_after`` after its last heartbeat was written, not after a poll saw it.
+        A heartbeat seen for the first time is still timed from ``now`` (possibly alive:
+        deferring to it is the safe side)."""
         for region, token in heartbeats.items():
             seen = self._seen.get(region)
             if seen is None:
                 self._seen[region] = _Seen(token, now, confirmed=False)
             elif seen.token != token:
-                seen.token, seen.changed_at, seen.confirmed = token, now, True
+                at = now if seen_at is None else min(now, seen_at.get(region, now))
+                seen.token, seen.confirmed = token, True
+                seen.changed_at = max(at, seen.changed_at)
         for gone in set(self._seen) - set(heartbeats):
             del self._seen[gone]
         views: list[PeerView] = []

@@ -111,6 +111,9 @@ class PoolLeaseView:
     """Vacated by a release of the holder this pod saw last: free at once."""
     duration: float = 0.0
     """Seconds the record must stay unchanged in this pod's observation before it expires."""
+    expires_at: float | None = None
+    """This pod's clock at which it expires if it stays unchanged (when it was released: the
+    moment that was seen); None when it is ours or does not exist."""
 
 
 @dataclass(frozen=True)
@@ -310,3 +313,21 @@ def decide(v: ClusterView) -> ClusterDecision:
         f"acquiring the {free} pool lease: region {me.describe()} is the best candidate",
         eff,
     )
+
+
+def wake_at(v: ClusterView) -> float | None:
+    """The next instant after ``v.now`` at which :func:`decide` may decide otherwise with
+    nothing but time passing: the pool-wide Lease expiring in this pod's observation, or a
+    live region going stale. The loop wakes then instead of at its next retry tick. None for a
+    pod that is not the local leader."""
+    if not v.local_leader:
+        return None
+    instants = [
+        p.changed_at + v.stale_after
+        for p in v.peers
+        if p.record.name != v.region and p.changed_at + v.stale_after > v.now
+    ]
+    lease = v.lease
+    if not lease.mine and lease.expires_at is not None and lease.expires_at > v.now:
+        instants.append(lease.expires_at)
+    return min(instants, default=None)

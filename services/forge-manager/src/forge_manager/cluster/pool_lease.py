@@ -32,6 +32,7 @@ from typing import Protocol
 from forge_manager.cluster.policy import PoolLeaseView
 from forge_manager.cluster.round_trips import RoundTrips
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+from forge_manager.watch import LeaseObservation, is_newer
 from forge_manager.write_stamps import SentWrites
 
 
@@ -41,6 +42,13 @@ class LeaseBackend(Protocol):
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
     def release(self, current: LeaseRecord) -> LeaseRecord: ...
     def new_renew_stamp(self) -> str: ...
+
+
+class LeaseWatch(Protocol):
+    """The pool-wide Lease as a watch sees it (``watch.WatchedLease``)."""
+
+    def observed(self) -> LeaseObservation | None: ...
+    def resync(self) -> None: ...
 
 
 class PoolLease:
@@ -57,8 +65,16 @@ class PoolLease:
         round_trips: RoundTrips | None = None,
         on_write: Callable[[float], None] = lambda _seconds: None,
         create_vacant: Callable[[], object] | None = None,
+        watch: LeaseWatch | None = None,
     ) -> None:
         self._backend = backend
+        self._watch = watch
+        """While it is live, a pod that does not hold the Lease takes its record from the watch
+        instead of reading every cycle; a quorum read precedes every acquisition."""
+        self._version = ""
+        """resourceVersion of what the record shows (the last one known while it is missing)."""
+        self._watched = False
+        """The last refresh took the record from the watch."""
         self.round_trips = round_trips
         """Round trips of the writes, against the request timeout (None: not measured)."""
         self._on_write = on_write
@@ -83,7 +99,20 @@ class PoolLease:
         lost, not a fault of this region."""
 
     # ---- observation -------------------------------------------------------------------------
-    def _observe(self, rec: LeaseRecord | None, now: float) -> None:
+    def _observe(
+        self,
+        rec: LeaseRecord | None,
+        now: float,
+        *,
+        watched: bool = False,
+        version: str | None = None,
+    ) -> None:
+        """``watched``: from the watch, which never makes the record ours (a write of ours
+        whose answer was lost is recognised by a quorum read only)."""
+        if version is not None:
+            self._version = version
+        elif rec is not None:
+            self._version = rec.resource_version
         prev = self._record
         if rec is None:
             changed = prev is not None or not self._read_once
@@ -102,7 +131,7 @@ class PoolLease:
         self._record = rec
         if rec is not None and rec.duration_seconds:
             self._last_duration = float(rec.duration_seconds)
-        if rec is not None and rec.resource_version != self._own_rv:
+        if not watched and rec is not None and rec.resource_version != self._own_rv:
             sent = self._sent.sent_at(rec, self.identity)
             if sent is not None:  # our write, applied, whose answer we never got
                 self._own_rv = rec.resource_version
@@ -114,15 +143,63 @@ class PoolLease:
             self._leading_until = None
 
     def refresh(self) -> None:
+        with self._lock:
+            follower = self._own_rv is None
+        if follower and self._take_watched():
+            return
+        self._read()
+
+    def _read(self) -> bool:
+        """A quorum read into the record; False (and the error kept) when it failed."""
         try:
             rec = self._backend.read()
         except LeaseError as exc:
             with self._lock:
                 self._error = str(exc)
-            return
+            return False
         with self._lock:
             self._error = None
+            self._watched = False
             self._observe(rec, self._clock())
+        return True
+
+    def _take_watched(self) -> bool:
+        """Take the watched record when it is newer than the one held; False when the watch
+        cannot be used (not live, or versions that cannot be compared)."""
+        if self._watch is None:
+            return False
+        seen = self._watch.observed()
+        if seen is None:
+            return False
+        with self._lock:
+            newer = is_newer(seen.version, self._version)
+            if newer is None:
+                return False
+            if newer:
+                self._observe(seen.record, seen.seen_at, watched=True, version=seen.version)
+            self._error = None
+            self._watched = True
+        return True
+
+    def _confirm_current(self) -> str | None:
+        """Before acquiring on what the watch showed: a quorum read must find the same version
+        (the write's resourceVersion precondition checks it once more). None when it does."""
+        with self._lock:
+            if not self._watched:
+                return None
+            timed = self._version if self._record is not None else None
+        if not self._read():
+            self.last_write_lost = False
+            with self._lock:
+                return f"reading the pool lease before acquiring it failed: {self._error}"
+        with self._lock:
+            now_version = self._version if self._record is not None else None
+        if now_version == timed:
+            return None
+        self.last_write_lost = True  # a change, not a fault of this region
+        if self._watch is not None:
+            self._watch.resync()
+        return "the pool lease changed since the watch showed it; it has not expired"
 
     @property
     def duration(self) -> float:
@@ -144,6 +221,13 @@ class PoolLease:
             mine = self._own_rv is not None and rec is not None
             duration = max(self._last_duration, self._duration)
             left = 0.0 if self._released else max(0.0, duration - (now - self._seen_at))
+            expires_at = (
+                None
+                if mine or rec is None
+                else self._seen_at
+                if self._released
+                else self._seen_at + duration
+            )
             return PoolLeaseView(
                 holder=rec.holder if rec else None,
                 expired=rec is not None and left <= 0.0,
@@ -153,6 +237,7 @@ class PoolLease:
                 absent=rec is None,
                 released=self._released,
                 duration=duration,
+                expires_at=expires_at,
             )
 
     # ---- writes -------------------------------------------------------------------------------
@@ -193,6 +278,9 @@ class PoolLease:
 
     def acquire(self) -> str | None:
         """None on success, else why it failed."""
+        error = self._confirm_current()
+        if error is not None:
+            return error
         with self._lock:
             current = self._record
         return self._write(lambda stamp: self._backend.acquire(current, stamp))

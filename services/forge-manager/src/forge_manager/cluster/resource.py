@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.lease import LeaseError, LeaseLost
+from forge_manager.watch import Watcher
 
 KIND = "CardanoForgeCluster"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cardano-forge-manager"}
@@ -178,11 +179,23 @@ class ForgeClusterStore:
 
 
 class HeartbeatStore:
-    """Per-region heartbeat Leases ``<pool>-<region>`` in the coordination namespace."""
+    """Per-region heartbeat Leases ``<pool>-<region>`` in the coordination namespace.
+
+    With ``watch`` (a :class:`~forge_manager.watch.Watcher` of the Leases labelled
+    :data:`HEARTBEAT_LABEL` = ``pool``), :meth:`observed` gives each region's heartbeat as the
+    watch saw it, and when; the coordinator lists only while the watch is not live."""
 
     def __init__(
-        self, api: Any, *, namespace: str, pool: str, request_timeout: float, lease_seconds: int
+        self,
+        api: Any,
+        *,
+        namespace: str,
+        pool: str,
+        request_timeout: float,
+        lease_seconds: int,
+        watch: Watcher | None = None,
     ) -> None:
+        self.watch = watch
         self._api = client.CoordinationV1Api(api)
         self.namespace = namespace
         self.pool = pool
@@ -206,6 +219,24 @@ class HeartbeatStore:
             region = (lease.metadata.annotations or {}).get(REGION_ANNOTATION)
             if region and lease.metadata.name == self.name(region):
                 out[region] = str(lease.metadata.resource_version)
+        return out
+
+    def observed(self) -> dict[str, tuple[str, float]] | None:
+        """(resourceVersion, when first seen) of each region's heartbeat Lease, by region, as
+        the watch saw them; None while it is not live (then :meth:`list` instead)."""
+        if self.watch is None:
+            return None
+        view = self.watch.view()
+        if not view.live:
+            return None
+        out: dict[str, tuple[str, float]] = {}
+        for name, seen in view.objects.items():
+            if seen.obj is None:
+                continue
+            meta = seen.obj.get("metadata") or {}
+            region = (meta.get("annotations") or {}).get(REGION_ANNOTATION)
+            if region and name == self.name(region):
+                out[region] = (seen.version, seen.seen_at)
         return out
 
     def beat(self, region: str, pod: str) -> None:

@@ -13,6 +13,7 @@ from forge_manager.cluster.metrics import ClusterMetrics
 from forge_manager.cluster.model import holder_identity
 from forge_manager.cluster.pool_lease import LeaseBackend, PoolLease
 from forge_manager.cluster.resource import (
+    HEARTBEAT_LABEL,
     ForgeClusterStore,
     HeartbeatStore,
     coordination_api_client,
@@ -22,6 +23,9 @@ from forge_manager.cluster.resource import (
 from forge_manager.cluster.round_trips import RoundTrips, probe
 from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.config import Settings
+from forge_manager.decision import worth_waking
+from forge_manager.lease import LeaseRecord
+from forge_manager.watch import LeaseWatchSource, WatchedLease, Watcher, watch_api_client
 
 
 def build_coordinator(
@@ -46,6 +50,10 @@ def build_coordinator(
     backend: LeaseBackend
     probe_read: Callable[[], object]
     create_vacant: Callable[[], object]
+    # Followers of the pool-wide Lease and of the regions' heartbeats watch them (watch.py) on
+    # the Kubernetes backend; the etcd backend reads.
+    pool_watch: WatchedLease | None = None
+    heartbeat_watch: Watcher | None = None
     if cluster.etcd is not None:
         # etcd across the failure domains: the lock, heartbeats and regions' copies there; this
         # region's CardanoForgeCluster in its own cluster (``api`` is the local API then).
@@ -77,6 +85,30 @@ def build_coordinator(
         )
         heartbeats = EtcdHeartbeats(etcd, keys)
     else:
+        watch_api = watch_api_client(api)
+        pool_watch = WatchedLease(
+            LeaseWatchSource(
+                watch_api,
+                namespace=cluster.coordination_namespace,
+                name=cluster.pool_lease_name,
+                request_timeout=settings.request_timeout,
+            ),
+            cluster.pool_lease_name,
+            what=f"pool lease {cluster.coordination_namespace}/{cluster.pool_lease_name}",
+            clock=boottime_now,
+            retry_period=settings.retry_period,
+        )
+        heartbeat_watch = Watcher(
+            LeaseWatchSource(
+                watch_api,
+                namespace=cluster.coordination_namespace,
+                label_selector=f"{HEARTBEAT_LABEL}={cluster.pool_lease_name}",
+                request_timeout=settings.request_timeout,
+            ),
+            what=f"heartbeats {cluster.coordination_namespace}/{cluster.pool_lease_name}-*",
+            clock=boottime_now,
+            retry_period=settings.retry_period,
+        )
         backend = LeaseClient(
             api,
             namespace=cluster.coordination_namespace,
@@ -107,8 +139,9 @@ def build_coordinator(
             pool=cluster.pool_lease_name,
             request_timeout=settings.request_timeout,
             lease_seconds=int(cluster.stale_after),
+            watch=heartbeat_watch,
         )
-    return ClusterCoordinator(
+    coordinator = ClusterCoordinator(
         cluster,
         pod=settings.pod_name,
         renew_deadline=settings.renew_deadline,
@@ -124,6 +157,7 @@ def build_coordinator(
             round_trips=RoundTrips(settings.request_timeout),
             on_write=metrics.pool_lease_write,
             create_vacant=create_vacant,
+            watch=pool_watch,
         ),
         health=HealthChecker(
             cluster.health_check,
@@ -137,3 +171,12 @@ def build_coordinator(
         metrics=metrics,
         api_probe=lambda: probe(probe_read, request_timeout=settings.request_timeout),
     )
+    if pool_watch is not None and heartbeat_watch is not None:
+        coordinator.watches = (pool_watch, heartbeat_watch)
+
+        def pool_changed(before: LeaseRecord | None, after: LeaseRecord | None) -> None:
+            if worth_waking(before, after):  # released, taken, deleted: decide now
+                coordinator.wake()
+
+        pool_watch.on_change(pool_changed)
+    return coordinator

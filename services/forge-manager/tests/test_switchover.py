@@ -10,6 +10,7 @@ import pytest
 from forge_manager.decision import NodeView
 from forge_manager.switchover import (
     CAPABILITIES_ANNOTATION,
+    FAST_POLL_S,
     POD_SWITCHOVER,
     PREFERRED_ANNOTATION,
     READY_ANNOTATION,
@@ -24,7 +25,7 @@ from forge_manager.switchover import (
     stands_aside,
 )
 
-from .fakes import Clock, LeaseStore
+from .fakes import Clock, FakeWatch, LeaseStore
 from .test_manager import Pod
 
 NOW = 1_800_000_000.0
@@ -237,3 +238,88 @@ def test_a_renew_conflict_from_someone_elses_holder_change_still_demotes(
     cycle(clock, a)
     assert not a.files.any_present()
     assert a.metric("cardano_forge_demotions_total", cause="lease_lost") == 1
+
+
+# ---- with followers that watch the Lease ------------------------------------------------------
+def test_a_switchover_among_watching_followers_hands_over_and_never_shortens_a_wait(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """The followers take the Lease from their watches: pod-1 answers against the watched
+    record, cycles at FAST_POLL_S while ready, and acquires after a quorum read finds the
+    release; pod-2 times every annotation write as a change (never sooner) and stands aside."""
+    tmp, store, clock = world
+    watches = {name: FakeWatch() for name in ("pod-1", "pod-2")}
+    a = Pod(tmp, store, clock, "pod-0")
+    b = Pod(tmp, store, clock, "pod-1", lease_watch=watches["pod-1"])
+    c = Pod(tmp, store, clock, "pod-2", lease_watch=watches["pod-2"])
+    for p in (a, b, c):
+        p.manager._wall = lambda: NOW  # type: ignore[method-assign]
+    a.elect()
+
+    def deliver() -> None:
+        assert store.record is not None
+        for w in watches.values():
+            w.see(store.record, clock.now)
+
+    deliver()
+    b.manager.step()
+    c.manager.step()  # the first cycles read; from now on the followers take the watch
+    b.lease.calls.clear()
+    c.lease.calls.clear()
+    ask(store, "pod-1", NOW)
+    deliver()
+    seen_by_c: list[float] = []
+    waits: list[float] = []
+    steps = 0
+    while steps < 10 and not b.files.all_present():
+        clock.advance(1)
+        for p in (a, b, c):
+            p.manager.step()
+            deliver()
+            assert sum(q.files.any_present() for q in (a, b, c)) <= 1
+        view = c.manager._view
+        assert view is not None
+        seen_by_c.append(view.observed_change_at)
+        if b.manager._switchover_waiting:
+            waits.append(b.manager.seconds_to_next_cycle(clock.now))
+            assert c.manager.seconds_to_next_cycle(clock.now) > FAST_POLL_S
+        steps += 1
+    assert b.files.all_present() and not a.files.any_present() and not c.files.any_present()
+    assert waits and max(waits) <= FAST_POLL_S  # ready: it cycles fast until the release
+    assert "annotate" in b.lease.calls
+    assert b.lease.calls[-2:] == ["read", "acquire"]  # a quorum read before the acquire
+    assert c.lease.calls == []  # pod-2 only ever took the watched record
+    assert seen_by_c == sorted(seen_by_c)  # no change moved pod-2's timer back
+    assert store.record is not None and store.record.holder == "pod-1"
+    assert json.loads(store.record.annotations[RESULT_ANNOTATION])["outcome"] == "done"
+
+
+def test_a_watching_pod_that_stands_aside_waits_a_lease_duration_after_the_hand_over(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    watch = FakeWatch()
+    a = Pod(tmp, store, clock, "pod-0")
+    b = Pod(tmp, store, clock, "pod-1")
+    c = Pod(tmp, store, clock, "pod-2", lease_watch=watch)
+    for p in (a, b, c):
+        p.manager._wall = lambda: NOW  # type: ignore[method-assign]
+    a.elect()
+    b.manager.step()
+    c.manager.step()
+    ask(store, "pod-1", NOW)
+    cycle(clock, b)  # it answers ready
+    cycle(clock, a)  # the holder hands over to pod-1, which then dies
+    assert store.record is not None and store.record.holder is None
+    released_at = clock.now
+    watch.see(store.record, clock.now)
+    c.lease.calls.clear()
+    duration = c.settings.lease_duration
+    while clock.now < released_at + duration - 1:
+        assert "standing aside" in c.manager.step()
+        assert not c.files.any_present() and "acquire" not in c.lease.calls
+        clock.advance(1)
+    clock.now = released_at + duration
+    assert "acquiring it" in c.manager.step()
+    assert c.lease.calls[-2:] == ["read", "acquire"]
+    assert c.files.all_present() and not a.files.any_present() and not b.files.any_present()

@@ -282,6 +282,9 @@ TIMER_CASES = {
     "held by another": view("pod-1", seen=90.0),
     "held by a previous incarnation": view(ME, seen=90.0),
     "released by the holder seen": dataclasses.replace(view(None, seen=90.0), released_by="pod-1"),
+    "handed over to another pod": dataclasses.replace(
+        view(None, seen=90.0), released_by="pod-1", handed_to="pod-2"
+    ),
     "cleared by someone else": view(None, seen=90.0),
     "longer record duration": dataclasses.replace(view("pod-1", seen=90.0), duration=40.0),
 }
@@ -307,11 +310,6 @@ def test_the_timer_is_a_lease_duration_after_the_change_was_seen() -> None:
     assert acquire_at(None, ME) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="acquire_at is due at once for any release by the holder seen, but a release handed "
-    "to another pod (pod switchover) is taken only a lease duration later",
-)
 def test_the_timer_of_a_pod_standing_aside_after_a_hand_over_is_a_lease_duration() -> None:
     released = dataclasses.replace(view(None, seen=90.0), released_by="pod-1")
     handed = dataclasses.replace(released, handed_to="pod-2")

@@ -319,6 +319,8 @@ def test_a_watching_pod_that_stands_aside_waits_a_lease_duration_after_the_hand_
         assert "standing aside" in c.manager.step()
         assert not c.files.any_present() and "acquire" not in c.lease.calls
         clock.advance(1)
+    clock.now = released_at + duration - 0.5  # its timer: a lease duration after the release
+    assert abs(c.manager.seconds_to_next_cycle(clock.now) - 0.501) < 1e-6
     clock.now = released_at + duration
     assert "acquiring it" in c.manager.step()
     assert c.lease.calls[-2:] == ["read", "acquire"]

@@ -190,12 +190,13 @@ def acquire_at(lease: LeaseView | None, identity: str) -> float | None:
     (not read yet, held by this process, or missing: a missing Lease is never timed, the next
     cycle creates it vacant and that record is timed).
 
-    A release by the holder this pod saw is due at once; anything else a lease duration after
-    this pod first saw the current version. The decision at that instant still needs the
-    current record to be the one timed (a quorum read first)."""
+    A release by the holder this pod saw is due at once, unless it handed the Lease to another
+    pod (pod switchover: this pod stands aside); anything else a lease duration after this pod
+    first saw the current version. The decision at that instant still needs the current record
+    to be the one timed (a quorum read first)."""
     if lease is None or not lease.exists or (lease.ours and lease.holder == identity):
         return None
-    if lease.exists and not lease.holder and lease.released_by is not None:
+    if not lease.holder and lease.released_by is not None and lease.handed_to is None:
         return lease.observed_change_at
     return lease.observed_change_at + lease.duration
 

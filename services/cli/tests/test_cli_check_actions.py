@@ -75,7 +75,8 @@ def test_cluster_settings_are_checked_too() -> None:
     assert env_findings(env)[-1].message == "region east, priority 1, pool Lease cardano-forge-pool"
 
 
-def test_values_without_helm(tmp_path: Path) -> None:
+def test_values_without_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no helm, even where `make` put one on PATH
     values = tmp_path / "v.yaml"
     values.write_text(yaml.safe_dump({"forgeManager": {"lease": {"renewDeadlineSeconds": 12}}}))
     findings = check_values([values], chart=None, helm="", release="bp", namespace="n")

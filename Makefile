@@ -99,8 +99,8 @@ test: venv tools ## everything CI runs: lint, unit, images, integration (the ima
 demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
 	$(PY) -m demo $(DEMO_ARGS)
 
-chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
-	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
+chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1, CHAOS_ARGS); prints overlap and gaps per kind
+	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1} $(CHAOS_ARGS)
 
 bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load
 	$(PY) -m bench.failover --runs $${RUNS:-20}

@@ -21,7 +21,6 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.node import Node, ownership
 from tests.harness.prometheus import prometheus_factory  # noqa: F401  (a fixture for every test)
 
-
 HOST_GROUP = "host"
 """The pytest-xdist group of tests that change this host (the kubelet-backed node: one per host)
 or run containers with runc: one worker runs all of them, one at a time (``--dist loadgroup``)."""

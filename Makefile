@@ -105,8 +105,8 @@ test: venv tools ## everything CI runs: lint, unit, images, integration (the ima
 demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
 	$(PY) -m demo $(DEMO_ARGS)
 
-chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
-	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
+chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1, CHAOS_ARGS); then QUORUM_SCENARIOS=30 on an etcd quorum; prints overlap and gaps per kind
+	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1} $(CHAOS_ARGS)
 	$(PY) -m tests.chaos.quorum --scenarios $${QUORUM_SCENARIOS:-30} --seed $${SEED:-1}
 
 bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load, etcd quorum

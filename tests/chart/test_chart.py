@@ -1082,11 +1082,6 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
             assert not selector.items() <= health_labels.items(), obj["metadata"]["name"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no startup probe: on real pods under load gunicorn took over 30 s to listen and the "
-    "liveness probe (3 x 10 s) restarted the health endpoint during start-up",
-)
 def test_health_endpoint_liveness_waits_for_its_start(tmp_path: Path) -> None:
     values, _ = MATRIX["health-endpoint-on"]
     (container,) = only(render(values, tmp_path), "Deployment")["spec"]["template"]["spec"][

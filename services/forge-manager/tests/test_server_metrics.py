@@ -126,12 +126,6 @@ def test_metrics_names_and_labels(server: tuple[MetricsServer, State, CollectorR
     assert get(srv, "/nope")[0] == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client that gives up before the answer (a kubelet probe past its timeoutSeconds, "
-    "a scrape timeout) makes the stdlib server print a 20-line traceback to stderr, outside "
-    "the JSON log (seen on real pods under load)",
-)
 def test_a_client_that_gives_up_costs_one_debug_line_not_a_traceback(
     capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 SERVICES := services/forge-manager services/health-endpoint
-TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)
+TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
 NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
 .PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration chart chart-docs alerts test demo chaos bench clean

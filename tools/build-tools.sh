@@ -5,6 +5,7 @@
 #   etcd, etcdctl            go.etcd.io/etcd     (server/v3 and etcdctl/v3)
 #   helm                     helm.sh/helm/v3
 #   helm-docs                github.com/norwoodj/helm-docs (the chart README's values table)
+#   prometheus-sd            github.com/prometheus/prometheus (with kubernetes_sd_configs)
 #   prometheus, promtool,    Debian's packages (apt-get install when missing)
 #   alertmanager
 #
@@ -236,6 +237,22 @@ build_helm_docs() {
   link helm-docs "$out/helm-docs"
 }
 
+build_prometheus_sd() {
+  local v=$PROMETHEUS_SD_VERSION out="$cache/prometheus-sd-$PROMETHEUS_SD_VERSION"
+  if [[ -x $out/prometheus ]]; then
+    say "prometheus-sd $v: cached"
+  else
+    say "prometheus-sd $v: building prometheus with Kubernetes service discovery (cold: 5-10 min)"
+    local src="$out.src"
+    rm -rf "$src"
+    wrapper_module "$src" "github.com/prometheus/prometheus/cmd/prometheus@$v"
+    mkdir -p "$out.tmp"
+    (cd "$src" && go build -ldflags "-s -w" -o "$out.tmp/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
+    rm -rf "$out"; mv "$out.tmp" "$out"; rm -rf "$src"
+  fi
+  link prometheus-sd "$out/prometheus"
+}
+
 debian_packages() {
   local missing=()
   command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
@@ -261,17 +278,18 @@ node_debian_packages() {
 }
 
 targets=("$@")
-((${#targets[@]})) || targets=(debian etcd helm helm-docs kubernetes)
+((${#targets[@]})) || targets=(debian etcd helm helm-docs prometheus-sd kubernetes)
 for t in "${targets[@]}"; do
   case $t in
     debian) debian_packages;;
     etcd) build_etcd;;
     helm) build_helm;;
     helm-docs) build_helm_docs;;
+    prometheus-sd) build_prometheus_sd;;
     kubernetes) build_kubernetes;;
     node) build_node;;
     node-debian) node_debian_packages;;
-    *) die "unknown tool '$t' (debian, etcd, helm, helm-docs, kubernetes, node)";;
+    *) die "unknown tool '$t' (debian, etcd, helm, helm-docs, prometheus-sd, kubernetes, node)";;
   esac
 done
 say "tools ready in .tools/bin: $(ls "$bindir" | tr '\n' ' ')"

@@ -248,7 +248,9 @@ def both_enabled(w: World) -> str:
     """An operator sets every region's forgeState to Enabled, then back to Priority-based."""
     names = sorted(w.regions.pods)
     for region in names:
-        w.regions.patch_spec(region, {"forgeState": "Enabled"})
+        # Retried: a region whose first local election is still running (a lease duration) has
+        # not created its resource yet.
+        _patch_retrying(w, region, {"forgeState": "Enabled"})
     try:
         held = w.hold(3.0, 15.0)
     finally:

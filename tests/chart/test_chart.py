@@ -293,6 +293,7 @@ def test_helm_lint(tmp_path: Path) -> None:
 def test_default_objects(tmp_path: Path) -> None:
     docs = render(BASE, tmp_path)
     assert kinds(docs) == [
+        "ConfigMap",  # the node configuration and topology (node.network)
         "CustomResourceDefinition",
         "NetworkPolicy",
         "Pod",  # the helm test hook
@@ -509,7 +510,8 @@ def test_forge_guard_is_on_by_default_and_wraps_the_node(tmp_path: Path) -> None
 
 def test_forge_guard_is_installed_from_the_forge_manager_image(tmp_path: Path) -> None:
     spec = pod_spec(render(BASE, tmp_path))
-    install, sidecar = spec["initContainers"]
+    genesis, install, sidecar = spec["initContainers"]  # genesis: node.genesis (bootstrap)
+    assert genesis["name"] == "genesis"
     # A regular init container, before the sidecar: done before the node can start.
     assert install["name"] == "install-forge-guard"
     assert "restartPolicy" not in install
@@ -528,7 +530,7 @@ def test_forge_guard_is_installed_from_the_forge_manager_image(tmp_path: Path) -
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["forge-bin"]
     tagged = merged(BASE, {"forgeManager": {"image": {"tag": "1.2.3"}}})
-    install, sidecar = pod_spec(render(tagged, tmp_path))["initContainers"]
+    _, install, sidecar = pod_spec(render(tagged, tmp_path))["initContainers"]
     assert install["image"] == sidecar["image"] == "ghcr.io/cardano-forge/forge-manager:1.2.3"
 
 
@@ -572,7 +574,10 @@ def test_images_are_the_dockerfiles(service: str, values_key: str, tmp_path: Pat
 
 
 def test_forge_manager_image_ships_forge_guard_where_the_chart_copies_it(tmp_path: Path) -> None:
-    install = pod_spec(render(BASE, tmp_path))["initContainers"][0]
+    (install,) = [
+        c for c in pod_spec(render(BASE, tmp_path))["initContainers"]
+        if c["name"] == "install-forge-guard"
+    ]  # fmt: skip
     source = install["command"][1]
     assert re.search(
         rf"^COPY --from=\S+ \S*/forge-guard {re.escape(source)}$", dockerfile("forge-manager"), re.M
@@ -586,7 +591,7 @@ def test_forge_guard_off_leaves_the_node_command_alone(tmp_path: Path) -> None:
     spec = pod_spec(docs)
     node = spec["containers"][0]
     assert node["command"] == ["cardano-node"]
-    assert [c["name"] for c in spec["initContainers"]] == ["forge-manager"]
+    assert [c["name"] for c in spec["initContainers"]] == ["genesis", "forge-manager"]
     assert "FORGE_PERMIT_FILE" not in sidecar_env(docs)
     assert not {"run", "forge-bin"} & {v["name"] for v in spec["volumes"]}
     assert not {"run", "forge-bin"} & set(mounts(node))
@@ -759,7 +764,7 @@ def test_extra_env_and_scheduling_values_reach_the_pod(tmp_path: Path) -> None:
     assert spec["nodeSelector"] == {"cardano.io/role": "block-producer"}
     assert spec["tolerations"][0]["key"] == "dedicated"
     template = only(docs, "StatefulSet")["spec"]["template"]
-    assert template["metadata"]["annotations"] == {"example.com/team": "spo"}
+    assert template["metadata"]["annotations"]["example.com/team"] == "spo"
 
 
 # --------------------------------------------------------------------------- selectors
@@ -1120,7 +1125,7 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["PROMETHEUS_URL"] == "http://prometheus-operated.monitoring:9090"
     assert env["HEALTH_CONFIG_FILE"] == "/etc/health-endpoint/checks.yaml"
-    assert only(docs, "ConfigMap")["data"]["checks.yaml"] == "rules: []\n"
+    assert only(docs, "ConfigMap", "-health")["data"]["checks.yaml"] == "rules: []\n"
     # The block producers' selectors must not pick up the health endpoint's pods.
     health_labels = pod["metadata"]["labels"]
     for obj in docs:

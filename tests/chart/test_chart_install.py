@@ -147,7 +147,8 @@ def test_two_regions_install_and_rbac_holds(
 
     with control_plane.api_client() as api:
         sts = client.AppsV1Api(api).read_namespaced_stateful_set("east-cardano-forge", east_ns)
-        install, sidecar = sts.spec.template.spec.init_containers
+        genesis, install, sidecar = sts.spec.template.spec.init_containers
+        assert genesis.name == "genesis"  # node.genesis: fetched and verified first
         # forge-guard's installer runs to completion first; the sidecar keeps running.
         assert (install.name, install.restart_policy) == ("install-forge-guard", None)
         assert (sidecar.name, sidecar.restart_policy) == ("forge-manager", "Always")

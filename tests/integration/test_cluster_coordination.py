@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, b64_file
 from tests.harness.forge_pod import (
@@ -155,6 +156,16 @@ class Regions:
     def cfc(self, region: str) -> dict[str, Any]:
         return read_cfc(self.cp, self.namespace, region)
 
+    def published(self, region: str) -> dict[str, Any]:
+        """A region's published status; empty until its local leader has created the resource
+        (a pod that sees no local Lease waits a lease duration before creating it)."""
+        try:
+            return dict(self.cfc(region).get("status", {}))
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
     def patch_spec(self, region: str, spec: dict[str, Any]) -> None:
         patch_cfc_spec(self.cp, self.namespace, region, spec)
 
@@ -195,7 +206,7 @@ def test_normal_operation_degradation_failover_recovery_failback(two_regions: Re
     r = two_regions
     east = r.wait_forger("east")
     assert r.pool_lease_holder() == f"east/{east.name}"
-    wait_for(lambda: r.cfc("west").get("status", {}).get("effectivePriority") == 2, WAIT,
+    wait_for(lambda: r.published("west").get("effectivePriority") == 2, WAIT,
              "west to publish its status")  # fmt: skip
     status = r.cfc("east")["status"]
     assert (status["effectiveState"], status["effectivePriority"]) == ("Priority-based", 1)
@@ -256,10 +267,10 @@ def test_operator_edits_take_effect(two_regions: Regions) -> None:
 
     # Two Enabled regions never forge together: the holder keeps the pool lease.
     r.patch_spec("east", {"forgeState": "Enabled"})
-    wait_for(lambda: r.cfc("east").get("status", {}).get("effectiveState") == "Enabled", WAIT,
+    wait_for(lambda: r.published("east").get("effectiveState") == "Enabled", WAIT,
              "east to publish Enabled")  # fmt: skip
     r.patch_spec("west", {"forgeState": "Enabled"})
-    wait_for(lambda: r.cfc("west").get("status", {}).get("effectiveState") == "Enabled", WAIT,
+    wait_for(lambda: r.published("west").get("effectiveState") == "Enabled", WAIT,
              "west to publish Enabled")  # fmt: skip
     for _ in range(3):
         time.sleep(1.0)  # a few retry periods: the holder is not preempted

@@ -7,11 +7,12 @@ from the stand-ins' monotonic event logs that no two nodes ever forged at the sa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,15 +63,16 @@ class Pool:
         assert not found, f"two nodes forged at once: {found}\n{summary(spans)}"
 
 
-@pytest.fixture
-def pool(control_plane: ControlPlane, kube_namespace: str, tmp_path: Path) -> Iterator[Pool]:
+@contextlib.contextmanager
+def three_pods(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Pool]:
+    """Three pods, stopped (bounded) on the way out; the caller checks the overlap."""
     secret = write_pool_secret(tmp_path / "pool-secret")
     pods = [
         ForgePod(
             f"bp-{i}",
             tmp_path,
             control_plane.kubeconfig,
-            kube_namespace,
+            namespace,
             secret,
             use_pid_file=(i == 2),
         )
@@ -83,7 +85,13 @@ def pool(control_plane: ControlPlane, kube_namespace: str, tmp_path: Path) -> It
     finally:
         for pod in pods:
             pod.stop()
-        Pool(pods).assert_never_two_forgers()
+
+
+@pytest.fixture
+def pool(control_plane: ControlPlane, kube_namespace: str, tmp_path: Path) -> Iterator[Pool]:
+    with three_pods(control_plane, kube_namespace, tmp_path) as pods:
+        yield pods
+    pods.assert_never_two_forgers()
 
 
 def lease_holder(control_plane: ControlPlane, namespace: str) -> str | None:
@@ -134,7 +142,7 @@ def test_sigterm_hands_over_through_release(
     assert not old.forging() and not old.credentials_present()
     new = pool.one_forger(exclude=old)
     assert lease_holder(control_plane, kube_namespace) == new.name
-    assert "lease was released; acquiring it" in new.manager_log.read_text()
+    assert f"lease was released by {old.name}; acquiring it" in new.manager_log.read_text()
     pool.assert_never_two_forgers()
 
 
@@ -166,6 +174,44 @@ def test_restarted_leader_node_is_signalled_again(pool: Pool) -> None:
              WAIT, "forging to resume after the node restart")  # fmt: skip
     assert pool.one_forger() is leader
     pool.assert_never_two_forgers()
+
+
+def delete_lease(control_plane: ControlPlane, namespace: str) -> None:
+    with control_plane.api_client() as api:
+        client.CoordinationV1Api(api).delete_namespaced_lease("cardano-node-leader", namespace)
+
+
+def clear_holder(control_plane: ControlPlane, namespace: str) -> None:
+    """What ``kubectl edit`` removing holderIdentity does: no release marker."""
+    with control_plane.api_client() as api:
+        api_ = client.CoordinationV1Api(api)
+        lease = api_.read_namespaced_lease("cardano-node-leader", namespace)
+        lease.spec.holder_identity = None
+        api_.replace_namespaced_lease("cardano-node-leader", namespace, lease)
+
+
+@pytest.mark.parametrize("fault", [delete_lease, clear_holder], ids=["deleted", "holder-cleared"])
+def test_the_old_leader_demotes_before_anyone_takes_a_deleted_or_cleared_lease(
+    control_plane: ControlPlane,
+    kube_namespace: str,
+    tmp_path: Path,
+    fault: Callable[[ControlPlane, str], None],
+) -> None:
+    """The leader's manager is frozen (its renewals stop; its node keeps forging) while the Lease
+    is deleted or its holder cleared by someone else. Nobody may forge until it could have
+    demoted; when it resumes its next renew is lost (404 or 409) and it demotes at once."""
+    with three_pods(control_plane, kube_namespace, tmp_path) as pool:
+        old = pool.one_forger()
+        old.freeze_manager()
+        try:
+            fault(control_plane, kube_namespace)
+            time.sleep(3 * RETRY_PERIOD)  # followers have read the change several times
+        finally:
+            old.thaw_manager()
+        wait_for(lambda: not old.forging(), WAIT, f"{old.name} to stop forging")
+        new = pool.one_forger()
+        assert lease_holder(control_plane, kube_namespace) == new.name
+        pool.assert_never_two_forgers()
 
 
 @pytest.mark.parametrize(

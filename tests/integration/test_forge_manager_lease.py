@@ -41,30 +41,33 @@ def test_acquire_renew_conflict_release(control_plane: ControlPlane, kube_namesp
         assert released.holder is None
         assert released.released_by == "bp-0"  # a release names its holder
         taken = b.acquire(released, b.new_renew_stamp())
-        assert taken.holder == "bp-1" and taken.transitions == 0
+        assert taken.holder == "bp-1" and taken.transitions == 1
         assert taken.released_by is None  # a held record carries no release marker
         current = b.read()
         assert current is not None and current.resource_version == taken.resource_version
 
 
-def test_a_renew_of_a_deleted_lease_recreates_it_unless_someone_else_did(
+def test_a_write_to_a_deleted_lease_is_lost(
     control_plane: ControlPlane, kube_namespace: str
 ) -> None:
-    """Leases allow create-on-update: a renew (PUT with the old resourceVersion) of a deleted
-    Lease creates it again, held by the renewer. When another pod created it first, the renew
-    is a 409: lost."""
     with control_plane.api_client() as api:
-        leases = client.CoordinationV1Api(api)
         a = make(control_plane, kube_namespace, "bp-0", api)
-        b = make(control_plane, kube_namespace, "bp-1", api)
         rec = a.acquire(None, a.new_renew_stamp())
-        leases.delete_namespaced_lease(a.name, kube_namespace)
-        again = a.renew(rec, a.new_renew_stamp())
-        assert again.holder == "bp-0" and again.resource_version != rec.resource_version
-        leases.delete_namespaced_lease(a.name, kube_namespace)
+        client.CoordinationV1Api(api).delete_namespaced_lease(a.name, kube_namespace)
+        # Leases allow create-on-update: without the UID precondition this renew would create
+        # the Lease again and the old leader would forge on.
+        with pytest.raises(LeaseLost, match="was deleted since it was read"):
+            a.renew(rec, a.new_renew_stamp())
+        assert a.read() is None
+        # Deleted and created again by someone else: a write against the old object is lost too.
+        rec = a.acquire(None, a.new_renew_stamp())
+        client.CoordinationV1Api(api).delete_namespaced_lease(a.name, kube_namespace)
+        b = make(control_plane, kube_namespace, "bp-1", api)
         b.acquire(None, b.new_renew_stamp())
         with pytest.raises(LeaseLost):
-            a.renew(again, a.new_renew_stamp())
+            a.renew(rec, a.new_renew_stamp())
+        held = a.read()
+        assert held is not None and held.holder == "bp-1"
 
 
 def test_calls_fail_while_the_api_is_down(control_plane: ControlPlane, kube_namespace: str) -> None:
@@ -107,3 +110,47 @@ def test_a_server_that_never_answers_cannot_block_a_call(
     assert "timed out" in str(exc.value).lower() or "timeout" in str(exc.value).lower()
     # Upper bound with slack: a call without a timeout would hang here until pytest-timeout.
     assert waited < 5.0
+
+
+def test_writes_keep_client_go_record_semantics(
+    control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    """acquireTime kept on renew, leaseTransitions counted after a release too, and the labels and
+    annotations of the object kept (only the release marker comes and goes)."""
+    with control_plane.api_client() as api:
+        raw_api = client.CoordinationV1Api(api)
+        a = make(control_plane, kube_namespace, "bp-0", api)
+        b = make(control_plane, kube_namespace, "bp-1", api)
+
+        def raw() -> client.V1Lease:
+            return raw_api.read_namespaced_lease(a.name, kube_namespace)
+
+        a.acquire(None, a.new_renew_stamp())
+        obj = raw()
+        acquired_at = obj.spec.acquire_time
+        assert acquired_at is not None
+        obj.metadata.labels = {**(obj.metadata.labels or {}), "team": "pool-ops"}
+        obj.metadata.annotations = {"example.com/note": "keep me"}
+        raw_api.replace_namespaced_lease(a.name, kube_namespace, obj)
+        current = a.read()
+        assert current is not None
+        time.sleep(0.01)
+        renewed = a.renew(current, a.new_renew_stamp())
+        obj = raw()
+        assert obj.spec.acquire_time == acquired_at
+        assert obj.metadata.labels["team"] == "pool-ops"
+        assert obj.metadata.labels["app.kubernetes.io/managed-by"] == "cardano-forge-manager"
+        assert obj.metadata.annotations == {"example.com/note": "keep me"}
+        released = a.release(renewed)
+        obj = raw()
+        assert obj.metadata.annotations == {
+            "example.com/note": "keep me",
+            "cardano.io/released-by": "bp-0",
+        }
+        assert released.transitions == renewed.transitions == 0
+        taken = b.acquire(released, b.new_renew_stamp())
+        assert taken.transitions == 1  # a new holder after a release is a transition
+        obj = raw()
+        assert obj.metadata.annotations == {"example.com/note": "keep me"}  # marker gone
+        assert obj.metadata.labels["team"] == "pool-ops"
+        assert obj.spec.acquire_time is not None and obj.spec.acquire_time > acquired_at

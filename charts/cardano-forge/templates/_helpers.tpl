@@ -135,7 +135,8 @@ seccompProfile:
 {{- if $hc.endpoint }}
 {{- $hc.endpoint }}
 {{- else if .Values.healthEndpoint.enabled }}
-{{- printf "http://%s-health.%s.svc:%d/api/v1/health/cluster/%s" (include "cardano-forge.fullname" .) .Release.Namespace (int .Values.healthEndpoint.port) (include "cardano-forge.clusterName" .) }}
+{{- $scheme := ternary "https" "http" (not (empty .Values.healthEndpoint.tls.existingSecret)) }}
+{{- printf "%s://%s-health.%s.svc:%d/api/v1/health/cluster/%s" $scheme (include "cardano-forge.fullname" .) .Release.Namespace (int .Values.healthEndpoint.port) (include "cardano-forge.clusterName" .) }}
 {{- end }}
 {{- end }}
 
@@ -217,3 +218,185 @@ podAntiAffinity:
 {{- end }}
 {{- end }}
 {{/* <<< well-kept chart helpers */}}
+
+{{/* >>> health wiring: the node_exporter series the health endpoint reads */}}
+{{- define "cardano-forge.nodeExporterSelector" -}}
+{{- $he := .Values.healthEndpoint }}
+{{- if and (eq $he.topology "global") $he.clusterLabel }}
+{{- join "," (compact (list $he.nodeExporterSelector "$selector")) }}
+{{- else }}
+{{- $he.nodeExporterSelector }}
+{{- end }}
+{{- end }}
+{{/* <<< health wiring */}}
+
+{{/* >>> health endpoint security: the forge managers' CA bundle and token (volume sources) */}}
+{{- define "cardano-forge.healthCACertSource" -}}
+{{- $hc := .Values.forgeManager.clusterManagement.healthCheck }}
+{{- if $hc.caBundle.configMap }}
+configMap:
+  name: {{ $hc.caBundle.configMap }}
+  items:
+    - key: {{ $hc.caBundle.key }}
+      path: ca.crt
+{{- else if $hc.caBundle.secret }}
+secret:
+  secretName: {{ $hc.caBundle.secret }}
+  defaultMode: 0440
+  items:
+    - key: {{ $hc.caBundle.key }}
+      path: ca.crt
+{{- else if and .Values.healthEndpoint.enabled .Values.healthEndpoint.tls.existingSecret (not $hc.endpoint) }}
+secret:
+  secretName: {{ .Values.healthEndpoint.tls.existingSecret }}
+  defaultMode: 0440
+  items:
+    - key: ca.crt
+      path: ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "cardano-forge.healthTokenSource" -}}
+{{- $hc := .Values.forgeManager.clusterManagement.healthCheck }}
+{{- $he := .Values.healthEndpoint }}
+{{- if $hc.tokenSecret }}
+secret:
+  secretName: {{ $hc.tokenSecret }}
+  defaultMode: 0440
+  items:
+    - key: {{ $hc.tokenKey }}
+      path: token
+{{- else if and $he.enabled $he.auth.existingSecret }}
+secret:
+  secretName: {{ $he.auth.existingSecret }}
+  defaultMode: 0440
+  items:
+    - key: {{ $he.auth.tokenKey }}
+      path: token
+{{- end }}
+{{- end }}
+{{/* <<< health endpoint security */}}
+
+{{/* >>> node bootstrap per network */}}
+{{/* The network's published data (files/networks/<network>.json); empty for custom. */}}
+{{- define "cardano-forge.networkData" -}}
+{{- if ne .Values.node.network "custom" }}
+{{- .Files.Get (printf "files/networks/%s.json" .Values.node.network) }}
+{{- else }}
+{{- "{}" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the genesis files are in the node's container. */}}
+{{- define "cardano-forge.genesisDir" -}}
+/opt/cardano/genesis
+{{- end }}
+
+{{/* The node configuration (JSON): the network's published one, Prometheus bound for scraping,
+genesis files in genesisDir, node.config.overrides on top. */}}
+{{- define "cardano-forge.nodeConfig" -}}
+{{- $node := .Values.node }}
+{{- $cfg := dict }}
+{{- if eq $node.network "custom" }}
+{{- $cfg = deepCopy $node.config.custom }}
+{{- else }}
+{{- $data := include "cardano-forge.networkData" . | fromJson }}
+{{- $cfg = .Files.Get "files/networks/node-config-base.json" | fromJson }}
+{{- $cfg = mustMergeOverwrite $cfg (deepCopy $data.config) }}
+{{- $trace := mustMergeOverwrite (deepCopy $cfg.TraceOptions) (deepCopy $data.traceOptions) }}
+{{- $root := get $trace "" }}
+{{- $backends := list }}
+{{- range $root.backends }}
+{{- if hasPrefix "PrometheusSimple" . }}
+{{- $backends = append $backends (printf "PrometheusSimple suffix 0.0.0.0 %d" (int $node.metricsPort)) }}
+{{- else }}
+{{- $backends = append $backends . }}
+{{- end }}
+{{- end }}
+{{- $_ := set $root "backends" $backends }}
+{{- $_ := set $cfg "TraceOptions" $trace }}
+{{- end }}
+{{- if ne $node.genesis.source "none" }}
+{{- range list "ByronGenesisFile" "ShelleyGenesisFile" "AlonzoGenesisFile" "ConwayGenesisFile" "DijkstraGenesisFile" "CheckpointsFile" }}
+{{- if hasKey $cfg . }}
+{{- $_ := set $cfg . (printf "%s/%s" (include "cardano-forge.genesisDir" $) (base (get $cfg .))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $cfg = mustMergeOverwrite $cfg (deepCopy $node.config.overrides) }}
+{{- toPrettyJson $cfg }}
+{{- end }}
+
+{{/* The topology (JSON): the relays as trustable local roots, bootstrap peers, no ledger peers. */}}
+{{- define "cardano-forge.nodeTopology" -}}
+{{- $topo := .Values.node.topology }}
+{{- $data := include "cardano-forge.networkData" . | fromJson }}
+{{- $bootstrap := $topo.bootstrapPeers }}
+{{- if kindIs "invalid" $bootstrap }}
+{{- $bootstrap = $data.bootstrapPeers | default list }}
+{{- end }}
+{{- $relays := list }}
+{{- range $topo.relays }}
+{{- $relays = append $relays (dict "address" .address "port" (int .port)) }}
+{{- end }}
+{{- $peers := list }}
+{{- range $bootstrap }}
+{{- $peers = append $peers (dict "address" .address "port" (int .port)) }}
+{{- end }}
+{{- $local := dict "accessPoints" $relays "advertise" false "trustable" true "hotValency" (int ($topo.hotValency | default (max 1 (len $relays)))) }}
+{{- $doc := dict "localRoots" (list $local) "publicRoots" (list (dict "accessPoints" list "advertise" false)) "useLedgerAfterSlot" (int $topo.useLedgerAfterSlot) }}
+{{- if $peers }}
+{{- $_ := set $doc "bootstrapPeers" $peers }}
+{{- else }}
+{{- $_ := set $doc "bootstrapPeers" nil }}
+{{- end }}
+{{- toPrettyJson $doc }}
+{{- end }}
+
+{{/* The Mithril client's settings: the values, else the network's published ones. */}}
+{{- define "cardano-forge.mithril" -}}
+{{- $m := .Values.node.mithril }}
+{{- $data := include "cardano-forge.networkData" . | fromJson }}
+{{- $pub := $data.mithril | default dict }}
+{{- toJson (dict "aggregatorEndpoint" ($m.aggregatorEndpoint | default $pub.aggregatorEndpoint) "genesisVerificationKey" ($m.genesisVerificationKey | default $pub.genesisVerificationKey) "ancillaryVerificationKey" ($m.ancillaryVerificationKey | default $pub.ancillaryVerificationKey)) }}
+{{- end }}
+
+{{/* The base URL of the genesis files. */}}
+{{- define "cardano-forge.genesisBaseUrl" -}}
+{{- if .Values.node.genesis.baseUrl }}
+{{- .Values.node.genesis.baseUrl }}
+{{- else if ne .Values.node.network "custom" }}
+{{- printf "https://book.play.dev.cardano.org/environments/%s" .Values.node.network }}
+{{- end }}
+{{- end }}
+
+{{/* The node configuration's ConfigMap: node.configMap, else the rendered one. */}}
+{{- define "cardano-forge.nodeConfigMap" -}}
+{{- .Values.node.configMap | default (printf "%s-node-config" (include "cardano-forge.fullname" .)) }}
+{{- end }}
+
+{{- define "cardano-forge.validateBootstrap" -}}
+{{- $node := .Values.node }}
+{{- if and (eq $node.network "custom") (not $node.configMap) (not $node.config.custom) }}
+{{- fail "node.network is custom: set node.config.custom to the node configuration (or node.configMap to your own ConfigMap)" }}
+{{- end }}
+{{- if and (eq $node.genesis.source "download") (not (include "cardano-forge.genesisBaseUrl" .)) }}
+{{- fail "node.genesis.baseUrl is required for a custom network: where its genesis files are published" }}
+{{- end }}
+{{- if and (eq $node.genesis.source "configMap") (not $node.genesis.configMap) }}
+{{- fail "node.genesis.source is configMap: set node.genesis.configMap to the ConfigMap with the genesis files" }}
+{{- end }}
+{{- if and (eq $node.genesis.source "volume") (not $node.genesis.volume) }}
+{{- fail "node.genesis.source is volume: set node.genesis.volume to a volume source, e.g. {persistentVolumeClaim: {claimName: cardano-genesis}}" }}
+{{- end }}
+{{- if $node.mithril.enabled }}
+{{- $m := include "cardano-forge.mithril" . | fromJson }}
+{{- if or (not $m.aggregatorEndpoint) (not $m.genesisVerificationKey) }}
+{{- fail "node.mithril.aggregatorEndpoint and genesisVerificationKey are required for a custom network" }}
+{{- end }}
+{{- end }}
+{{- if and (eq $node.network "custom") (not .Values.healthEndpoint.network) .Values.healthEndpoint.enabled }}
+{{- fail "healthEndpoint.network is required with node.network custom: a network defined in healthEndpoint.checks" }}
+{{- end }}
+{{- end }}
+{{/* <<< node bootstrap per network */}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,3 +18,13 @@ def world(tmp_path: Path) -> tuple[Path, LeaseStore, Clock]:
     for name in ("kes.skey", "vrf.skey", "node.cert"):
         (secret / name).write_text(f'{{"type": "{name}", "cborHex": "5820"}}\n')
     return tmp_path, LeaseStore(), Clock()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; killed and reaped afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        p.kill()
+        p.wait()

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from forge_manager.credentials import CredentialError, CredentialFiles
 from forge_manager.decision import NodeView
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.node_signal import SignalError
@@ -35,13 +42,17 @@ class LeaseStore:
         holder: str | None,
         stamp: str,
         released_by: str | None = None,
+        transitions: int | None = None,
     ) -> LeaseRecord:
         if self.down:
             raise LeaseError("ConnectionRefusedError: connection refused")
         current_rv = self.record.resource_version if self.record else None
+        if expected_rv is not None and current_rv is None:
+            raise LeaseLost("lease was deleted since it was read (404)")
         if expected_rv != current_rv:
             raise LeaseLost("lease changed since it was read (409)")
-        transitions = self.record.transitions if self.record else 0
+        if transitions is None:
+            transitions = self.record.transitions if self.record else 0
         self.record = LeaseRecord(
             holder=holder,
             resource_version=str(next(self._versions)),
@@ -60,6 +71,10 @@ class FakeLease:
         self.calls: list[str] = []
         self._stamps = itertools.count()
         self.apply_but_fail = False
+        self.hang: threading.Event | None = None
+        """When set, a write waits (bounded) for this event first: a call blocked where no
+        request timeout reaches, e.g. in the host name lookup."""
+        self.hanging = threading.Event()
 
     def read(self) -> LeaseRecord | None:
         self.calls.append("read")
@@ -67,10 +82,19 @@ class FakeLease:
             raise LeaseError("ConnectionRefusedError: connection refused")
         return self.store.record
 
-    def _write(self, current: LeaseRecord | None, holder: str | None, stamp: str) -> LeaseRecord:
+    def _write(
+        self,
+        current: LeaseRecord | None,
+        holder: str | None,
+        stamp: str,
+        transitions: int | None = None,
+    ) -> LeaseRecord:
+        if self.hang is not None:
+            self.hanging.set()
+            self.hang.wait(30)
         released_by = current.holder if holder is None and current is not None else None
         rec = self.store.write(
-            current.resource_version if current else None, holder, stamp, released_by
+            current.resource_version if current else None, holder, stamp, released_by, transitions
         )
         if self.apply_but_fail:
             raise LeaseError("ReadTimeoutError: read timed out")
@@ -78,7 +102,9 @@ class FakeLease:
 
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
         self.calls.append("acquire")
-        return self._write(current, self.identity, stamp)
+        # client-go: every acquisition of an existing record is a transition, after a release too
+        transitions = current.transitions + 1 if current is not None else 0
+        return self._write(current, self.identity, stamp, transitions)
 
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord:
         self.calls.append("renew")
@@ -113,3 +139,101 @@ class Signals:
         if not pids or self.fail:
             raise SignalError("not_found", "cardano-node process not found")
         self.sent.append(pids)
+
+
+class FreezingFiles:
+    """Real credential files with freeze points, for a manager frozen between its decision and
+    its action (SIGSTOP, CPU throttling, a long GC pause).
+
+    :meth:`freeze_at` arms a point once; when the manager reaches it, ``action`` runs (advance the
+    clock, let another pod act) before the manager goes on. Points: ``any_present`` (read while
+    the forging snapshot is taken, after its ``now``), ``install`` (before the files are written)
+    and ``installed`` (after they were written, before any signal)."""
+
+    def __init__(self, files: CredentialFiles) -> None:
+        self.files = files
+        self.sources = files.sources
+        self.targets = files.targets
+        self._armed: dict[str, Callable[[], None]] = {}
+        self.fail_remove: str | None = None
+        """When set (an error text such as "Permission denied"), :meth:`remove` leaves every file
+        in place and raises, like an unlink that fails with EACCES or EROFS."""
+
+    def freeze_at(self, point: str, action: Callable[[], None]) -> None:
+        assert point in ("any_present", "install", "installed")
+        self._armed[point] = action
+
+    def _reach(self, point: str) -> None:
+        action = self._armed.pop(point, None)
+        if action is not None:
+            action()
+
+    def read_sources(self) -> tuple[bytes, bytes, bytes]:
+        return self.files.read_sources()
+
+    def any_present(self) -> bool:
+        self._reach("any_present")
+        return self.files.any_present()
+
+    def all_present(self) -> bool:
+        return self.files.all_present()
+
+    def install(self) -> bool:
+        self._reach("install")
+        wrote = self.files.install()
+        self._reach("installed")
+        return wrote
+
+    def remove(self) -> bool:
+        if self.fail_remove is not None and self.files.any_present():
+            raise CredentialError(
+                "removing credentials failed: "
+                + "; ".join(f"{t}: {self.fail_remove}" for t in self.targets if t.exists())
+            )
+        return self.files.remove()
+
+
+@dataclass
+class Stops:
+    """The node-stopping seam: records what it was asked to stop and, like the real one, leaves
+    ``node`` (when given) without a running process; ``fail`` makes it fail."""
+
+    node: FakeNode | None = None
+    stopped: list[tuple[int, ...]] = field(default_factory=list)
+    how: str = "SIGTERM"
+    fail: bool = False
+
+    def __call__(self, pids: tuple[int, ...]) -> str:
+        if not pids or self.fail:
+            raise SignalError("not_found", "cardano-node process not found")
+        self.stopped.append(pids)
+        if self.node is not None:
+            self.node.view = NodeView(pids=(), socket_up=False, booted=False, flag_missing=False)
+        return self.how
+
+
+# A node-like process: renames itself (comm) and writes "hup" for every SIGHUP into a file.
+CHILD = """
+import ctypes, signal, sys, time
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+out = open(sys.argv[2], "a")
+def hup(*_):
+    out.write("hup\\n"); out.flush()
+signal.signal(signal.SIGHUP, hup)
+if "--ignore-term" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+out.write("ready\\n"); out.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def spawn(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a node-like process named ``name``; returns it and its SIGHUP log (bounded wait)."""
+    out = tmp / f"{name}.out"
+    out.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, name, str(out), *extra])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ready" not in (out.read_text() if out.exists() else ""):
+        time.sleep(0.02)
+    return proc, out

@@ -60,9 +60,28 @@ def forging(**kw: object) -> ForgingSnapshot:
 
 
 # ---- election --------------------------------------------------------------------------------
-def test_missing_lease_is_created() -> None:
-    d = decide_election(election())
-    assert (d.action, d.reason) == (LeaseAction.ACQUIRE, "no lease exists; creating it")
+def missing(*, seen: float = 95.0) -> LeaseView:
+    return LeaseView(holder=None, resource_version="", duration=15.0, observed_change_at=seen,
+                     ours=False, exists=False)  # fmt: skip
+
+
+def test_missing_lease_is_created_only_after_a_lease_duration_in_our_observation() -> None:
+    d = decide_election(election(lease=missing(seen=95.0)))
+    assert (d.action, d.reason) == (
+        LeaseAction.NONE,
+        "no lease exists; creating it in 10.0 s unless one appears (a missing lease is no "
+        "evidence that its last holder stopped)",
+    )
+    d = decide_election(election(now=110.0, lease=missing(seen=95.0)))
+    assert (d.action, d.reason) == (
+        LeaseAction.ACQUIRE,
+        "no lease has existed for 15.0 s >= 15 s in our observation; creating it",
+    )
+
+
+def test_not_yet_read_is_no_reason_to_act() -> None:
+    d = decide_election(election(lease=None))
+    assert (d.action, d.reason) == (LeaseAction.NONE, "the lease has not been read yet")
 
 
 def test_follower_waits_until_expiry_in_its_own_observation() -> None:
@@ -79,9 +98,27 @@ def test_follower_acquires_after_lease_duration_without_change() -> None:
     )
 
 
-def test_released_lease_is_acquired_at_once() -> None:
-    d = decide_election(election(lease=view(None, seen=99.9)))
-    assert (d.action, d.reason) == (LeaseAction.ACQUIRE, "lease was released; acquiring it")
+def test_a_release_by_the_holder_we_saw_is_acquired_at_once() -> None:
+    released = dataclasses.replace(view(None, seen=99.9), released_by="pod-1")
+    d = decide_election(election(lease=released))
+    assert (d.action, d.reason) == (
+        LeaseAction.ACQUIRE,
+        "lease was released by pod-1; acquiring it",
+    )
+
+
+def test_a_holder_cleared_by_anyone_else_waits_a_lease_duration() -> None:
+    d = decide_election(election(lease=view(None, seen=99.0)))
+    assert (d.action, d.reason) == (
+        LeaseAction.NONE,
+        "lease has no holder but was not released by the holder we saw; acquiring it in "
+        "14.0 s unless it changes",
+    )
+    d = decide_election(election(now=114.0, lease=view(None, seen=99.0)))
+    assert (d.action, d.reason) == (
+        LeaseAction.ACQUIRE,
+        "lease without a holder unchanged for 15.0 s >= 15 s in our observation; acquiring it",
+    )
 
 
 def test_holder_renews_only_its_own_write() -> None:
@@ -225,3 +262,15 @@ def test_shutdown_and_bad_sources_never_forge_nor_provision() -> None:
     )  # fmt: skip
     assert not d.forge and d.credentials is CredentialAction.REMOVE
     assert d.reason == "source VRF key is empty"
+
+
+def test_a_node_running_before_the_manager_started_is_not_in_its_start_up_window() -> None:
+    found = NodeView(pids=(42,), socket_up=False, booted=False, flag_missing=False, fresh=False)
+    d = decide_forging(forging(node=found, credentials_present=True))
+    assert d.credentials is CredentialAction.REMOVE and d.signal  # told to stop forging
+    assert d.reason == "not the leader; signalling the node to disable forging"
+    d = decide_forging(forging(node=found, credentials_present=False))
+    assert d.credentials is CredentialAction.NONE
+    # As leader it gets the credentials, but no enabling SIGHUP before its socket answers.
+    d = decide_forging(forging(node=found, leading_until=105.0))
+    assert d.forge and d.credentials is CredentialAction.INSTALL and not d.signal

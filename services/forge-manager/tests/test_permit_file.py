@@ -46,13 +46,13 @@ def test_leader_writes_its_deadline_before_forging_and_extends_it_on_renew(
     tmp, store, clock = world
     path = tmp / "permit"
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
-    pod.manager.step()
+    pod.elect()
     assert pod.files.all_present()
-    # Acquire was sent at t=1000 (the fake clock does not move during the call).
-    assert _deadline_ns(path) == int((1000 + pod.settings.renew_deadline) * 1e9)
+    # Acquire was sent at t=1015 (the fake clock does not move during the call).
+    assert _deadline_ns(path) == int((1015 + pod.settings.renew_deadline) * 1e9)
     clock.advance(2)
     pod.manager.step()
-    assert _deadline_ns(path) == int((1002 + pod.settings.renew_deadline) * 1e9)
+    assert _deadline_ns(path) == int((1017 + pod.settings.renew_deadline) * 1e9)
 
 
 def test_cluster_permit_deadline_caps_the_written_deadline(
@@ -61,9 +61,9 @@ def test_cluster_permit_deadline_caps_the_written_deadline(
     tmp, store, clock = world
     path = tmp / "permit"
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
-    pod.permit = Permit(True, "holding the pool-wide lease", until=1003.5)
-    pod.manager.step()
-    assert _deadline_ns(path) == int(1003.5 * 1e9)
+    pod.permit = Permit(True, "holding the pool-wide lease", until=1018.5)
+    pod.elect()
+    assert _deadline_ns(path) == int(1018.5 * 1e9)
 
 
 def test_permit_is_withdrawn_only_after_credentials_are_gone(
@@ -72,7 +72,7 @@ def test_permit_is_withdrawn_only_after_credentials_are_gone(
     tmp, store, clock = world
     path = tmp / "permit"
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
-    pod.manager.step()
+    pod.elect()
     assert path.exists()
     pod.permit = Permit(False, "a better region asked for a hand-over")
     pod.manager.step()
@@ -86,7 +86,7 @@ def test_unwritable_permit_keeps_the_pod_from_forging(
 ) -> None:
     tmp, store, clock = world
     pod = Pod(tmp, store, clock, permit_file=PermitFile(tmp / "no-such-dir" / "permit"))
-    reason = pod.manager.step()
+    reason = pod.elect()
     assert "cannot write the forge permit" in reason
     assert not pod.files.any_present()
     assert pod.metric("cardano_forging_enabled", pod="pod-0", cluster="c1") == 0
@@ -113,7 +113,7 @@ def test_the_permit_is_rewritten_whenever_credentials_are_installed(
     tmp, store, clock = world
     path = tmp / "permit"
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
-    pod.manager.step()
+    pod.elect()
     assert pod.files.all_present()
     revoked = tmp / "revoked-permit"
     revoked.hardlink_to(path)  # the file forge-guard revoked (the link keeps its inode taken)
@@ -130,7 +130,7 @@ def test_a_restarted_manager_withdraws_the_permit_it_finds_once_demoted(
 ) -> None:
     tmp, store, clock = world
     path = tmp / "permit"
-    Pod(tmp, store, clock, "pod-1").manager.step()  # another pod leads
+    Pod(tmp, store, clock, "pod-1").elect()  # another pod leads
     path.write_text("boottime 1 left-behind\n")  # by this pod's previous manager
     pod = Pod(tmp, store, clock, permit_file=PermitFile(path))
     pod.files.install()  # and its credentials

@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -19,13 +21,13 @@ from forge_manager.cluster.settings import (
     ClusterSettings,
     load_cluster_settings,
 )
-from forge_manager.config import ConfigError, Settings, load_settings
-from forge_manager.credentials import CredentialFiles
-from forge_manager.decision import PERMIT_LOCAL_ONLY, Permit
+from forge_manager.config import DEFAULT_TARGET_DIR, ConfigError, Settings, load_settings
+from forge_manager.credentials import CredentialFiles, remove_targets, remove_temporaries
+from forge_manager.decision import PERMIT_LOCAL_ONLY, Permit, may_signal
 from forge_manager.logs import setup_logging
 from forge_manager.manager import ForgeManager
 from forge_manager.metrics import ForgeMetrics
-from forge_manager.node_signal import NodeWatcher, send_sighup
+from forge_manager.node_signal import NodeWatcher, SignalError
 from forge_manager.node_sync import (
     NodeSyncCheck,
     NodeSyncCollector,
@@ -43,9 +45,70 @@ if TYPE_CHECKING:
 log = logging.getLogger("forge_manager")
 
 
-def _fail(message: str) -> int:
-    print(f"forge-manager: {message}", file=sys.stderr, flush=True)
+def _fail(message: str, env: Mapping[str, str], settings: Settings | None = None) -> int:
+    """Exit status 2 with one line, after leaving the node not forging: a manager that cannot
+    start must not leave a previous incarnation's node forging while the Lease expires."""
+    done = leave_not_forging(env, settings)
+    suffix = f" ({done})" if done else ""
+    print(f"forge-manager: {message}{suffix}", file=sys.stderr, flush=True)
     return 2
+
+
+def _targets_from_env(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """The TARGET_* paths (or their defaults) that are usable, when the settings are not."""
+    paths = []
+    for var, name in (("TARGET_KES_KEY", "kes.skey"), ("TARGET_VRF_KEY", "vrf.skey"),
+                      ("TARGET_OP_CERT", "node.cert")):  # fmt: skip
+        path = Path(env.get(var, "").strip() or str(DEFAULT_TARGET_DIR / name))
+        if path.is_absolute():
+            paths.append(path)
+    return tuple(paths)
+
+
+def leave_not_forging(env: Mapping[str, str], settings: Settings | None) -> str:
+    """Remove the credential files (and crash-left temporaries) a previous run left, then tell
+    the node: SIGHUP when that is safe (its socket answers, or it was running for longer than
+    the start grace: its handler is installed), or stop it when the files cannot be removed.
+    Best effort, from the settings or else from the environment; returns what was done."""
+    sock: Path | None
+    if settings is not None:
+        targets: tuple[Path, ...] = settings.targets
+        name, pid_file, sock = (
+            settings.node_process_name,
+            settings.node_pid_file,
+            settings.node_socket,
+        )
+    else:
+        targets = _targets_from_env(env)
+        name = env.get("CARDANO_NODE_PROCESS_NAME", "").strip() or "cardano-node"
+        raw_pid, raw_sock = env.get("CARDANO_NODE_PID_FILE", ""), env.get("NODE_SOCKET", "")
+        pid_file = Path(raw_pid) if raw_pid.strip() else None
+        sock = Path(raw_sock) if raw_sock.strip() else None
+    temporaries = remove_temporaries(targets)
+    removed, errors = remove_targets(targets)
+    done = []
+    if removed or temporaries:
+        done.append(
+            f"removed {removed} credential file(s) and {temporaries} temporary file(s) a "
+            "previous run left"
+        )
+    if errors:
+        done.append("could not remove " + "; ".join(errors))
+    if not (removed or errors) or sock is None or "/" in name:
+        return "; ".join(done)
+    watcher = NodeWatcher(name, pid_file, sock)
+    try:
+        node = watcher.observe()
+        if errors and node.pids:
+            done.append(f"stopped cardano-node {list(node.pids)} with {watcher.stop(node.pids)}")
+        elif node.pids and may_signal(node, forge=False):
+            watcher.send_sighup(node.pids)
+            done.append(f"signalled cardano-node {list(node.pids)} to stop forging")
+    except SignalError as exc:
+        done.append(str(exc))
+    finally:
+        watcher.close()
+    return "; ".join(done)
 
 
 def build(
@@ -80,7 +143,8 @@ def build(
         lease=lease,
         files=files,
         node=node,
-        signal_node=send_sighup,
+        signal_node=node.send_sighup,
+        stop_node=node.stop,
         permit=cluster_permit if enabled else (lambda: PERMIT_LOCAL_ONLY),
         permit_file=(
             PermitFile(settings.forge_permit_file) if settings.forge_permit_file else None
@@ -118,35 +182,44 @@ def build(
 
 
 def main() -> int:
+    env = os.environ
     try:
-        settings = load_settings(os.environ)
+        settings = load_settings(env)
     except ConfigError as exc:
-        return _fail(f"configuration error: {exc}")
+        return _fail(f"configuration error: {exc}", env)
+    # Before anything else: an install interrupted by a crash left key material in temporaries.
+    stale = remove_temporaries(settings.targets)
     try:
-        cluster = load_cluster_settings(os.environ)
+        cluster = load_cluster_settings(env)
     except ClusterConfigError as exc:
-        return _fail(f"configuration error: {exc}")
+        return _fail(f"configuration error: {exc}", env, settings)
+    setup_logging(settings.log_level, settings.log_format)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted install", stale)
     try:
         sync_settings = load_node_sync_settings(os.environ, interval=settings.retry_period)
     except NodeSyncConfigError as exc:
-        return _fail(f"configuration error: {exc}")
-    setup_logging(settings.log_level, settings.log_format)
+        return _fail(f"configuration error: {exc}", env, settings)
     sampler = TipSampler(sync_settings)
     try:
         manager, server, coordinator = build(settings, cluster, (sync_settings, sampler))
     except OSError as exc:
-        return _fail(f"cannot listen on METRICS_PORT={settings.metrics_port}: {exc.strerror}")
+        return _fail(
+            f"cannot listen on METRICS_PORT={settings.metrics_port}: {exc.strerror}", env, settings
+        )
     except Exception as exc:  # kubeconfig missing or invalid
         return _fail(
             "no Kubernetes configuration: neither in-cluster service account nor KUBECONFIG "
-            f"usable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"usable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            env,
+            settings,
         )
 
     if coordinator is not None:
         try:
             coordinator.check_api()
         except CoordinationTooSlow as exc:
-            return _fail(str(exc))
+            return _fail(str(exc), env, settings)
 
     stop = threading.Event()
 
@@ -158,9 +231,6 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stale = manager.remove_stale_temporaries()
-    if stale:
-        log.info("removed %d temporary file(s) left by an interrupted install", stale)
     server.start()
     if sync_settings.enabled:
         sampler.start()

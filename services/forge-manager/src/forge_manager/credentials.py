@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,25 +32,88 @@ class CredentialError(Exception):
     """Writing or removing target files failed."""
 
 
+class _SnapshotVanished(Exception):
+    """The directory a Secret volume's ``..data`` pointed to was replaced while being read."""
+
+
+DATA_LINK = "..data"
+"""The symlink through which the kubelet's atomic writer swaps a Secret volume's contents."""
+SNAPSHOT_ATTEMPTS = 3
+
+
+def _volume_of(path: Path) -> tuple[Path, Path] | None:
+    """``(volume root, path below it)`` when ``path`` is reached through the ``..data`` link of a
+    Kubernetes atomic-writer volume: the root holds a ``..data`` symlink, and the first
+    component of the path below the root is a symlink to ``..data/<that component>``."""
+    for root in path.parents:
+        if not (root / DATA_LINK).is_symlink():
+            continue
+        rel = path.relative_to(root)
+        try:
+            link = os.readlink(root / rel.parts[0])
+        except OSError:
+            return None
+        return (root, rel) if Path(link) == Path(DATA_LINK, rel.parts[0]) else None
+    return None
+
+
+def _snapshot_paths(sources: Sequence[Path]) -> tuple[Path, ...]:
+    """Where to read each source so that the files of one volume come from one version: the
+    directory ``..data`` points to, resolved once per volume."""
+    resolved: dict[Path, str | None] = {}
+    out: list[Path] = []
+    for source in sources:
+        volume = _volume_of(source)
+        if volume is None:
+            out.append(source)
+            continue
+        root, rel = volume
+        if root not in resolved:
+            try:
+                resolved[root] = os.readlink(root / DATA_LINK)
+            except OSError:
+                resolved[root] = None
+        version = resolved[root]
+        out.append(source if version is None else root / version / rel)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class CredentialFiles:
     sources: tuple[Path, Path, Path]
     targets: tuple[Path, Path, Path]
 
     def read_sources(self) -> tuple[bytes, bytes, bytes]:
-        """The three source contents; :class:`SourceError` names the bad one."""
+        """The three source contents, as one snapshot; :class:`SourceError` names the bad one.
+
+        A Kubernetes Secret volume is updated by swapping its ``..data`` symlink to a new
+        timestamped directory (and then deleting the old one). Reading the three files through
+        their own links one by one could pair a new KES key with an old certificate, so the
+        link is resolved once per volume and all files are read from that one directory; when
+        it vanishes mid-read (the old directory deleted), the snapshot is taken again."""
+        for attempt in range(SNAPSHOT_ATTEMPTS):
+            paths = _snapshot_paths(self.sources)
+            try:
+                return self._read(paths, last=attempt == SNAPSHOT_ATTEMPTS - 1)
+            except _SnapshotVanished:
+                continue
+        raise AssertionError("unreachable: the last attempt raises SourceError")
+
+    def _read(self, paths: tuple[Path, ...], *, last: bool) -> tuple[bytes, bytes, bytes]:
         out: list[bytes] = []
-        for name, var, path in zip(NAMES, SOURCE_VARS, self.sources, strict=True):
+        for name, var, source, path in zip(NAMES, SOURCE_VARS, self.sources, paths, strict=True):
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
-                raise SourceError(f"source {name} {path} ({var}) does not exist") from None
+                if path != source and not last:
+                    raise _SnapshotVanished from None
+                raise SourceError(f"source {name} {source} ({var}) does not exist") from None
             except OSError as exc:
                 raise SourceError(
-                    f"source {name} {path} ({var}) is unreadable: {exc.strerror}"
+                    f"source {name} {source} ({var}) is unreadable: {exc.strerror}"
                 ) from None
             if not data.strip():
-                raise SourceError(f"source {name} {path} ({var}) is empty")
+                raise SourceError(f"source {name} {source} ({var}) is empty")
             out.append(data)
         return (out[0], out[1], out[2])
 
@@ -88,7 +152,7 @@ class CredentialFiles:
         try:
             for target, data in zip(self.targets, contents, strict=True):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+                fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target), dir=target.parent)
                 temps.append(Path(tmp_name))
                 try:
                     os.fchmod(fd, 0o600)
@@ -113,32 +177,52 @@ class CredentialFiles:
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files an interrupted install left in the target directories."""
-        count = 0
-        for target in self.targets:
-            for stale in target.parent.glob(f".{target.name}.*"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-                    count += 1
-        return count
+        return remove_temporaries(self.targets)
 
     def remove(self) -> bool:
         """Unlink all three targets. Returns True when at least one existed."""
-        removed = False
-        errors: list[str] = []
-        for target in self.targets:
-            try:
-                target.unlink()
-                removed = True
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                errors.append(f"{target}: {exc.strerror}")
+        count, errors = remove_targets(self.targets)
+        removed = count > 0
         for directory in {t.parent for t in self.targets}:
             with contextlib.suppress(OSError):
                 _fsync_dir(directory)
         if errors:
             raise CredentialError("removing credentials failed: " + "; ".join(errors))
         return removed
+
+
+def temporary_prefix(target: Path) -> str:
+    """Name prefix of the temporary files an install writes beside ``target`` (``mkstemp`` adds
+    eight random characters): ``.kes.skey.`` for ``kes.skey``. They hold key material until
+    renamed; a crash leaves them behind."""
+    return f".{target.name}."
+
+
+def remove_temporaries(targets: Sequence[Path]) -> int:
+    """Delete the temporaries an interrupted install left beside ``targets``; returns how many."""
+    count = 0
+    for target in targets:
+        with contextlib.suppress(OSError):
+            for stale in target.parent.glob(temporary_prefix(target) + "*"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+                    count += 1
+    return count
+
+
+def remove_targets(targets: Sequence[Path]) -> tuple[int, list[str]]:
+    """Unlink ``targets`` (a missing one is fine): how many existed, and the failures."""
+    removed = 0
+    errors: list[str] = []
+    for target in targets:
+        try:
+            target.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            errors.append(f"{target}: {exc.strerror}")
+    return removed, errors
 
 
 def _fsync_dir(directory: Path) -> None:

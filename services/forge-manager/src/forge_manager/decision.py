@@ -45,16 +45,29 @@ class LeaseAction(enum.Enum):
 
 @dataclass(frozen=True)
 class LeaseView:
-    """The Lease record as last read, with when this pod saw it change (its own clock)."""
+    """The Lease record as last read, with when this pod saw it change (its own clock).
+
+    A missing Lease is a view too (``exists`` False): like a record that stays unchanged, it is
+    taken only after a lease duration in this pod's observation, because a deleted Lease (or an
+    etcd/Velero restore without it) is no evidence that its last holder stopped forging."""
 
     holder: str | None
     resource_version: str
+    """``""`` when the Lease does not exist."""
     duration: float
-    """Seconds: max(the record's leaseDurationSeconds, our own LEASE_DURATION)."""
+    """Seconds: max(the record's leaseDurationSeconds, our own LEASE_DURATION), and for a missing
+    or foreign-cleared record also the duration of the record seen before it."""
     observed_change_at: float
-    """Monotonic time at which this pod first saw this resourceVersion."""
+    """Monotonic time at which this pod first saw this resourceVersion (or first saw the Lease
+    missing, continuously since)."""
     ours: bool
     """Written by this process (not merely carrying our name, e.g. a previous incarnation's)."""
+    released_by: str | None = None
+    """Set only when ``holderIdentity`` was cleared by the release of the holder this pod last
+    saw hold the Lease, in the term it saw (annotation ``cardano.io/released-by`` and an
+    unchanged ``leaseTransitions``): the one evidence that the holder stopped before a lease
+    duration passed. A record cleared by anyone else leaves it None."""
+    exists: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class ElectionSnapshot:
     now: float
     identity: str
     lease: LeaseView | None
-    """None when the Lease does not exist (``lease_error`` is None) or could not be read."""
+    """None until the Lease was read once (a missing Lease is a view with ``exists`` False)."""
     lease_error: str | None
     eligible: bool
     ineligible_reason: str
@@ -102,12 +115,38 @@ def decide_election(s: ElectionSnapshot) -> ElectionDecision:
         )
     lease = s.lease
     if lease is None:
-        return ElectionDecision(LeaseAction.ACQUIRE, "no lease exists; creating it")
+        return ElectionDecision(LeaseAction.NONE, "the lease has not been read yet")
     if holds:
         return ElectionDecision(LeaseAction.RENEW, "renewing the lease")
-    if not lease.holder:
-        return ElectionDecision(LeaseAction.ACQUIRE, "lease was released; acquiring it")
     unchanged_for = s.now - lease.observed_change_at
+    if not lease.exists:
+        if unchanged_for >= lease.duration:
+            return ElectionDecision(
+                LeaseAction.ACQUIRE,
+                f"no lease has existed for {unchanged_for:.1f} s >= {lease.duration:g} s in our "
+                "observation; creating it",
+            )
+        return ElectionDecision(
+            LeaseAction.NONE,
+            f"no lease exists; creating it in {lease.duration - unchanged_for:.1f} s unless one "
+            "appears (a missing lease is no evidence that its last holder stopped)",
+        )
+    if not lease.holder:
+        if lease.released_by is not None:
+            return ElectionDecision(
+                LeaseAction.ACQUIRE, f"lease was released by {lease.released_by}; acquiring it"
+            )
+        if unchanged_for >= lease.duration:
+            return ElectionDecision(
+                LeaseAction.ACQUIRE,
+                f"lease without a holder unchanged for {unchanged_for:.1f} s >= "
+                f"{lease.duration:g} s in our observation; acquiring it",
+            )
+        return ElectionDecision(
+            LeaseAction.NONE,
+            "lease has no holder but was not released by the holder we saw; acquiring it in "
+            f"{lease.duration - unchanged_for:.1f} s unless it changes",
+        )
     if unchanged_for >= lease.duration:
         who = "a previous incarnation of this pod" if lease.holder == s.identity else lease.holder
         return ElectionDecision(
@@ -150,6 +189,15 @@ class NodeView:
     """The socket has answered while the current processes ran (it is not starting up)."""
     flag_missing: bool
     """This node (or an earlier one in this pod) runs without --start-as-non-producing-node."""
+    lookup_problem: str = ""
+    """Why a process that claims to be the node is not taken for it (a PID file naming another
+    process); empty when there is none."""
+    fresh: bool = True
+    """No node process runs, or it started after this manager did (or within the start grace
+    before it): it may be in its start-up window. A node found already running when the manager
+    started whose socket does not answer may be hung and forging on what an earlier manager gave
+    it, or booting: nobody can tell, so it gets no start-up credentials, and it may be signalled
+    to stop forging (its SIGHUP handler is installed by then)."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +238,12 @@ def is_leading(leading_until: float | None, now: float) -> bool:
     return leading_until is not None and now < leading_until
 
 
+def may_signal(node: NodeView, forge: bool) -> bool:
+    """Whether a SIGHUP to this node is safe and useful: it answers (or answered while this
+    instance ran); or, to stop forging, it was already running when the manager started."""
+    return node.booted or node.socket_up or (not forge and not node.fresh)
+
+
 def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
     leading = is_leading(s.leading_until, s.now)
     if s.shutting_down:
@@ -213,7 +267,11 @@ def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
         action = CredentialAction.INSTALL
     else:
         startup_window = (
-            not node.socket_up and not node.booted and s.eligible and not s.shutting_down
+            not node.socket_up
+            and not node.booted
+            and node.fresh
+            and s.eligible
+            and not s.shutting_down
         )
         if startup_window and node.flag_missing:
             action = CredentialAction.REMOVE if s.credentials_present else CredentialAction.NONE
@@ -227,10 +285,12 @@ def decide_forging(s: ForgingSnapshot) -> ForgingDecision:
         else:
             action = CredentialAction.REMOVE if s.credentials_present else CredentialAction.NONE
 
-    # A node that has not yet answered on its socket ignores the forging part of a SIGHUP;
-    # signal it once it is up. A booted node whose socket stopped answering is still signalled.
+    # A node that has not yet answered on its socket ignores the forging part of a SIGHUP (and
+    # one signalled before its handler is installed dies): signal it once it is up. A booted
+    # node whose socket stopped answering is still signalled, and so is a node found running
+    # when the manager started (not fresh), to stop forging.
     wanted = Signalled(node.pids, forge)
-    needs_signal = (node.booted or node.socket_up) and s.signalled != wanted
+    needs_signal = may_signal(node, forge) and s.signalled != wanted
     if needs_signal and not node.pids:
         why += "; node process not found, cannot signal it"
     elif needs_signal:

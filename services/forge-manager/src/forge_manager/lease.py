@@ -3,22 +3,38 @@
 * Every write (create, acquire, renew, release) is made against the ``resourceVersion`` last read
   (or returned by our own last write); HTTP 409 Conflict means the Lease was lost.
 * Every call carries ``_request_timeout`` (at most the retry period) and the client is built
-  without urllib3 retries, so no call can block the loop for longer than the request timeout.
-* ``renewTime``/``acquireTime`` are written for operators (``kubectl get lease``); nobody judges
+  without urllib3 retries: that bounds connecting to the API server and waiting for its answer.
+  It does **not** bound the host name lookup: urllib3 resolves the API server's name with a
+  blocking ``getaddrinfo``, which only the resolver's own timeouts end (``resolv.conf``: 5 s x
+  attempts x name servers x search domains). Safety does not depend on it: the leadership
+  deadline counts from when the last successful write was *sent*, the deadline guard thread of
+  :mod:`forge_manager.manager` demotes at the deadline while the loop is blocked in a call (it
+  holds no lock during I/O), and a write that returns late does not extend the deadline. The
+  in-cluster configuration names the API server by IP address and never resolves a name.
+* The record keeps client-go's semantics: ``acquireTime`` and ``leaseTransitions`` are kept on
+  renew; every acquisition of an existing record (after a release too) counts a transition; the
+  labels and annotations of the existing object are kept on every write, except the release
+  marker :data:`RELEASED_BY`, which only a release sets and every other write removes.
+  ``renewTime``/``acquireTime`` are written for operators (``kubectl get lease``); nobody judges
   expiry by them. Followers judge expiry on their own monotonic clock from when they saw the
   record change (see :mod:`forge_manager.decision`).
 * Release clears ``holderIdentity`` so a standby acquires at once instead of waiting for expiry,
   and names the releasing holder in the annotation :data:`RELEASED_BY`: a record whose holder was
   cleared by anyone else (or a Lease that vanished) is no evidence that the old holder stopped.
-* A 404 on a write means the Lease was deleted since it was read: the write lost, like a 409.
+* A Lease deleted since it was read is lost too. An update of a missing Lease does not fail by
+  itself: Leases allow create-on-update, and the API server creates the object again despite
+  the stale ``resourceVersion``, so an old leader would renew a deleted Lease into existence and
+  forge on. Every replace therefore carries the ``uid`` of the object read, a precondition that
+  fails (409) when the object is gone or was created anew; a 404 on a write is lost as well.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -37,6 +53,11 @@ class LeaseLost(LeaseError):
 RELEASED_BY = "cardano.io/released-by"
 """Annotation written by a release: the identity of the holder that released the Lease."""
 
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cardano-forge-manager"}
+"""Labels of a Lease this client creates (an existing object keeps its own)."""
+
+_MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"
+
 
 @dataclass(frozen=True)
 class LeaseRecord:
@@ -49,25 +70,48 @@ class LeaseRecord:
     released_by: str | None = None
     """The holder that cleared ``holderIdentity`` by a release (annotation :data:`RELEASED_BY`);
     None when the record is held, or was cleared by someone else."""
+    acquire_time: str | None = None
+    """The acquireTime as written (RFC 3339 with microseconds), kept on renew."""
+    uid: str | None = None
+    """The object's UID: carried by every replace as a precondition, so that a Lease deleted
+    (and perhaps created again) since it was read is never written (409) instead of being
+    silently created again by the update (Leases allow create-on-update)."""
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """The object's labels and annotations, written back unchanged (bar :data:`RELEASED_BY`)."""
 
 
 def _micro_time(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.astimezone(dt.UTC).strftime(_MICRO)
     return str(value)
+
+
+def _parse_micro_time(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return dt.datetime.strptime(value, _MICRO).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
 
 
 def _record(lease: Any) -> LeaseRecord:
     spec = lease.spec
+    annotations = dict(lease.metadata.annotations or {})
     return LeaseRecord(
         holder=(spec.holder_identity or None) if spec else None,
         resource_version=str(lease.metadata.resource_version),
         duration_seconds=spec.lease_duration_seconds if spec else None,
         renew_time=_micro_time(spec.renew_time) if spec else None,
         transitions=(spec.lease_transitions or 0) if spec else 0,
-        released_by=(lease.metadata.annotations or {}).get(RELEASED_BY) or None,
+        released_by=annotations.get(RELEASED_BY) or None,
+        acquire_time=_micro_time(spec.acquire_time) if spec else None,
+        uid=lease.metadata.uid or None,
+        labels=dict(lease.metadata.labels or {}),
+        annotations=annotations,
     )
 
 
@@ -113,6 +157,10 @@ class LeaseClient:
         try:
             return fn(*args, _request_timeout=self.request_timeout)
         except ApiException as exc:
+            if exc.status == 409 and "UID in precondition" in str(exc.body or ""):
+                raise LeaseLost(
+                    f"lease {self.name} was deleted since it was read (409: its UID changed)"
+                ) from None
             if exc.status == 409:
                 raise LeaseLost(f"lease {self.name} changed since it was read (409)") from None
             if exc.status == 404:
@@ -135,29 +183,39 @@ class LeaseClient:
             raise LeaseError(f"{type(exc).__name__}: {exc}"[:300]) from None
         return _record(lease)
 
-    def _body(self, current: LeaseRecord | None, *, holder: str | None, renew: str) -> Any:
-        now = _now()
-        transitions = current.transitions if current else 0
-        acquire = None
-        if holder is not None and (current is None or current.holder != holder):
-            transitions += 1 if current is not None and current.holder else 0
-            acquire = now
+    def _body(
+        self,
+        current: LeaseRecord | None,
+        op: Literal["acquire", "renew", "release"],
+        renew: str,
+    ) -> Any:
+        """The object to write, with client-go's record semantics (see the module docstring)."""
+        if op == "acquire":
+            holder: str | None = self.identity
+            transitions = current.transitions + 1 if current is not None else 0
+            acquire_time: dt.datetime | None = _now()
+        else:
+            assert current is not None
+            holder = self.identity if op == "renew" else None
+            transitions = current.transitions
+            acquire_time = _parse_micro_time(current.acquire_time)
+        annotations = dict(current.annotations) if current is not None else {}
+        annotations.pop(RELEASED_BY, None)
+        if op == "release" and current is not None and current.holder:
+            annotations[RELEASED_BY] = current.holder
         spec = client.V1LeaseSpec(
             holder_identity=holder,
             lease_duration_seconds=self.lease_duration,
             lease_transitions=transitions,
-            renew_time=dt.datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC),
+            renew_time=_parse_micro_time(renew),
+            acquire_time=acquire_time,
         )
-        if acquire is not None:
-            spec.acquire_time = acquire
         metadata = client.V1ObjectMeta(
             name=self.name,
             resource_version=current.resource_version if current else None,
-            labels={"app.kubernetes.io/managed-by": "cardano-forge-manager"},
-            # A replace drops annotations it does not carry: only a release names its holder.
-            annotations={RELEASED_BY: current.holder}
-            if holder is None and current is not None and current.holder
-            else None,
+            uid=current.uid if current else None,
+            labels=dict(current.labels) if current is not None else dict(MANAGED_BY),
+            annotations=annotations or None,
         )
         return client.V1Lease(metadata=metadata, spec=spec)
 
@@ -167,7 +225,7 @@ class LeaseClient:
 
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
         """Create the Lease (``current`` None) or take it over against ``current``'s version."""
-        body = self._body(current, holder=self.identity, renew=stamp)
+        body = self._body(current, "acquire", stamp)
         if current is None:
             return _record(self._call(self._api.create_namespaced_lease, self.namespace, body))
         return _record(
@@ -175,14 +233,14 @@ class LeaseClient:
         )
 
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord:
-        body = self._body(current, holder=self.identity, renew=stamp)
+        body = self._body(current, "renew", stamp)
         return _record(
             self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
         )
 
     def release(self, current: LeaseRecord) -> LeaseRecord:
         """Clear holderIdentity against ``current``'s version."""
-        body = self._body(current, holder=None, renew=self.new_renew_stamp())
+        body = self._body(current, "release", self.new_renew_stamp())
         return _record(
             self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body)
         )

@@ -5,8 +5,10 @@ Safety design (see also ``README.md``):
 * **Leadership is a deadline, not a flag.** The leader believes it leads only until
   ``t_sent + renew_deadline``, ``t_sent`` being the monotonic time its last *successful* renew (or
   acquire) request was sent. The deadline is checked before and after every API call (each one
-  bounded by the request timeout) and by an independent guard thread that wakes at the deadline
-  even when the loop is blocked. Past it, the credentials are removed and the node is signalled.
+  bounded by the request timeout, except the host name lookup, see :mod:`forge_manager.lease`)
+  and by an independent guard thread that wakes at the deadline even when the loop is blocked:
+  the loop holds no lock during API calls, and a write that succeeds late counts from when it
+  was sent. Past it, the credentials are removed and the node is signalled.
   Followers take over only when they have seen no change of the Lease for the lease duration,
   counted from when *they* saw the change; :mod:`forge_manager.timing` refuses timings in which
   demotion would not finish first.
@@ -46,6 +48,7 @@ from forge_manager.decision import (
     decide_election,
     decide_forging,
     is_leading,
+    may_signal,
 )
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
 from forge_manager.metrics import ForgeMetrics, StateSample
@@ -88,12 +91,16 @@ class ForgeManager:
         wall: Callable[[], float] = time.time,
         on_leadership_change: Callable[[], None] = lambda: None,
         node_sync: NodeSyncCheck | None = None,
+        stop_node: Callable[[tuple[int, ...]], str] | None = None,
     ) -> None:
         self.settings = settings
         self._lease = lease
         self._files = files
         self._node = node
         self._signal_node = signal_node
+        self._stop_node = stop_node
+        """SIGTERM, then SIGKILL after a bound (``NodeWatcher.stop``); returns the signal that
+        ended the node. Used when the credentials cannot be removed."""
         self._permit = permit
         self._clock = clock
         self._settle = settle
@@ -108,10 +115,15 @@ class ForgeManager:
         self._leading_until: float | None = None
         self._view: LeaseView | None = None
         self._record: LeaseRecord | None = None
+        self._last_holder: tuple[str, int] | None = None
+        """(holderIdentity, leaseTransitions) of the last held record seen: whose release is
+        evidence that the holder stopped."""
         self._own_rv: str | None = None
         self._need_read = True
         self._sent: collections.deque[tuple[str, float]] = collections.deque(maxlen=8)
         self._signalled: Signalled | None = None
+        self._disabled_at: float | None = None
+        """When the node was last signalled to stop forging: a release waits for it to act."""
         self._eligible = True
         self._ineligible_reason = ""
         self._write_error_until = 0.0
@@ -122,6 +134,7 @@ class ForgeManager:
         self._forging = False
         self._was_leading = False
         self._flag_reported: tuple[int, ...] | None = None
+        self._lookup_reported = ""
         self._last_signal_error = ""
         self.startup_credentials_provisioned = False
         self.last_cycle_completed = clock()
@@ -153,9 +166,6 @@ class ForgeManager:
                 forging_since=self._forging_since,
             )
 
-    def remove_stale_temporaries(self) -> int:
-        return self._files.remove_stale_temporaries()
-
     def startup_state(self) -> StartupState:
         """What ``/startup-status`` reports.
 
@@ -163,12 +173,14 @@ class ForgeManager:
         exist; and also when cardano-node already answers on its socket. The startup probe gates
         the node's *start*; a sidecar restarted beside a running node (the kubelet probes a
         restarted native sidecar again) finds no credentials on a standby and must not fail its
-        probe until the kubelet restarts it in a loop."""
+        probe until the kubelet restarts it in a loop. A node found running when this manager
+        started counts as running even while its socket does not answer (it gets no start-up
+        credentials, see ``NodeView.fresh``)."""
         with self._lock:
-            node_up = self._last_node.socket_up
+            node = self._last_node
         if self.startup_credentials_provisioned or self._files.all_present():
             return StartupState.PROVISIONED
-        if node_up:
+        if node.socket_up or (node.pids and not node.fresh):
             return StartupState.NODE_RUNNING
         return StartupState.NOT_READY
 
@@ -229,12 +241,29 @@ class ForgeManager:
 
     # ---- election ------------------------------------------------------------------------------
     def _observe_record(self, rec: LeaseRecord | None, seen_at: float) -> None:
-        """Record a read; must hold the lock."""
+        """Record a read; must hold the lock.
+
+        A record that changed is timed from ``seen_at``. A missing Lease, and a record whose
+        holder was cleared by anyone but the holder (and term) we last saw, carry no evidence
+        that the old holder stopped: they are timed like an unchanged record (a lease duration
+        from when we first saw them so), with at least the duration of the record seen before."""
         self._record = rec
+        prev = self._view
+        own_duration = float(self.settings.lease_duration)
         if rec is None:
-            self._view = None
             if self._own_rv is not None:
                 self._lost("the lease was deleted")
+            missing_before = prev is not None and not prev.exists
+            self._view = LeaseView(
+                holder=None,
+                resource_version="",
+                duration=max(own_duration, prev.duration if prev is not None else 0.0),
+                observed_change_at=prev.observed_change_at
+                if prev is not None and missing_before
+                else seen_at,
+                ours=False,
+                exists=False,
+            )
             return
         ours = rec.resource_version == self._own_rv
         if not ours and rec.holder == self.identity and rec.renew_time is not None:
@@ -247,14 +276,26 @@ class ForgeManager:
                     self._leading_until = deadline
         if not ours and self._own_rv is not None:
             self._lost(f"the lease is now held by {rec.holder or 'nobody'}")
-        prev = self._view
         same = prev is not None and prev.resource_version == rec.resource_version
+        duration = max(float(rec.duration_seconds or 0), own_duration)
+        released_by: str | None = None
+        if not rec.holder:
+            if rec.released_by is not None and self._last_holder == (
+                rec.released_by,
+                rec.transitions,
+            ):
+                released_by = rec.released_by
+            elif prev is not None:
+                duration = max(duration, prev.duration)
+        else:
+            self._last_holder = (rec.holder, rec.transitions)
         self._view = LeaseView(
             holder=rec.holder,
             resource_version=rec.resource_version,
-            duration=float(max(rec.duration_seconds or 0, self.settings.lease_duration)),
+            duration=duration,
             observed_change_at=prev.observed_change_at if prev is not None and same else seen_at,
             ours=ours,
+            released_by=released_by,
         )
 
     def _lost(self, why: str) -> None:
@@ -354,16 +395,26 @@ class ForgeManager:
         return True, ""
 
     def _release(self) -> ElectionDecision:
+        """Release after demotion is complete and the node had :data:`DEMOTION_BUDGET_S` since
+        its disabling SIGHUP to act on it (cardano-node reconfigures asynchronously), whatever
+        the cause: shutdown or an ineligible pod."""
         with self._lock:
             self._reconcile()
             ok, why = self._demotion_confirmed()
             current = self._record
             self._leading_until = None
+            settle = (
+                0.0
+                if self._disabled_at is None
+                else self._disabled_at + DEMOTION_BUDGET_S - self._clock()
+            )
         if not ok or current is None:
             return ElectionDecision(
                 LeaseAction.NONE,
                 f"not releasing the lease ({why}); it will expire instead",
             )
+        if settle > 0:
+            self._settle(settle)
         try:
             rec = self._lease.release(current)
         except LeaseError as exc:
@@ -395,14 +446,82 @@ class ForgeManager:
         )
 
     def _reconcile(self) -> ForgingDecision:
-        """Bring files and node in line with the decision; must hold the lock."""
+        """Bring files and node in line with the decision; must hold the lock.
+
+        What a decision to forge rests on (the leadership deadline, the cluster permit) is
+        checked again immediately before the install and before the enabling SIGHUP: a manager
+        frozen after deciding (SIGSTOP, CPU throttling, a long GC pause) may resume after its
+        deadline passed and another pod took over."""
         node = self._node.observe()
         self._last_node = node
         self._report_flag(node)
+        self._report_lookup(node)
         decision = decide_forging(self._forging_snapshot(node))
         install = decision.credentials is CredentialAction.INSTALL
         if decision.forge and not self._grant_permit(rewrite=install):
             decision = decide_forging(self._forging_snapshot(node))
+        decision = self._confirm(decision, node, "install")
+        decision, wrote = self._apply_credentials(decision, node)
+
+        wanted = Signalled(node.pids, decision.forge)
+        rotated = wrote and decision.forge and self._signalled == wanted and node.booted
+        if decision.forge and (decision.signal or rotated):
+            confirmed = self._confirm(decision, node, "enable")
+            if confirmed is not decision:
+                decision, _ = self._apply_credentials(confirmed, node)
+                wanted = Signalled(node.pids, decision.forge)
+                rotated = False
+        if decision.signal or rotated:
+            reason = (
+                "credentials_updated"
+                if rotated and not decision.signal
+                else ("enable" if decision.forge else "disable")
+            )
+            self._sighup(node, wanted, reason)
+
+        if not decision.forge:
+            self._withdraw_permit()
+        self._track_transitions(decision, node)
+        self._last_forge_decision = decision.forge
+        return decision
+
+    def _confirm(self, decision: ForgingDecision, node: NodeView, action: str) -> ForgingDecision:
+        """``decision`` when it still holds right now, else the decision taken now (lock held).
+
+        The clock is read last, immediately before the caller acts."""
+        if not decision.forge:
+            return decision
+        permit = self._permit()
+        present = self._files.any_present()
+        now = self._clock()
+        if is_leading(self._leading_until, now) and permit.granted:
+            return decision
+        snapshot = ForgingSnapshot(
+            now=now,
+            leading_until=self._leading_until,
+            permit=permit,
+            eligible=self._eligible,
+            ineligible_reason=self._ineligible_reason,
+            shutting_down=self._shutting_down,
+            node=node,
+            credentials_present=present,
+            signalled=self._signalled,
+        )
+        current = decide_forging(snapshot)
+        if self.metrics:
+            self.metrics.stale_decisions.labels(action).inc()
+        log.warning(
+            "not acting (%s) on a decision to forge taken before a pause: %s",
+            action,
+            current.reason,
+        )
+        return current
+
+    def _apply_credentials(
+        self, decision: ForgingDecision, node: NodeView
+    ) -> tuple[ForgingDecision, bool]:
+        """Install or remove as decided (lock held); returns the decision acted on (another one
+        when the install failed) and whether files were written."""
         wrote = False
         if decision.credentials is CredentialAction.INSTALL:
             try:
@@ -422,22 +541,34 @@ class ForgeManager:
                     log.info("credentials removed (%s)", decision.reason)
             except CredentialError as exc:
                 self._credential_failure("remove", exc)
+                self._stop(node, str(exc))
+        return decision, wrote
 
-        wanted = Signalled(node.pids, decision.forge)
-        rotated = wrote and decision.forge and self._signalled == wanted and node.booted
-        if decision.signal or rotated:
-            reason = (
-                "credentials_updated"
-                if rotated and not decision.signal
-                else ("enable" if decision.forge else "disable")
-            )
-            self._sighup(node, wanted, reason)
-
-        if not decision.forge:
-            self._withdraw_permit()
-        self._track_transitions(decision, node)
-        self._last_forge_decision = decision.forge
-        return decision
+    def _stop(self, node: NodeView, why: str) -> None:
+        """The credentials could not be removed, so a SIGHUP cannot stop forging: stop the node
+        (SIGTERM, then SIGKILL after a bound). Lock held."""
+        if not node.pids:
+            log.critical("%s, and no cardano-node process was found to stop", why)
+            return
+        if self._stop_node is None:
+            log.critical("%s, and this manager cannot stop cardano-node", why)
+            return
+        try:
+            how = self._stop_node(node.pids)
+        except SignalError as exc:
+            if self.metrics:
+                self.metrics.signal_failures.labels(exc.reason).inc()
+            log.critical("%s, and stopping cardano-node %s failed: %s", why, list(node.pids), exc)
+            return
+        self._signalled = None
+        if self.metrics:
+            self.metrics.node_stops.labels(how.lower()).inc()
+        log.critical(
+            "%s: stopped cardano-node %s with %s so that it cannot forge with them",
+            why,
+            list(node.pids),
+            how,
+        )
 
     def _grant_permit(self, *, rewrite: bool = False) -> bool:
         """Extend forge-guard's permit to the leadership deadline before forging (lock held).
@@ -483,6 +614,8 @@ class ForgeManager:
             return
         self._last_signal_error = ""
         self._signalled = wanted
+        if not wanted.forging:
+            self._disabled_at = self._clock()
         if self.metrics:
             self.metrics.sighup_signals.labels(reason).inc()
         log.info("sent SIGHUP to cardano-node %s (%s forging)", list(node.pids), reason)
@@ -495,7 +628,8 @@ class ForgeManager:
         if self.metrics:
             self.metrics.credential_failures.labels(op).inc()
         log.error("credential %s failed: %s", op, exc)
-        if op == "install":
+        if op in ("install", "remove"):
+            # A pod that cannot write or remove the credentials stays out of the election.
             self._eligible = False
             self._ineligible_reason = str(exc)
             if isinstance(exc, CredentialError):
@@ -512,6 +646,13 @@ class ForgeManager:
                 "it boots with credentials present; add the flag to its command line",
                 list(node.pids),
             )
+
+    def _report_lookup(self, node: NodeView) -> None:
+        if node.lookup_problem and node.lookup_problem != self._lookup_reported:
+            if self.metrics:
+                self.metrics.pid_file_mismatches.inc()
+            log.error("%s", node.lookup_problem)
+        self._lookup_reported = node.lookup_problem
 
     def _track_transitions(self, decision: ForgingDecision, node: NodeView) -> None:
         leading = is_leading(self._leading_until, self._clock())
@@ -591,15 +732,21 @@ class ForgeManager:
                 return
             except Exception:
                 log.exception("reconciling after %s failed; removing credentials directly", why)
+            node = self._last_node
+            removed = True
             try:
                 self._files.remove()
             except CredentialError as exc:
-                log.critical("cannot remove credentials: %s", exc)
-            node = self._last_node
-            if node.pids:
+                removed = False  # a SIGHUP cannot help: stop the node
+                self._credential_failure("remove", exc)
+                self._stop(node, str(exc))
+            # A node that may still be booting is not signalled: before its handler is installed
+            # a SIGHUP kills it, and during start-up it does nothing for forging.
+            if removed and node.pids and may_signal(node, forge=False):
                 try:
                     self._signal_node(node.pids)
                     self._signalled = Signalled(node.pids, False)
+                    self._disabled_at = self._clock()
                 except SignalError as exc:
                     log.critical("cannot signal cardano-node: %s", exc)
             self._forging = False
@@ -643,17 +790,12 @@ class ForgeManager:
         """Remove credentials, signal the node, let it act, then release the lease."""
         with self._lock:
             self._shutting_down = True
-            signalled_before = self._signalled
             try:
                 self._reconcile()
             except Exception:
                 log.exception("reconciling on shutdown failed")
                 self.emergency_demote("shutdown")
-            signalled_now = self._signalled
-        if signalled_now != signalled_before:
-            # The node reconfigures asynchronously after SIGHUP; give it time before a standby
-            # may acquire.
-            self._settle(DEMOTION_BUDGET_S)
+        # The release (in _release) gives the node time to act on the disabling SIGHUP first.
         try:
             decision = self._election()
         except Exception:

@@ -113,6 +113,19 @@ class ForgeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.pid_file_mismatches = Counter(
+            "cardano_node_pid_file_mismatches",
+            "Times CARDANO_NODE_PID_FILE named a live process that is not the node (treated as "
+            "node not found)",
+            registry=registry,
+        )
+        self.node_stops = Counter(
+            "cardano_node_stops",
+            "Times the node was stopped because the credentials could not be removed, by the "
+            "signal that ended it (sigterm, sigkill)",
+            ["signal"],
+            registry=registry,
+        )
         self.credential_operations = Counter(
             "cardano_credential_operations",
             "Credential file operations performed (install, remove)",
@@ -150,6 +163,13 @@ class ForgeMetrics:
         self.flag_missing_events = Counter(
             "cardano_node_non_producing_flag_missing_detections",
             "Node instances found running without --start-as-non-producing-node",
+            registry=registry,
+        )
+        self.stale_decisions = Counter(
+            "cardano_forge_stale_decisions",
+            "Decisions to forge dropped right before acting on them (install, enable): the "
+            "leadership deadline had passed or the cluster permit was withdrawn meanwhile",
+            ["action"],
             registry=registry,
         )
         self.lease_renew_latency = Histogram(

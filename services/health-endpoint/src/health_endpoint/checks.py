@@ -52,6 +52,7 @@ class Direction(enum.StrEnum):
 # Placeholders a query may use; see ``render_query``.
 QUERY_VARIABLES = (
     "selector",
+    "host_selector",
     "cluster",
     "node_job",
     "wallclock_slot",
@@ -71,8 +72,9 @@ class Rule:
     name: str
     """Name of the rule inside its check (unique per check)."""
     query: str
-    """PromQL template; ``$selector``, ``$cluster``, ``$node_job``, ``$wallclock_slot``,
-    ``$slot_length_seconds`` and ``$rate_window`` are substituted (``$$`` is a literal ``$``).
+    """PromQL template; ``$selector``, ``$host_selector`` (the node_exporter series),
+    ``$cluster``, ``$node_job``, ``$wallclock_slot``, ``$slot_length_seconds`` and
+    ``$rate_window`` are substituted (``$$`` is a literal ``$``).
     Should yield one number; when it yields several series the worst value counts."""
     description: str
     """What the value is, for sentences such as "<description>: no data in Prometheus"."""
@@ -168,8 +170,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         check="storage",
         name="disk_usage",
         query=(
-            f"max(100 * (1 - node_filesystem_avail_bytes{{{_FILESYSTEMS}$selector}}"
-            f" / node_filesystem_size_bytes{{{_FILESYSTEMS}$selector}}))"
+            f"max(100 * (1 - node_filesystem_avail_bytes{{{_FILESYSTEMS}$host_selector}}"
+            f" / node_filesystem_size_bytes{{{_FILESYSTEMS}$host_selector}}))"
         ),
         description="Disk usage",
         message="High disk usage: {value} on the fullest filesystem",
@@ -182,9 +184,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         check="system",
         name="cpu_usage",
+        # Idle time over all CPU time, both rates over the same window: a young series (a
+        # restarted exporter) has the same few samples in both, so the ratio is right from the
+        # second scrape on. (`1 - rate(idle)` alone divides the few seconds of samples by the
+        # whole window and reads an exporter at 30 % as 99 % busy for minutes.)
         query=(
-            "max(100 * (1 - avg by (instance)"
-            ' (rate(node_cpu_seconds_total{mode="idle",$selector}[$rate_window]))))'
+            "max(100 * (1 - sum by (instance)"
+            ' (rate(node_cpu_seconds_total{mode="idle",$host_selector}[$rate_window]))'
+            " / sum by (instance) (rate(node_cpu_seconds_total{$host_selector}[$rate_window]))))"
         ),
         description="CPU usage",
         message="High CPU usage: {value}",
@@ -197,8 +204,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         check="system",
         name="memory_usage",
         query=(
-            "max(100 * (1 - node_memory_MemAvailable_bytes{$selector}"
-            " / node_memory_MemTotal_bytes{$selector}))"
+            "max(100 * (1 - node_memory_MemAvailable_bytes{$host_selector}"
+            " / node_memory_MemTotal_bytes{$host_selector}))"
         ),
         description="Memory usage",
         message="High memory usage: {value}",
@@ -220,6 +227,9 @@ class QueryContext:
     node_job: str
     network: Network
     rate_window: str = "5m"
+    node_exporter_selector: str | None = None
+    """Label matchers of the node_exporter series (``$selector`` in it is substituted); ``None``:
+    ``$selector``, the same as the cardano-node series."""
 
     @property
     def selector(self) -> str:
@@ -227,11 +237,18 @@ class QueryContext:
             return ""
         return f'{self.cluster_label}="{_promql_string(self.cluster)}"'
 
+    @property
+    def host_selector(self) -> str:
+        if self.node_exporter_selector is None:
+            return self.selector
+        return string.Template(self.node_exporter_selector).substitute(selector=self.selector)
+
 
 def render_query(template: str, ctx: QueryContext) -> str:
     """Fill a query template; raises ``KeyError``/``ValueError`` for a bad placeholder."""
     return string.Template(template).substitute(
         selector=ctx.selector,
+        host_selector=ctx.host_selector,
         cluster=_promql_string(ctx.cluster),
         node_job=_promql_string(ctx.node_job),
         wallclock_slot=ctx.network.promql_wallclock_slot(),

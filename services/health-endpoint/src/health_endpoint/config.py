@@ -34,6 +34,8 @@ from health_endpoint.units import Unit
 _E = TypeVar("_E", Unit, Direction, Status)
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
+_MATCHERS = re.compile(rf"^({_MATCHER}(,{_MATCHER})*,?\s*)?$")
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,11 @@ class Settings:
     """``CARDANO_NETWORK``: ``mainnet``, ``preprod``, ``preview`` or one defined in the file."""
     cluster_label: str | None = "cluster"
     """``CLUSTER_LABEL``: label that selects a cluster's series; empty switches selection off."""
+    node_exporter_selector: str | None = None
+    """``NODE_EXPORTER_SELECTOR``: label matchers of the node_exporter series (the disk, CPU and
+    memory rules), e.g. ``job="node-exporter"`` in a Prometheus of one region, whose node_exporter
+    series carry no cluster label; ``$selector`` in it is the cluster's selector. Unset: the
+    cluster's selector, as for the cardano-node series."""
     cache_ttl_seconds: float = 5.0
     """``CACHE_TTL_SECONDS``: how long one cluster's answer is reused (0: only shared in flight)."""
     auth_token_file: Path | None = None
@@ -140,6 +147,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     label: str | None = "cluster" if label_raw is None else (label_raw.strip() or None)
     if label is not None and not LABEL_NAME.match(label):
         errors.append(f"CLUSTER_LABEL={label!r} is not a Prometheus label name")
+    node_exporter_raw = env.get("NODE_EXPORTER_SELECTOR")
+    node_exporter = None if node_exporter_raw is None else node_exporter_raw.strip()
+    if node_exporter is not None and not _MATCHERS.match(
+        node_exporter.replace("$selector", 'cluster="x"')
+    ):
+        errors.append(
+            f"NODE_EXPORTER_SELECTOR={node_exporter!r} is not a list of label matchers, "
+            'e.g. job="node-exporter" or job="node-exporter",$selector'
+        )
     concurrency = number("QUERY_CONCURRENCY", 16, 1)
     if not float(concurrency).is_integer():
         errors.append(f"QUERY_CONCURRENCY={concurrency!r} must be a whole number")
@@ -162,6 +178,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         config_file=file("HEALTH_CONFIG_FILE"),
         network=(text("CARDANO_NETWORK") or "mainnet").lower(),
         cluster_label=label,
+        node_exporter_selector=node_exporter,
         cache_ttl_seconds=number("CACHE_TTL_SECONDS", 5.0, 0.0),
         auth_token_file=auth_token_file,
         ready_max_age_seconds=number("READY_MAX_AGE_SECONDS", 30.0, 0.0, strict=True),
@@ -246,7 +263,8 @@ def build_config(settings: Settings, document: Any) -> ServiceConfig:
     if not any(rule.has_thresholds for rule in rules.values()):
         raise ConfigError("no check is configured: keep the defaults or define checks")
     ctx = QueryContext(cluster="example", cluster_label=settings.cluster_label,
-                       node_job=node_job, network=network, rate_window=rate_window)  # fmt: skip
+                       node_job=node_job, network=network, rate_window=rate_window,
+                       node_exporter_selector=settings.node_exporter_selector)  # fmt: skip
     metrics: dict[str, str] = {}
     for (check, name), rule in rules.items():
         where = f"checks.{check}.{name}"

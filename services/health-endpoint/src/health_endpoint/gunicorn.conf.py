@@ -4,7 +4,8 @@ Run from the installed package with ``python -m health_endpoint`` (or the ``heal
 script), which passes this file to gunicorn, or explicitly:
 ``gunicorn -c <this file> 'health_endpoint:create_app()'``.
 
-Tunable through the environment: ``BIND`` (default ``0.0.0.0:8080``), ``WEB_CONCURRENCY``
+Tunable through the environment: ``BIND`` (default ``0.0.0.0:8080``), ``TLS_CERT_FILE`` and
+``TLS_KEY_FILE`` (serve HTTPS with that certificate and key), ``WEB_CONCURRENCY``
 (worker processes, default 2), ``GUNICORN_THREADS`` (threads per worker, default 8),
 ``GUNICORN_TIMEOUT`` (seconds, default 30), ``LOG_LEVEL`` (default ``info``).
 
@@ -45,6 +46,16 @@ _SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 
 wsgi_app = "health_endpoint:create_app()"
 bind = [os.environ.get("BIND", "0.0.0.0:8080")]
+# TLS: both files or neither (a certificate Secret mounted in the pod); read once at start.
+certfile = os.environ.get("TLS_CERT_FILE", "").strip() or None
+keyfile = os.environ.get("TLS_KEY_FILE", "").strip() or None
+if (certfile is None) != (keyfile is None):
+    sys.stderr.write("health-endpoint: TLS_CERT_FILE and TLS_KEY_FILE must be set together\n")
+    raise SystemExit(2)
+for _name, _path in (("TLS_CERT_FILE", certfile), ("TLS_KEY_FILE", keyfile)):
+    if _path is not None and not os.path.isfile(_path):
+        sys.stderr.write(f"health-endpoint: {_name}={_path!r}: no such file\n")
+        raise SystemExit(2)
 workers = _int_env("WEB_CONCURRENCY", 2, 1)
 worker_class = "gthread"
 threads = _int_env("GUNICORN_THREADS", 8, 1)

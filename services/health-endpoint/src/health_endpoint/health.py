@@ -122,6 +122,7 @@ class HealthService:
             node_job=self.config.node_job,
             network=self.config.network,
             rate_window=self.config.rate_window,
+            node_exporter_selector=self.config.settings.node_exporter_selector,
         )
         queries = {rule.rule_id: render_query(rule.query, ctx) for rule in self.config.rules}
         probe = cluster_probe_query(ctx)

@@ -324,6 +324,10 @@ class PodPool:
             "node": {
                 "image": {"repository": node_repo, "tag": node_tag, "pullPolicy": "Never"},
                 "version": "11.0.1",
+                # The stand-in reads no configuration: the ConfigMap of prepare(), no genesis
+                # download (the test bed has no network).
+                "configMap": "cardano-node-config",
+                "genesis": {"source": "none"},
                 "extraArgs": STANDIN_ARGS,
                 "resources": {
                     "requests": {"cpu": "10m", "memory": "32Mi"},

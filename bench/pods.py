@@ -61,11 +61,15 @@ def line(name: str, samples: Sequence[float]) -> str:
 
 
 class Bench:
-    def __init__(self, node: Node, work: Path) -> None:
+    def __init__(self, node: Node, work: Path, deadline: float = float("inf")) -> None:
         self.node = node
         self.work = work
+        self.deadline = deadline
+        """time.monotonic() after which no further run starts (the figures say how many ran)."""
         self.overlap_s = 0.0
         self.pools = 0
+        self.samples: dict[bool, tuple[list[float], list[float]]] = {}
+        """Per kind of delete (forced or not): delete to next forger, time without a forger."""
 
     def new_pool(self) -> PodPool:
         self.pools += 1
@@ -85,23 +89,30 @@ class Bench:
         pool: PodPool | None = None
         for run in range(runs):
             if pool is not None:
+                if time.monotonic() > self.deadline:
+                    break
                 self.finish(pool)
             pool = self.new_pool()
             pool.install()
             first = pool.wait_one_forger(timeout=600)
             started = pool.forging_started(first, pool.installed_at)[0]["t"]
             times.append(started - pool.installed_at)
-            print(f"    install {run + 1}: {first} forged {times[-1]:.1f} s after helm install")
+            print(f"    install {run + 1}: {first} forged {times[-1]:.1f} s after helm install",
+                  flush=True)  # fmt: skip
             pool.wait_ready(600)
         assert pool is not None
         print(line("helm install (2 regions) to the first forging node", times))
         return pool
 
-    def delete(self, pool: PodPool, runs: int, *, force: bool) -> None:
-        takeover: list[float] = []
-        gaps: list[float] = []
+    def delete(self, pool: PodPool, runs: int, *, force: bool, quiet: bool = False) -> None:
+        """``runs`` deletes (forced or not) of the forging pod; samples kept in ``self.samples``
+        (printed unless ``quiet``: then ``summary`` prints them)."""
         what = "forced delete" if force else "delete"
-        for run in range(runs):
+        takeover, gaps = self.samples.setdefault(force, ([], []))
+        for _ in range(runs):
+            if time.monotonic() > self.deadline:
+                print(f"    time budget spent: {len(takeover)} {what}(s) done")
+                break
             pool.wait_ready(600)
             forger = pool.wait_one_forger(timeout=300)
             region = pool.region_of(forger)
@@ -112,17 +123,22 @@ class Bench:
             started = pool.forging_started(successor, deleted_at)[0]["t"]
             takeover.append(started - deleted_at)
             gaps.append(longest_gap(pool.spans(), deleted_at, started + 0.001))
-            print(f"    {what} {run + 1}: {forger} -> {successor} in {takeover[-1]:.2f} s "
-                  f"(no forger for {gaps[-1]:.2f} s)")  # fmt: skip
-        name = "planned handover (kubectl delete pod)" if not force else "failover (--force)"
-        print(line(f"{name}: delete to next forger", takeover))
-        print(line(f"{name}: time without a forger", gaps))
+            print(f"    {what} {len(takeover)}: {forger} -> {successor} in {takeover[-1]:.2f} s "
+                  f"(no forger for {gaps[-1]:.2f} s)", flush=True)  # fmt: skip
+        if not quiet:
+            self.summary()
+
+    def summary(self) -> None:
+        for force, (takeover, gaps) in sorted(self.samples.items()):
+            name = "failover (--force)" if force else "planned handover (kubectl delete pod)"
+            print(line(f"{name}: delete to next forger", takeover))
+            print(line(f"{name}: time without a forger", gaps))
 
     def memory(self, pool: PodPool) -> None:
         pool.wait_ready(600)
         forger = pool.wait_one_forger(timeout=300)
         print(f"  {'pod / container':52s} {'usage':>9s} {'working set':>12s}")
-        rows = []
+        rows: list[tuple[str, int, int]] = []
         for region in pool.regions:
             with pool.core() as core:
                 pods = core.list_namespaced_pod(region.name).items
@@ -135,7 +151,8 @@ class Bench:
                     usage = cgroup_memory(pod.metadata.uid, status)
                     if usage is None:
                         continue
-                    rows.append((f"{pod.metadata.name} / {status.name} {role}".strip(), *usage))
+                    label = f"{pod.metadata.name} / {status.name} {role}".strip()
+                    rows.append((label, usage[0], usage[1]))
         for name, usage, working in rows:
             print(f"  {name:52s} {usage / MIB:8.1f}M {working / MIB:11.1f}M")
 
@@ -162,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="runs of handover and failover")
     parser.add_argument("--installs", type=int, default=5, help="fresh installs measured")
     parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument(
+        "--budget", type=float, default=0, help="seconds after which no run starts (0: no limit)"
+    )
     args = parser.parse_args(argv)
     sections = args.sections.split(",")
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -186,15 +206,22 @@ def main(argv: list[str] | None = None) -> int:
             node.start()
             print(f"node up in {node.timings.get('up_s', 0):.0f} s; "
                   f"load average {Path('/proc/loadavg').read_text().split()[0]}")  # fmt: skip
-            bench = Bench(node, work)
+            deadline = started + args.budget if args.budget > 0 else float("inf")
+            bench = Bench(node, work, deadline)
             pool = bench.install(max(1, args.installs if "install" in sections else 1))
-            if "handover" in sections:
-                bench.delete(pool, args.runs, force=False)
-            if "failover" in sections:
-                bench.delete(pool, args.runs, force=True)
             if "memory" in sections:
                 print("memory of each container (cgroup):")
                 bench.memory(pool)
+            if "handover" in sections and "failover" in sections:
+                # Alternate, so that a time budget spent leaves as many runs of each.
+                for _ in range(args.runs):
+                    bench.delete(pool, 1, force=False, quiet=True)
+                    bench.delete(pool, 1, force=True, quiet=True)
+                bench.summary()
+            elif "handover" in sections:
+                bench.delete(pool, args.runs, force=False)
+            elif "failover" in sections:
+                bench.delete(pool, args.runs, force=True)
             bench.finish(pool)
             overlap_s = bench.overlap_s
             print(f"two nodes forging at once, all runs: {overlap_s * 1000:.0f} ms")

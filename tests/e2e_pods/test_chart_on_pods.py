@@ -35,7 +35,13 @@ from tests.harness.pod_pool import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.node,
+    pytest.mark.slow,
+    # The first test's set-up starts the node (when no other test did) and installs both
+    # regions: about 6 minutes on a busy 2-core host; a helm upgrade rolls four pods.
+    pytest.mark.timeout(900),
+]
 
 EAST, WEST = REGIONS
 CRD = "cardanoforgeclusters.cardano.io"

@@ -11,6 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
+# Integration tests mostly wait on lease timers: more workers than cores shorten the run. Tests
+# that change this host (the node, runc containers) all run on one worker (tests/conftest.py).
+TEST_WORKERS ?= 3
 
 SERVICES := services/forge-manager services/health-endpoint
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
@@ -78,8 +81,8 @@ unit: venv ## fast unit tests of the services (Python) and of forge-guard (Go)
 	cd services/forge-guard && go vet ./... && go test -count=1 ./...
 	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests
 
-integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool
-	$(PYTEST) tests
+integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool (TEST_WORKERS=3)
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup tests
 
 chart: venv tools ## the chart alone: helm lint, rendering matrix, install and RBAC on the control plane
 	$(PYTEST) tests/chart

@@ -214,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                 bench.memory(pool)
             if "handover" in sections and "failover" in sections:
                 # Alternate, so that a time budget spent leaves as many runs of each.
-                for _ in range(args.runs):
+                for run in range(args.runs):
+                    if time.monotonic() > deadline:
+                        print(f"    time budget spent after {run} runs of each")
+                        break
                     bench.delete(pool, 1, force=False, quiet=True)
                     bench.delete(pool, 1, force=True, quiet=True)
                 bench.summary()

@@ -37,7 +37,7 @@ def pool(kube_node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     pool.prepare()
     try:
         pool.install()
-        pool.wait_ready()
+        pool.wait_ready(600)  # a first start on a busy host: image unpacking, probes
         pool.wait_one_forger()
         yield pool
     finally:

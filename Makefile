@@ -19,7 +19,7 @@ SERVICES := services/forge-manager services/health-endpoint
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
 NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
-.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration quorum chart chart-docs alerts test demo chaos bench clean
+.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration quorum chart chart-docs alerts test demo chaos bench bench-pods clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -114,6 +114,9 @@ bench: venv tools ## print the figures: failover times, sidecar memory, forge-gu
 	$(PY) -m bench.forge_guard --runs $${RUNS:-20}
 	$(PY) bench/health_endpoint.py
 	$(PY) -m bench.quorum --runs $${RUNS:-20}
+
+bench-pods: venv tools node-tools images ## the figures on real pods (root; its own node): handover, failover, install, memory
+	$(PY) -m bench.pods --runs $${RUNS:-20} --installs $${INSTALLS:-2}
 
 clean: cluster-down ## remove .venv, .tools links and the cluster state (the tool cache stays)
 	rm -rf $(VENV) .tools .cluster

@@ -255,6 +255,34 @@ def test_forge_manager_starts_read_only_and_answers(
         assert stat.S_IMODE(installed.st_mode) == 0o600
 
 
+# What the genesis init container's HTTPS uses: Python's default TLS context (what urlopen takes
+# without --ca-bundle), and how many CA certificates it verifies servers against.
+DEFAULT_CA_STORE = """
+import ssl, forge_manager.bootstrap
+print(len(ssl.create_default_context().get_ca_certs()))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the forge-manager image has no CA certificates: the genesis init container's HTTPS "
+    "download fails certificate verification",
+)
+def test_forge_manager_verifies_https_for_the_genesis_download(
+    images: dict[str, oci.Image], rootfs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The chart's default genesis init container runs ``python -m forge_manager.bootstrap`` in
+    this image and fetches the networks' published files over HTTPS with Python's default TLS
+    context: the image must have a CA store for it, or every fetch fails verification."""
+    c = container(
+        images, rootfs, FORGE_MANAGER, tmp_path, args=["python", "-c", DEFAULT_CA_STORE],
+        tmpfs=["/tmp"],
+    )  # fmt: skip
+    assert c.run() == 0, c.output()
+    count = c.output().split()[-1]
+    assert count.isdigit() and int(count) >= 100, c.output()  # Mozilla's list: about 140
+
+
 def test_node_standin_under_forge_guard_as_the_chart_runs_it(
     images: dict[str, oci.Image], rootfs: dict[str, Path], tmp_path: Path
 ) -> None:

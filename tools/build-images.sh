@@ -43,7 +43,7 @@ sha() { sha256sum | cut -c1-64; }
 # ---- the base images ------------------------------------------------------------------------------
 # name -> Debian packages (their dependencies are resolved by apt; every version is in the lock).
 declare -A BASE_PACKAGES=(
-  [python]="python3 passwd"
+  [python]="python3 passwd ca-certificates"
   [python-build]="python3 passwd python3-venv ca-certificates"
   [go-build]="golang-$IMAGES_GO_VERSION-go"
 )

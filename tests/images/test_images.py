@@ -163,6 +163,49 @@ def test_ca_bundle_is_debians_and_no_build_leftovers(images: dict[str, oci.Image
     assert len(in_bundle) >= 100 and in_bundle == shipped
 
 
+def pyc_of(source: str) -> str:
+    """Where CPython looks for a module's .pyc: ``opt/venv/lib/python3.11/x/y.py`` ->
+    ``opt/venv/lib/python3.11/x/__pycache__/y.cpython-311.pyc``."""
+    version = re.search(r"/python3\.(\d+)/", source)
+    assert version, source
+    head, _, name = source.rpartition("/")
+    return f"{head}/__pycache__/{name[:-3]}.cpython-3{version[1]}.pyc"
+
+
+def test_python_images_have_no_installer_and_the_project_last(
+    images: dict[str, oci.Image],
+) -> None:
+    """pip and the build backend stay in the build stages; the dependencies are a layer of their
+    own and the project is the last, thin layer, so a change to its sources rebuilds and ships
+    only that; every module has its .pyc beside it (compiled at build, hash-checked)."""
+    for repository, package in (
+        (FORGE_MANAGER, "forge_manager"),
+        (HEALTH_ENDPOINT, "health_endpoint"),
+    ):
+        layers = oci.layer_names(images[repository].archive)
+        names = set().union(*layers)
+        for tool in ("pip", "setuptools", "pkg_resources", "kubernetes/aio", "aiohttp"):
+            assert not fnmatch.filter(names, f"{SITE}/{tool}/*"), (repository, tool)
+        assert not fnmatch.filter(names, "opt/venv/bin/pip*"), repository
+        # The last layer: the package, its metadata, its console script and their directories.
+        last = layers[-1]
+        assert fnmatch.filter(last, f"{SITE}/{package}/__init__.py"), repository
+        parents = {n.rsplit("/", i)[0] for n in last for i in range(1, n.count("/") + 1)}
+        outside = sorted(
+            n
+            for n in last - parents
+            if not fnmatch.fnmatch(n, f"{SITE}/{package}/*")
+            and not fnmatch.fnmatch(n, f"{SITE}/cardano_*.dist-info/*")
+            and n != f"opt/venv/bin/{package.replace('_', '-')}"
+        )
+        assert outside == [], repository
+        deps = [i for i, layer in enumerate(layers) if fnmatch.filter(layer, f"{SITE}/requests/*")]
+        assert deps and deps[0] < len(layers) - 1, repository
+        sources = {n for n in names if fnmatch.fnmatch(n, "opt/venv/lib/*.py")}
+        missing = [n for n in sources if pyc_of(n) not in names]
+        assert len(sources) > 100 and missing == [], (repository, missing[:5])
+
+
 def test_images_are_built_from_this_tree(images: dict[str, oci.Image]) -> None:
     """The Python sources in each image are this tree's (else: run 'make images')."""
     for repository, (source, target) in SOURCES.items():
@@ -296,6 +339,34 @@ def test_forge_manager_verifies_https_for_the_genesis_download(
     assert c.run() == 0, c.output()
     count = c.output().split()[-1]
     assert count.isdigit() and int(count) >= 100, c.output()  # Mozilla's list: about 140
+
+
+@pytest.mark.parametrize(
+    ("repository", "modules"),
+    [
+        (FORGE_MANAGER, "forge_manager.__main__, forge_manager.bootstrap"),
+        (HEALTH_ENDPOINT, "health_endpoint.__main__, gunicorn.app.base"),
+    ],
+)
+def test_modules_load_from_their_pyc_on_a_read_only_root(
+    images: dict[str, oci.Image],
+    rootfs: dict[str, Path],
+    tmp_path: Path,
+    repository: str,
+    modules: str,
+) -> None:
+    """Nothing the service imports from its virtualenv is compiled at start (the root is
+    read-only, so it would be compiled again at every start): each comes from its .pyc."""
+    c = container(
+        images, rootfs, repository, tmp_path, args=["python", "-v", "-c", f"import {modules}"],
+        tmpfs=["/tmp"],
+    )  # fmt: skip
+    assert c.run() == 0, c.output()[-3000:]
+    log = c.output().splitlines()
+    compiled = [x for x in log if re.fullmatch(r"# code object from /opt/venv/\S+\.py", x)]
+    loaded = [x for x in log if re.fullmatch(r"# code object from '/opt/venv/\S+\.pyc'", x)]
+    assert compiled == [], compiled[:5]
+    assert len(loaded) > 50, log[-20:]
 
 
 def test_node_standin_under_forge_guard_as_the_chart_runs_it(

@@ -11,12 +11,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
+# Integration tests mostly wait on lease timers: more workers than cores shorten the run. Tests
+# that change this host (the node, runc containers) all run on one worker (tests/conftest.py).
+TEST_WORKERS ?= 3
 
 SERVICES := services/forge-manager services/health-endpoint
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
 NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
-.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration chart chart-docs alerts test demo chaos bench clean
+.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration quorum chart chart-docs alerts test demo chaos bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -78,8 +81,11 @@ unit: venv ## fast unit tests of the services (Python) and of forge-guard (Go)
 	cd services/forge-guard && go vet ./... && go test -count=1 ./...
 	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests
 
-integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool
-	$(PYTEST) tests
+integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool (TEST_WORKERS=3)
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup tests -m "not quorum"
+
+quorum: venv tools ## three regions on an etcd quorum end to end (lost, partitioned, slow regions; TEST_WORKERS=3)
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup tests -m quorum
 
 chart: venv tools ## the chart alone: helm lint, rendering matrix, install and RBAC on the control plane
 	$(PYTEST) tests/chart
@@ -101,11 +107,13 @@ demo: venv tools ## the main job: two regions on the embedded control plane, fai
 
 chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
 	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
+	$(PY) -m tests.chaos.quorum --scenarios $${QUORUM_SCENARIOS:-30} --seed $${SEED:-1}
 
-bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load
+bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load, etcd quorum
 	$(PY) -m bench.failover --runs $${RUNS:-20}
 	$(PY) -m bench.forge_guard --runs $${RUNS:-20}
 	$(PY) bench/health_endpoint.py
+	$(PY) -m bench.quorum --runs $${RUNS:-20}
 
 clean: cluster-down ## remove .venv, .tools links and the cluster state (the tool cache stays)
 	rm -rf $(VENV) .tools .cluster

@@ -21,12 +21,23 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.node import Node, ownership
 from tests.harness.prometheus import prometheus_factory  # noqa: F401  (a fixture for every test)
 
+HOST_GROUP = "host"
+"""The pytest-xdist group of tests that change this host (the kubelet-backed node: one per host)
+or run containers with runc: one worker runs all of them, one at a time (``--dist loadgroup``)."""
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     integration = Path(__file__).parent / "integration"
     for item in items:
         if item.path.is_relative_to(integration):
             item.add_marker(pytest.mark.integration)
+        fixtures = getattr(item, "fixturenames", ())
+        if (
+            item.get_closest_marker("node")
+            or item.get_closest_marker("images")
+            or "kube_node" in fixtures
+        ):
+            item.add_marker(pytest.mark.xdist_group(HOST_GROUP))
 
 
 @pytest.fixture(scope="session")

@@ -122,6 +122,9 @@ def _clip_overlap(spans: list[Interval], start: float, end: float) -> float:
 
 
 class Runner:
+    scenarios = SCENARIOS
+    """The kinds this runner draws from (``tests.chaos.quorum`` brings its own world and kinds)."""
+
     def __init__(
         self,
         cp: ControlPlane,
@@ -234,7 +237,7 @@ class Runner:
     def run(
         self, count: int, kinds: Sequence[str] | None = None, max_minutes: float | None = None
     ) -> Report:
-        kinds = list(kinds or SCENARIOS)
+        kinds = list(kinds or self.scenarios)
         plan = schedule(self.rng, count, kinds)
         report = Report(self.seed)
         began = time.monotonic()
@@ -256,7 +259,7 @@ class Runner:
                 first_start = first_start if first_start is not None else t0
                 detail, error = "", ""
                 try:
-                    detail = SCENARIOS[kind](world)
+                    detail = self.scenarios[kind](world)
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     with contextlib.suppress(Exception):

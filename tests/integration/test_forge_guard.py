@@ -239,13 +239,18 @@ def test_a_booting_node_is_not_signalled_when_its_permit_passes(
     not yet installed its handler. Started non-producing, the node cannot forge meanwhile, and it
     comes up not forging."""
     secret = write_pool_secret(tmp_path / "pool-secret")
+    # The node sync check is off: with it, a pod leads only once its node is up and synced, so
+    # a leader's node boots only after a restart; here it boots while this pod leads.
     pod = ForgePod("bp-0", tmp_path, control_plane.kubeconfig, kube_namespace, secret,
-                   guard=True, startup_delay=BOOT)  # fmt: skip
+                   guard=True, startup_delay=BOOT,
+                   extra_env={"NODE_SYNC_CHECK": "false"})  # fmt: skip
     try:
         pod.start_manager()
         wait_for(pod.startup_ready, WAIT, "start-up credentials")
-        pod.start_node()
+        # The node starts once this pod leads (the first election waits a lease duration), so
+        # that the permit, frozen at once, passes a renew deadline later: within the boot.
         wait_for(lambda: permit_deadline(pod) is not None, WAIT, "the leader's forge permit")
+        pod.start_node()
         pod.freeze_manager()
         wait_for(lambda: not pod.credentials_present(), WAIT, "the guard to remove the credentials")
         assert not pod.node_up(), "the test needs the permit to pass while the node boots"

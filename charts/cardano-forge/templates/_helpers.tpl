@@ -106,6 +106,20 @@ seccompProfile:
 {{- if and $cm.createResource $cm.coordination.kubeconfigSecret }}
 {{- fail "forgeManager.clusterManagement.createResource cannot create the resource in a remote coordination API (coordination.kubeconfigSecret is set): set createResource=false, the forge manager creates it there" }}
 {{- end }}
+{{- $etcd := $cm.coordination.etcd }}
+{{- if and $etcd.endpoints $cm.coordination.kubeconfigSecret }}
+{{- fail "forgeManager.clusterManagement.coordination.etcd.endpoints and coordination.kubeconfigSecret are both set: with etcd each region's CardanoForgeCluster stays in its own cluster; unset one of them" }}
+{{- end }}
+{{- if and $etcd.tlsSecret (not $etcd.endpoints) }}
+{{- fail "forgeManager.clusterManagement.coordination.etcd.tlsSecret is set but etcd.endpoints is empty: list the etcd members' client URLs, this region's first" }}
+{{- end }}
+{{- if $etcd.tlsSecret }}
+{{- range $etcd.endpoints }}
+{{- if not (hasPrefix "https://" .) }}
+{{- fail (printf "forgeManager.clusterManagement.coordination.etcd.endpoints has %s: with etcd.tlsSecret every endpoint must be https://" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $cm.createResource (not (.Capabilities.APIVersions.Has "cardano.io/v1/CardanoForgeCluster")) }}
 {{- fail "forgeManager.clusterManagement.createResource needs the CardanoForgeCluster CRD installed before this release (kubectl apply -f crds/); or set createResource=false and the forge manager creates the resource" }}
 {{- end }}

@@ -100,6 +100,12 @@ class FakeLease:
             raise LeaseError("ReadTimeoutError: read timed out")
         return rec
 
+    def create_vacant(self) -> LeaseRecord:
+        self.calls.append("create")
+        if self.store.record is not None:
+            raise LeaseLost("lease exists already (409)")
+        return self._write(None, None, "")
+
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
         self.calls.append("acquire")
         # client-go: every acquisition of an existing record is a transition, after a release too

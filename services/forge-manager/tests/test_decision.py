@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from forge_manager.decision import (
     PERMIT_LOCAL_ONLY,
     CredentialAction,
@@ -65,17 +66,14 @@ def missing(*, seen: float = 95.0) -> LeaseView:
                      ours=False, exists=False)  # fmt: skip
 
 
-def test_missing_lease_is_created_only_after_a_lease_duration_in_our_observation() -> None:
-    d = decide_election(election(lease=missing(seen=95.0)))
+@pytest.mark.parametrize("now", [95.0, 110.0, 1000.0])
+def test_a_missing_lease_is_created_vacant_never_taken(now: float) -> None:
+    """Two reads that both find no Lease do not show that none existed between them."""
+    d = decide_election(election(now=now, lease=missing(seen=95.0)))
     assert (d.action, d.reason) == (
-        LeaseAction.NONE,
-        "no lease exists; creating it in 10.0 s unless one appears (a missing lease is no "
-        "evidence that its last holder stopped)",
-    )
-    d = decide_election(election(now=110.0, lease=missing(seen=95.0)))
-    assert (d.action, d.reason) == (
-        LeaseAction.ACQUIRE,
-        "no lease has existed for 15.0 s >= 15 s in our observation; creating it",
+        LeaseAction.CREATE,
+        "no lease exists; creating it vacant and acquiring it once it stays unchanged for 15 s "
+        "(a missing lease is no evidence that its last holder stopped)",
     )
 
 

@@ -69,8 +69,9 @@ class Pod:
         )
 
     def elect(self) -> str:
-        """Become the first leader: a pod that sees no Lease creates it only after it has seen
-        none for a lease duration (a deleted Lease is no evidence that nobody forges)."""
+        """Become the first leader: a pod that sees no Lease creates it vacant and takes that
+        record once it stayed unchanged for a lease duration (a deleted Lease is no evidence
+        that nobody forges)."""
         self.manager.step()
         self.clock.advance(self.settings.lease_duration)
         return self.manager.step()
@@ -93,7 +94,7 @@ def test_first_pod_creates_lease_installs_and_signals(
     pod = Pod(tmp, store, clock)
     reason = pod.elect()
     assert reason == (
-        "no lease has existed for 15.0 s >= 15 s in our observation; creating it; "
+        "lease without a holder unchanged for 15.0 s >= 15 s in our observation; acquiring it; "
         "leader (cluster management disabled); signalling the node to enable forging"
     )
     # A node of unknown state is first told to stop, then (as leader) to start.
@@ -106,7 +107,7 @@ def test_first_pod_creates_lease_installs_and_signals(
     # The next cycle renews without reading and does not signal again.
     clock.advance(2)
     assert pod.manager.step().startswith("renewing the lease; leader")
-    assert pod.lease.calls == ["read", "read", "acquire", "renew"]
+    assert pod.lease.calls == ["read", "create", "read", "acquire", "renew"]
     assert pod.sighups() == (1, 1)
     assert pod.metric("cardano_lease_renew_duration_seconds_count") == 1
 
@@ -454,19 +455,22 @@ def test_a_sidecar_restarted_beside_a_running_node_passes_its_startup_probe(
 
 
 # ---- a missing Lease, or one whose holder was cleared by someone else --------------------------
-def test_a_fresh_pod_that_sees_no_lease_waits_a_lease_duration(
+def test_a_fresh_pod_that_sees_no_lease_creates_it_vacant_and_waits_a_lease_duration(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
     """It cannot know that no leader forges: the Lease may have been deleted under one."""
     tmp, store, clock = world
     pod = Pod(tmp, store, clock)
+    assert pod.manager.step().startswith("no lease exists; creating it vacant")
+    assert store.record is not None and store.record.holder is None
+    assert pod.lease.calls == ["read", "create"]
     for _ in range(7):
-        pod.manager.step()
-        assert store.record is None and pod.sighups()[1] == 0
         clock.advance(2)
-    clock.advance(1)  # 15 s after it first saw no Lease
+        assert pod.manager.step().startswith("lease has no holder but was not released")
+        assert store.record.holder is None and pod.sighups()[1] == 0
+    clock.advance(1)  # 15 s after it created the vacant record
     pod.manager.step()
-    assert store.record is not None and store.record.holder == "pod-0"
+    assert store.record.holder == "pod-0"
     assert pod.files.all_present() and pod.sighups()[1] == 1
 
 
@@ -480,9 +484,10 @@ def test_a_deleted_lease_is_not_taken_while_the_old_leader_may_still_forge(
     assert a.files.all_present() and store.record is not None
     store.record = None  # kubectl delete lease, or a restore without it
     clock.advance(1)
-    assert b.manager.step().startswith("no lease exists")
-    assert store.record is None and not b.files.any_present()
-    # The old leader's renew finds the Lease gone (404): it demotes at once.
+    assert b.manager.step().startswith("no lease exists; creating it vacant")
+    assert store.record is not None and store.record.holder is None
+    assert not b.files.any_present()
+    # The old leader's renew finds the Lease gone or created anew (409): it demotes at once.
     clock.advance(1)
     a.manager.step()
     assert not a.files.any_present() and a.sighups() == (2, 1)
@@ -490,11 +495,44 @@ def test_a_deleted_lease_is_not_taken_while_the_old_leader_may_still_forge(
     for _ in range(6):
         clock.advance(2)
         b.manager.step()
-        assert store.record is None
-    clock.advance(2)  # 15 s after pod-1 first saw no Lease
+        assert store.record.holder is None
+    clock.advance(2)  # 15 s after pod-1 created the vacant record
     b.manager.step()
-    assert store.record is not None and store.record.holder == "pod-1"
+    assert store.record.holder == "pod-1"
     assert b.files.all_present()
+
+
+def test_two_pods_that_see_no_lease_create_one_vacant_record(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
+    b.manager.step()
+    a.lease.read = lambda: None  # type: ignore[method-assign]  # read before pod-1's create
+    assert a.manager.step().startswith(
+        "creating the vacant lease failed: lease exists already (409)"
+    )
+    assert b.lease.calls == ["read", "create"] and store.record is not None
+    assert store.record.resource_version == "1" and store.record.holder is None
+
+
+def test_a_lease_created_held_and_deleted_between_two_reads_is_not_taken_at_once(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    """A follower that saw no Lease, and sees none again, cannot tell that nobody created, held
+    and deleted it between its two reads: the leader of that unseen term may still forge."""
+    tmp, store, clock = world
+    b = Pod(tmp, store, clock, "pod-1")
+    b.manager.step()  # its first read
+    clock.advance(b.settings.lease_duration + 1)
+    # Between two of pod-1's reads pod-0 takes the Lease (whatever pod-1 left there) and leads;
+    # then the Lease is deleted (kubectl delete lease, a restore without it) while pod-0 forges.
+    store.record = None
+    store.write(None, "pod-0", "s0")
+    store.record = None
+    b.manager.step()
+    assert store.record is None or store.record.holder != "pod-1"
+    assert not b.files.any_present() and b.sighups()[1] == 0
 
 
 @pytest.mark.parametrize("released_by", [None, "pod-9"])
@@ -567,8 +605,9 @@ def test_a_404_on_renew_demotes_at_once(world: tuple[Path, LeaseStore, Clock]) -
     )
     assert not pod.files.any_present()
     assert pod.metric("cardano_forge_demotions_total", cause="lease_lost") == 1
-    clock.advance(2)  # it too waits a lease duration before creating the Lease again
-    assert pod.manager.step().startswith("no lease exists; creating it in 15.0 s")
+    clock.advance(2)  # it too creates it vacant and waits a lease duration
+    assert pod.manager.step().startswith("no lease exists; creating it vacant")
+    assert store.record is not None and store.record.holder is None
 
 
 # ---- a decision taken before a freeze is not acted on after it ----------------------------------

@@ -92,8 +92,9 @@ def cycle(clock: Clock, *pods: SyncPod) -> list[str]:
 
 
 def elect(clock: Clock, *pods: SyncPod) -> list[str]:
-    """Cycles until one pod forges: a pod that sees no Lease creates it only once it has seen
-    none for a lease duration. Returns the reasons of the cycle in which it started."""
+    """Cycles until one pod forges: a pod that sees no Lease creates it vacant and takes it once
+    that record stayed unchanged for a lease duration. Returns the reasons of the cycle in which
+    it started."""
     for _ in range(int(pods[0].settings.lease_duration / RETRY) + 3):
         reasons = cycle(clock, *pods)
         if any(p.forging() for p in pods):
@@ -122,8 +123,8 @@ def test_unsynced_standby_does_not_acquire(world: tuple[Path, LeaseStore, Clock]
     assert store.record is None
     pod.tip.lag = 3
     reasons = elect(clock, pod)
-    assert reasons[0].startswith("no lease has existed for ")
-    assert "; creating it; leader" in reasons[0]
+    assert reasons[0].startswith("lease without a holder unchanged for ")
+    assert "; acquiring it; leader" in reasons[0]
     assert pod.forging() and pod.metric("cardano_node_sync_blocked") == 0
 
 
@@ -242,7 +243,7 @@ def test_switched_off_any_node_may_lead(world: tuple[Path, LeaseStore, Clock]) -
     tmp, store, clock = world
     pod = SyncPod(tmp, store, clock, "pod-0", NODE_SYNC_CHECK="false")
     pod.tip.lag = None
-    assert "; creating it; leader" in elect(clock, pod)[0]
+    assert "; acquiring it; leader" in elect(clock, pod)[0]
     assert pod.forging()
     assert pod.metric("cardano_node_sync_check_enabled") == 0
     assert pod.metric("cardano_node_sync_status", status="disabled") == 1

@@ -38,6 +38,9 @@ PERMIT_LOCAL_ONLY = Permit(granted=True, reason="cluster management disabled")
 # ---- election --------------------------------------------------------------------------------
 class LeaseAction(enum.Enum):
     NONE = "none"
+    CREATE = "create"
+    """Create the missing Lease *vacant* (no holder): the record it gets is then timed like any
+    other, and taken only once it stayed unchanged for a lease duration."""
     ACQUIRE = "acquire"
     RENEW = "renew"
     RELEASE = "release"
@@ -47,9 +50,10 @@ class LeaseAction(enum.Enum):
 class LeaseView:
     """The Lease record as last read, with when this pod saw it change (its own clock).
 
-    A missing Lease is a view too (``exists`` False): like a record that stays unchanged, it is
-    taken only after a lease duration in this pod's observation, because a deleted Lease (or an
-    etcd/Velero restore without it) is no evidence that its last holder stopped forging."""
+    A missing Lease is a view too (``exists`` False). It is never taken as it is: a deleted Lease
+    (or an etcd/Velero restore without it) is no evidence that its last holder stopped forging,
+    and two reads that both find no Lease do not show that none existed between them. The pod
+    creates it vacant (:attr:`LeaseAction.CREATE`) and times that record like any other."""
 
     holder: str | None
     resource_version: str
@@ -58,8 +62,8 @@ class LeaseView:
     """Seconds: max(the record's leaseDurationSeconds, our own LEASE_DURATION), and for a missing
     or foreign-cleared record also the duration of the record seen before it."""
     observed_change_at: float
-    """Monotonic time at which this pod first saw this resourceVersion (or first saw the Lease
-    missing, continuously since)."""
+    """Monotonic time at which this pod first saw this resourceVersion (for a missing Lease: when
+    it was last read missing; not used to take it)."""
     ours: bool
     """Written by this process (not merely carrying our name, e.g. a previous incarnation's)."""
     released_by: str | None = None
@@ -120,16 +124,13 @@ def decide_election(s: ElectionSnapshot) -> ElectionDecision:
         return ElectionDecision(LeaseAction.RENEW, "renewing the lease")
     unchanged_for = s.now - lease.observed_change_at
     if not lease.exists:
-        if unchanged_for >= lease.duration:
-            return ElectionDecision(
-                LeaseAction.ACQUIRE,
-                f"no lease has existed for {unchanged_for:.1f} s >= {lease.duration:g} s in our "
-                "observation; creating it",
-            )
+        # Seeing no Lease at two reads is no evidence that none existed in between: a Lease
+        # created, held and deleted between them leaves a leader that may forge until its renew
+        # deadline. Only a record of our own making can be timed: create it vacant.
         return ElectionDecision(
-            LeaseAction.NONE,
-            f"no lease exists; creating it in {lease.duration - unchanged_for:.1f} s unless one "
-            "appears (a missing lease is no evidence that its last holder stopped)",
+            LeaseAction.CREATE,
+            f"no lease exists; creating it vacant and acquiring it once it stays unchanged for "
+            f"{lease.duration:g} s (a missing lease is no evidence that its last holder stopped)",
         )
     if not lease.holder:
         if lease.released_by is not None:

@@ -223,6 +223,17 @@ class LeaseClient:
     def new_renew_stamp() -> str:
         return _micro_time(_now()) or ""
 
+    def create_vacant(self) -> LeaseRecord:
+        """Create the missing Lease with no holder (HTTP 409 if it exists: :class:`LeaseLost`).
+
+        A missing Lease is never acquired directly: two reads that both find none do not show
+        that nobody created, held and deleted it in between. The vacant record gets a
+        resourceVersion that followers time like any unchanged record."""
+        spec = client.V1LeaseSpec(lease_duration_seconds=self.lease_duration, lease_transitions=0)
+        metadata = client.V1ObjectMeta(name=self.name, labels=dict(MANAGED_BY))
+        body = client.V1Lease(metadata=metadata, spec=spec)
+        return _record(self._call(self._api.create_namespaced_lease, self.namespace, body))
+
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord:
         """Create the Lease (``current`` None) or take it over against ``current``'s version."""
         body = self._body(current, "acquire", stamp)

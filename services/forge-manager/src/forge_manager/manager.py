@@ -64,6 +64,7 @@ class LeaseBackend(Protocol):
     """The seam to the API (``lease.LeaseClient``); unit tests provide their own."""
 
     def read(self) -> LeaseRecord | None: ...
+    def create_vacant(self) -> LeaseRecord: ...
     def acquire(self, current: LeaseRecord | None, stamp: str) -> LeaseRecord: ...
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
     def release(self, current: LeaseRecord) -> LeaseRecord: ...
@@ -243,24 +244,23 @@ class ForgeManager:
     def _observe_record(self, rec: LeaseRecord | None, seen_at: float) -> None:
         """Record a read; must hold the lock.
 
-        A record that changed is timed from ``seen_at``. A missing Lease, and a record whose
-        holder was cleared by anyone but the holder (and term) we last saw, carry no evidence
-        that the old holder stopped: they are timed like an unchanged record (a lease duration
-        from when we first saw them so), with at least the duration of the record seen before."""
+        A record that changed is timed from ``seen_at``. A record whose holder was cleared by
+        anyone but the holder (and term) we last saw carries no evidence that the old holder
+        stopped: it is timed like an unchanged record (a lease duration from when we first saw
+        it so), with at least the duration of the record seen before. A missing Lease is never
+        timed (see :class:`LeaseView`): the election creates it vacant, and that record is timed
+        with at least the duration of the record seen before the Lease went missing."""
         self._record = rec
         prev = self._view
         own_duration = float(self.settings.lease_duration)
         if rec is None:
             if self._own_rv is not None:
                 self._lost("the lease was deleted")
-            missing_before = prev is not None and not prev.exists
             self._view = LeaseView(
                 holder=None,
                 resource_version="",
                 duration=max(own_duration, prev.duration if prev is not None else 0.0),
-                observed_change_at=prev.observed_change_at
-                if prev is not None and missing_before
-                else seen_at,
+                observed_change_at=seen_at,
                 ours=False,
                 exists=False,
             )
@@ -335,12 +335,31 @@ class ForgeManager:
             )
             decision = decide_election(snap)
             current = self._record
+        if decision.action is LeaseAction.CREATE:
+            return self._create_vacant(decision)
         if decision.action is LeaseAction.ACQUIRE:
             return self._write(decision, lambda stamp: self._lease.acquire(current, stamp))
         if decision.action is LeaseAction.RENEW and current is not None:
             return self._write(decision, lambda stamp: self._lease.renew(current, stamp))
         elif decision.action is LeaseAction.RELEASE:
             return self._release()
+        return decision
+
+    def _create_vacant(self, decision: ElectionDecision) -> ElectionDecision:
+        """Create the missing Lease without a holder; never a leadership write (no deadline, no
+        stamp). A 409 means another pod created it first: read it next cycle."""
+        try:
+            rec = self._lease.create_vacant()
+        except LeaseError as exc:
+            with self._lock:
+                self._need_read = True
+            if self.metrics:
+                self.metrics.lease_errors.labels("create").inc()
+            level = logging.INFO if isinstance(exc, LeaseLost) else logging.WARNING
+            log.log(level, "creating the vacant lease failed: %s", exc)
+            return ElectionDecision(LeaseAction.NONE, f"creating the vacant lease failed: {exc}")
+        with self._lock:
+            self._observe_record(rec, self._clock())
         return decision
 
     def _write(

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from forge_manager.cluster.etcd_settings import EtcdConfigError, EtcdSettings, load_etcd_settings
 from forge_manager.cluster.model import HealthCheckSpec, ParseError, parse_duration
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -75,6 +76,10 @@ class ClusterSettings:
     our observation is considered dead (12 s); more than twice the heartbeat interval. Below the
     default lease duration, so a cut-off better region stops blocking the others by the time the
     pool-wide Lease has expired: a partition fails over in lease-bound time."""
+    etcd: EtcdSettings | None = None
+    """``COORDINATION_ETCD_*``: the pool-wide lock, the heartbeats and the regions' copies in an
+    etcd cluster with a member per failure domain (:mod:`.etcd_store`); None: in the coordination
+    API as above."""
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -192,6 +197,10 @@ def load_cluster_settings(env: Mapping[str, str]) -> ClusterSettings:
             f"POOL_LEASE_NAME and CLUSTER_CRD_NAME are too long together: the heartbeat Lease "
             f"{pool_lease_name}-{crd_name} must be at most 253 characters"
         )
+    try:
+        etcd = load_etcd_settings(env)
+    except EtcdConfigError as exc:
+        raise ClusterConfigError(str(exc)) from None
     return ClusterSettings(
         enabled=enabled,
         cluster_name=cluster_name,
@@ -218,4 +227,5 @@ def load_cluster_settings(env: Mapping[str, str]) -> ClusterSettings:
         ),
         heartbeat_interval=heartbeat,
         stale_after=stale_after,
+        etcd=etcd,
     )

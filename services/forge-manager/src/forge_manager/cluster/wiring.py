@@ -7,11 +7,11 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from forge_manager.clock import now as boottime_now
-from forge_manager.cluster.coordinator import ClusterCoordinator
+from forge_manager.cluster.coordinator import ClusterCoordinator, Heartbeats, ResourceStore
 from forge_manager.cluster.health_check import HealthChecker
 from forge_manager.cluster.metrics import ClusterMetrics
 from forge_manager.cluster.model import holder_identity
-from forge_manager.cluster.pool_lease import PoolLease
+from forge_manager.cluster.pool_lease import LeaseBackend, PoolLease
 from forge_manager.cluster.resource import (
     ForgeClusterStore,
     HeartbeatStore,
@@ -40,36 +40,81 @@ def build_coordinator(
 
     api = coordination_api_client(cluster.coordination_kubeconfig)
     identity = holder_identity(cluster.crd_name, settings.pod_name)
-    backend = LeaseClient(
-        api,
-        namespace=cluster.coordination_namespace,
-        name=cluster.pool_lease_name,
-        identity=identity,
-        lease_duration=settings.lease_duration,
-        request_timeout=settings.request_timeout,
-    )
     metrics = ClusterMetrics(registry, cluster.cluster_name)
-    probe_backend = LeaseClient(  # the start-up probe waits longer than a request may take
-        api,
-        namespace=cluster.coordination_namespace,
-        name=cluster.pool_lease_name,
-        identity=identity,
-        lease_duration=settings.lease_duration,
-        request_timeout=settings.renew_deadline,
-    )
-    return ClusterCoordinator(
-        cluster,
-        pod=settings.pod_name,
-        renew_deadline=settings.renew_deadline,
-        retry_period=settings.retry_period,
-        store=ForgeClusterStore(api, cluster, request_timeout=settings.request_timeout),
-        heartbeats=HeartbeatStore(
+    store: ResourceStore
+    heartbeats: Heartbeats
+    backend: LeaseBackend
+    probe_read: Callable[[], object]
+    create_vacant: Callable[[], object]
+    if cluster.etcd is not None:
+        # etcd across the failure domains: the lock, heartbeats and regions' copies there; this
+        # region's CardanoForgeCluster in its own cluster (``api`` is the local API then).
+        from forge_manager.cluster.etcd_client import Etcd  # noqa: PLC0415
+        from forge_manager.cluster.etcd_store import (  # noqa: PLC0415
+            EtcdHeartbeats,
+            EtcdPoolLease,
+            Keys,
+            RegionDirectory,
+        )
+
+        etcd = Etcd(cluster.etcd, timeout=settings.request_timeout)
+        keys = Keys(cluster.etcd.prefix, cluster.pool_lease_name)
+        lock = EtcdPoolLease(
+            etcd, key=keys.lease, identity=identity, lease_duration=settings.lease_duration
+        )
+        backend, create_vacant = lock, lock.create_vacant
+        probe_read = EtcdPoolLease(  # the start-up probe waits longer than a request may take
+            Etcd(cluster.etcd, timeout=settings.renew_deadline),
+            key=keys.lease,
+            identity=identity,
+            lease_duration=settings.lease_duration,
+        ).read
+        store = RegionDirectory(
+            ForgeClusterStore(api, cluster, request_timeout=settings.request_timeout),
+            etcd,
+            keys,
+            region=cluster.crd_name,
+        )
+        heartbeats = EtcdHeartbeats(etcd, keys)
+    else:
+        backend = LeaseClient(
+            api,
+            namespace=cluster.coordination_namespace,
+            name=cluster.pool_lease_name,
+            identity=identity,
+            lease_duration=settings.lease_duration,
+            request_timeout=settings.request_timeout,
+        )
+        probe_read = LeaseClient(  # the start-up probe waits longer than a request may take
+            api,
+            namespace=cluster.coordination_namespace,
+            name=cluster.pool_lease_name,
+            identity=identity,
+            lease_duration=settings.lease_duration,
+            request_timeout=settings.renew_deadline,
+        ).read
+        create_vacant = vacant_lease_creator(
+            api,
+            namespace=cluster.coordination_namespace,
+            name=cluster.pool_lease_name,
+            lease_seconds=settings.lease_duration,
+            request_timeout=settings.request_timeout,
+        )
+        store = ForgeClusterStore(api, cluster, request_timeout=settings.request_timeout)
+        heartbeats = HeartbeatStore(
             api,
             namespace=cluster.coordination_namespace,
             pool=cluster.pool_lease_name,
             request_timeout=settings.request_timeout,
             lease_seconds=int(cluster.stale_after),
-        ),
+        )
+    return ClusterCoordinator(
+        cluster,
+        pod=settings.pod_name,
+        renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period,
+        store=store,
+        heartbeats=heartbeats,
         pool=PoolLease(
             backend,
             identity=identity,
@@ -78,13 +123,7 @@ def build_coordinator(
             clock=boottime_now,
             round_trips=RoundTrips(settings.request_timeout),
             on_write=metrics.pool_lease_write,
-            create_vacant=vacant_lease_creator(
-                api,
-                namespace=cluster.coordination_namespace,
-                name=cluster.pool_lease_name,
-                lease_seconds=settings.lease_duration,
-                request_timeout=settings.request_timeout,
-            ),
+            create_vacant=create_vacant,
         ),
         health=HealthChecker(
             cluster.health_check,
@@ -96,5 +135,5 @@ def build_coordinator(
         local_leader=local_leader,
         reconcile=reconcile,
         metrics=metrics,
-        api_probe=lambda: probe(probe_backend.read, request_timeout=settings.request_timeout),
+        api_probe=lambda: probe(probe_read, request_timeout=settings.request_timeout),
     )

@@ -276,8 +276,8 @@ prune_archives() {
 # Build tags of an image beyond the newest few (their steps are the layer cache of the next build;
 # other worktrees may be building other versions).
 prune_build_tags() {
-  buildah images --noheading --format '{{.CreatedAtRaw}} {{.Name}}:{{.Tag}}' \
-      "localhost/cardano-forge/build-$1" 2>/dev/null \
+  { buildah images --noheading --format '{{.CreatedAtRaw}} {{.Name}}:{{.Tag}}' \
+      --filter "reference=localhost/cardano-forge/build-$1" 2>/dev/null || true; } \
     | LC_ALL=C sort -r | tail -n +5 | while read -r _ _ _ _ ref; do
         buildah rmi "$ref" >/dev/null 2>&1 || true
       done

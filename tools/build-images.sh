@@ -238,10 +238,12 @@ build_image() {
     build_tag="localhost/cardano-forge/build-$name:${key:0:12}"
     say "$name: buildah bud -f $dockerfile -t $tag (cold: 1-5 min)"
     nice -n 10 buildah bud --quiet --layers --pull=never --network=host --format=docker \
-      --label "$label=$key" "${args[@]}" -f "$root/$dockerfile" -t "$build_tag" "$ctx" \
+      --label "$label=$key" "${args[@]}" -f "$root/$dockerfile" -t "$build_tag" \
+      --iidfile "$cache/$name.iid" "$ctx" \
       > "$cache/$name.log" 2>&1 || die "$name: buildah bud failed: $(tail -n1 "$cache/$name.log") (log: $cache/$name.log)"
     rm -f "$archive.tmp"
-    buildah push --quiet "$build_tag" "docker-archive:$archive.tmp:$tag" >/dev/null
+    # By image ID: the archive names the chart's reference only, not the build tag.
+    buildah push --quiet "$(cat "$cache/$name.iid")" "docker-archive:$archive.tmp:$tag" >/dev/null
     mv "$archive.tmp" "$archive"
     prune_build_tags "$name"
     say "$name: built in $((SECONDS - start)) s"

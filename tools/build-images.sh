@@ -285,13 +285,6 @@ prune_build_tags() {
       done
 }
 
-# Images of this project that no tag names any more (a rebuild moved the tag on).
-prune_untagged() {
-  local id
-  buildah images --noheading --filter "label=$label" --filter dangling=true --format '{{.ID}}' \
-    | sort -u | while read -r id; do buildah rmi "$id" >/dev/null 2>&1 || true; done
-}
-
 # ---- prerequisites --------------------------------------------------------------------------------
 prerequisites() {
   [[ $(id -u) == 0 ]] || die "make images needs root (buildah's storage in /var/lib/containers, mmdebstrap's root mode): run it as root"
@@ -328,7 +321,6 @@ cmd_build() {
     build_image "$name" "$dockerfile" "$ref" "$bases" "$ctx"
   done
   write_manifest
-  prune_untagged
   say "done in $((SECONDS - start)) s: .images/images.json"
 }
 
@@ -381,7 +373,7 @@ cmd_lock() {
 cmd_clean() {
   command -v buildah >/dev/null 2>&1 || { say "no buildah: nothing to remove"; return; }
   local id
-  buildah images --noheading --filter "label=$label" --format '{{.ID}}' | sort -u \
+  buildah images --all --noheading --filter "label=$label" --format '{{.ID}}' | sort -u \
     | while read -r id; do buildah rmi --force "$id" >/dev/null 2>&1 || true; done
   rm -rf "$outdir"
   say "removed this project's images from buildah's storage and .images/ (the cache $cache stays)"

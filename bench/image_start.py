@@ -43,7 +43,7 @@ def main() -> int:
             config = oci.image_config(images[repository].archive)
             times = []
             for i in range(args.runs):
-                work = Path(tmp) / f"run-{i}"
+                work = Path(tmp) / f"{rootfs.name}-run-{i}"
                 work.mkdir()
                 c = oci.Container(rootfs, work, config, args=["python", "-c", code], tmpfs=["/tmp"])
                 start = time.monotonic()

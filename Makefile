@@ -47,7 +47,7 @@ tools: $(TOOL_STAMP) .tools/bin/forge-guard ## build kube-apiserver, etcd, kubec
 images: ## build the images (forge-manager, health-endpoint, node stand-in) into .images/ (cached by content)
 	bash tools/build-images.sh build
 
-images-lock: ## re-pin the Debian packages of the base images (tools/images/*.lock) to what the mirror serves
+images-lock: ## re-pin the bases' Debian packages (tools/images/*.lock) and the services' Python packages (services/*/requirements.lock)
 	bash tools/build-images.sh lock
 
 images-clean: ## remove this project's images from buildah's storage and .images/ (the cache stays)

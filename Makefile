@@ -19,7 +19,7 @@ SERVICES := services/forge-manager services/health-endpoint services/cli
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
 NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
-.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration quorum chart chart-docs alerts test demo chaos bench clean
+.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration quorum chart chart-docs alerts test demo chaos bench bench-pods clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -47,7 +47,7 @@ tools: $(TOOL_STAMP) .tools/bin/forge-guard ## build kube-apiserver, etcd, kubec
 images: ## build the images (forge-manager, health-endpoint, node stand-in) into .images/ (cached by content)
 	bash tools/build-images.sh build
 
-images-lock: ## re-pin the Debian packages of the base images (tools/images/*.lock) to what the mirror serves
+images-lock: ## re-pin the bases' Debian packages (tools/images/*.lock) and the services' Python packages (services/*/requirements.lock)
 	bash tools/build-images.sh lock
 
 images-clean: ## remove this project's images from buildah's storage and .images/ (the cache stays)
@@ -105,8 +105,8 @@ test: venv tools ## everything CI runs: lint, unit, images, integration (the ima
 demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
 	$(PY) -m demo $(DEMO_ARGS)
 
-chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1); prints overlap and gaps
-	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1}
+chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1, CHAOS_ARGS); then QUORUM_SCENARIOS=30 on an etcd quorum; prints overlap and gaps per kind
+	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1} $(CHAOS_ARGS)
 	$(PY) -m tests.chaos.quorum --scenarios $${QUORUM_SCENARIOS:-30} --seed $${SEED:-1}
 
 bench: venv tools ## print the figures: failover times, sidecar memory, forge-guard reaction, health endpoint load, etcd quorum, CLI
@@ -115,6 +115,9 @@ bench: venv tools ## print the figures: failover times, sidecar memory, forge-gu
 	$(PY) bench/health_endpoint.py
 	$(PY) -m bench.quorum --runs $${RUNS:-20}
 	$(PY) -m bench.cli --runs $${RUNS:-20}
+
+bench-pods: venv tools node-tools images ## the figures on real pods (root; its own node): handover, failover, install, memory
+	$(PY) -m bench.pods --runs $${RUNS:-20} --installs $${INSTALLS:-2}
 
 clean: cluster-down ## remove .venv, .tools links and the cluster state (the tool cache stays)
 	rm -rf $(VENV) .tools .cluster

@@ -7,7 +7,8 @@
 #   localhost/cardano-forge/node-standin:<content key>  tests/images/node-standin/Dockerfile (tests)
 #
 # Their base images are made here with mmdebstrap from the Debian packages pinned in
-# tools/images/<base>.lock and passed to the Dockerfiles as build arguments. Everything is cached by
+# tools/images/<base>.lock and passed to the Dockerfiles as build arguments; the services' Python
+# packages are pinned (with hashes) in services/<service>/requirements.lock. Everything is cached by
 # content under $CARDANO_FORGE_IMAGES_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/cardano-forge/
 # images): a base by its package list, an image by its Dockerfile, the files it copies and its bases.
 # The built images are saved as docker archives in .images/ with .images/images.json, the list that
@@ -16,7 +17,9 @@
 #   [{"name": "<image reference with tag>", "archive": "<file name in .images>", "bytes": <size>}]
 #
 # Usage: tools/build-images.sh [build]   build what changed (the default)
-#        tools/build-images.sh lock      re-resolve the bases' packages from the mirror into the locks
+#        tools/build-images.sh lock [NAME...]  re-resolve the locks: the bases' Debian packages from
+#                                        the mirror, the services' Python packages from the index
+#                                        (NAME: a base or a service; default all)
 #        tools/build-images.sh clean     remove this project's images from buildah's storage
 # Needs root (buildah's storage in /var/lib/containers, mmdebstrap's root mode) and installs
 # Debian's buildah, mmdebstrap and runc when missing.
@@ -43,7 +46,7 @@ sha() { sha256sum | cut -c1-64; }
 # ---- the base images ------------------------------------------------------------------------------
 # name -> Debian packages (their dependencies are resolved by apt; every version is in the lock).
 declare -A BASE_PACKAGES=(
-  [python]="python3 passwd"
+  [python]="python3 passwd ca-certificates"
   [python-build]="python3 passwd python3-venv ca-certificates"
   [go-build]="golang-$IMAGES_GO_VERSION-go"
 )
@@ -74,6 +77,16 @@ mmdebstrap_opts=(
 )
 
 lockfile() { echo "$here/images/$1.lock"; }
+
+# Services whose Python packages are pinned in services/<service>/requirements.lock
+# (tools/images/pylock.py); their Dockerfiles install exactly those, by hash.
+PY_SERVICES=(forge-manager health-endpoint)
+py_lockfile() { echo "$root/services/$1/requirements.lock"; }
+check_py_lock() {
+  local out
+  out=$(python3 "$here/images/pylock.py" check "$root/services/$1/pyproject.toml" "$(py_lockfile "$1")" 2>&1) \
+    || die "${out#pylock: }"
+}
 lock_packages() { grep -v '^#' "$(lockfile "$1")" | sed '/^$/d'; }
 
 # The keys name a recipe version ("base v1", "image v1"): bump it when this script changes how
@@ -206,7 +219,7 @@ image_key() {
 }
 
 build_image() {
-  local name=$1 dockerfile=$2 ref=$3 bases=$4 ctx=$5 key tag archive b
+  local name=$1 dockerfile=$2 ref=$3 bases=$4 ctx=$5 key tag archive b build_tag
   key=$(image_key "$name" "$dockerfile" "$ctx" "$bases")
   [[ $ref == *:* ]] && tag=$ref || tag="$ref:${key:0:12}"
   archive="$cache/$name-$key.tar"
@@ -218,13 +231,21 @@ build_image() {
     # pip checks the package index against this machine's CA bundle (which may hold a proxy's CA):
     # a build secret, mounted for the pip step of the build stage only (see the Dockerfiles).
     args+=(--secret "id=build-ca,src=$ca_bundle")
+    # Built under a tag of its own content key, not the chart's reference: buildah's storage is the
+    # machine's, and another worktree may be building another version of the same image meanwhile.
+    # The archive carries the chart's reference. --layers keeps each Dockerfile step as a cached
+    # image, so a change to a service's sources rebuilds only the steps after its COPY.
+    build_tag="localhost/cardano-forge/build-$name:${key:0:12}"
     say "$name: buildah bud -f $dockerfile -t $tag (cold: 1-5 min)"
-    nice -n 10 buildah bud --quiet --pull=never --network=host --format=docker \
-      --label "$label=$key" "${args[@]}" -f "$root/$dockerfile" -t "$tag" "$ctx" \
+    nice -n 10 buildah bud --quiet --layers --pull=never --network=host --format=docker \
+      --label "$label=$key" "${args[@]}" -f "$root/$dockerfile" -t "$build_tag" \
+      --iidfile "$cache/$name.iid" "$ctx" \
       > "$cache/$name.log" 2>&1 || die "$name: buildah bud failed: $(tail -n1 "$cache/$name.log") (log: $cache/$name.log)"
     rm -f "$archive.tmp"
-    buildah push --quiet "$tag" "docker-archive:$archive.tmp:$tag" >/dev/null
+    # By image ID: the archive names the chart's reference only, not the build tag.
+    buildah push --quiet "$(cat "$cache/$name.iid")" "docker-archive:$archive.tmp:$tag" >/dev/null
     mv "$archive.tmp" "$archive"
+    prune_build_tags "$name"
     say "$name: built in $((SECONDS - start)) s"
   fi
   ln -f "$archive" "$outdir/$name.tar" 2>/dev/null || cp "$archive" "$outdir/$name.tar"
@@ -254,11 +275,14 @@ prune_archives() {
   done
 }
 
-# Images of this project that no tag names any more (a rebuild moved the tag on).
-prune_untagged() {
-  local id
-  buildah images --noheading --filter "label=$label" --filter dangling=true --format '{{.ID}}' \
-    | sort -u | while read -r id; do buildah rmi "$id" >/dev/null 2>&1 || true; done
+# Build tags of an image beyond the newest few (their steps are the layer cache of the next build;
+# other worktrees may be building other versions).
+prune_build_tags() {
+  { buildah images --noheading --format '{{.CreatedAtRaw}} {{.Name}}:{{.Tag}}' \
+      --filter "reference=localhost/cardano-forge/build-$1" 2>/dev/null || true; } \
+    | LC_ALL=C sort -r | tail -n +5 | while read -r _ _ _ _ ref; do
+        buildah rmi "$ref" >/dev/null 2>&1 || true
+      done
 }
 
 # ---- prerequisites --------------------------------------------------------------------------------
@@ -282,6 +306,7 @@ cmd_build() {
   mkdir -p "$cache" "$outdir"
   local start=$SECONDS b spec ctx pids=() failed=0
   for b in "${BASES[@]}"; do check_lock "$b"; done
+  for b in "${PY_SERVICES[@]}"; do check_py_lock "$b"; done
   # The bases at once: mostly downloads and dpkg, and each is cached on its own.
   for b in "${BASES[@]}"; do build_base "$b" & pids+=($!); done
   for b in "${pids[@]}"; do wait "$b" || failed=1; done
@@ -296,16 +321,42 @@ cmd_build() {
     build_image "$name" "$dockerfile" "$ref" "$bases" "$ctx"
   done
   write_manifest
-  prune_untagged
   say "done in $((SECONDS - start)) s: .images/images.json"
+}
+
+# lock_python SERVICE: resolve the service's Python packages inside the python-build base (the
+# image's interpreter and platform) into services/<service>/requirements.lock.
+lock_python() {
+  local svc=$1 ctr out envs=() e
+  build_base python-build
+  import_base python-build "$(base_tarball python-build)" "$(base_tag python-build)" "$(base_key python-build)"
+  for e in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PYPI_SIMPLE_URL; do
+    [[ -n ${!e:-} ]] && envs+=(--env "$e=${!e}")
+  done
+  say "$svc: resolving the Python packages of services/$svc/pyproject.toml on the package index"
+  out=$(mktemp -d -p "$cache")
+  ctr=$(buildah from --quiet --pull=never "$(base_tag python-build)")
+  if ! buildah run --network=host "${envs[@]}" \
+      -v "$root/services/$svc/pyproject.toml:/src/$svc/pyproject.toml:ro" \
+      -v "$here/images/pylock.py:/src/pylock.py:ro" -v "$out:/out" \
+      -v "$ca_bundle:/etc/ssl/certs/ca-certificates.crt:ro" "$ctr" -- sh -c \
+      "python3 -m venv /tmp/resolver && /tmp/resolver/bin/python /src/pylock.py resolve /src/$svc/pyproject.toml /out/requirements.lock" \
+      >&2; then
+    buildah rm "$ctr" >/dev/null 2>&1 || true; rm -rf "$out"
+    die "$svc: resolving its Python packages failed (the line above says why)"
+  fi
+  buildah rm "$ctr" >/dev/null 2>&1 || true
+  cp "$out/requirements.lock" "$(py_lockfile "$svc")"; rm -rf "$out"
 }
 
 cmd_lock() {
   prerequisites
   mkdir -p "$cache" "$here/images"
-  local b list tarball
-  for b in "${@:-${BASES[@]}}"; do
-    [[ -n ${BASE_PACKAGES[$b]:-} ]] || die "unknown base '$b' (${BASES[*]})"
+  local b list tarball names=("$@")
+  ((${#names[@]})) || names=("${BASES[@]}" "${PY_SERVICES[@]}")
+  for b in "${names[@]}"; do
+    if [[ " ${PY_SERVICES[*]} " == *" $b "* ]]; then lock_python "$b"; continue; fi
+    [[ -n ${BASE_PACKAGES[$b]:-} ]] || die "unknown base or service '$b' (${BASES[*]} ${PY_SERVICES[*]})"
     say "base $b: resolving ${BASE_PACKAGES[$b]} on $mirror ($suite)"
     list=$(mktemp); tarball=$(mktemp -p "$cache")
     mmdebstrap_base "$b" "$tarball" "$list" essential "${BASE_PACKAGES[$b]// /,}"
@@ -322,7 +373,7 @@ cmd_lock() {
 cmd_clean() {
   command -v buildah >/dev/null 2>&1 || { say "no buildah: nothing to remove"; return; }
   local id
-  buildah images --noheading --filter "label=$label" --format '{{.ID}}' | sort -u \
+  buildah images --all --noheading --filter "label=$label" --format '{{.ID}}' | sort -u \
     | while read -r id; do buildah rmi --force "$id" >/dev/null 2>&1 || true; done
   rm -rf "$outdir"
   say "removed this project's images from buildah's storage and .images/ (the cache $cache stays)"

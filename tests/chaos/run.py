@@ -1,19 +1,27 @@
 """Fault injection: randomised, bounded, seeded scenarios against the real control plane.
 
 Two regions (``east`` priority 1, ``west`` priority 2) of two pods each; every pod is a forge
-manager with cluster coordination and a cardano-node stand-in under ``forge-guard``; each region
-reaches the coordination API through its own breakable loopback proxy and has its own health
-endpoint and its own copy of the pool's Secret. Scenario kinds (:mod:`tests.chaos.scenarios`) are
-drawn in shuffled rounds (every kind once per round, order from the seed); each scenario's
-parameters (target, duration, mode) come from the same seeded generator.
+manager with cluster coordination and a cardano-node stand-in under ``forge-guard``. Each region
+reaches the coordination API as a ServiceAccount of its own bound to the chart's coordination
+Role, through a breakable TCP proxy in front of a request-aware proxy (answers dropped or
+delayed); each pod reaches its local API through a TCP proxy of its own in front of its region's
+request-aware proxy. Each region has its own health endpoint and its own copy of the pool's
+Secret; the pods of index 1 find their node through ``CARDANO_NODE_PID_FILE`` (the others by
+name, as the chart does), and every manager runs with a failpoint file
+(``forge_manager.failpoints``). Scenario kinds (:mod:`tests.chaos.scenarios`) are drawn in
+shuffled rounds (every kind once per round, order from the seed); each scenario's parameters
+(target, duration, mode) come from the same seeded generator.
 
 After each fault is undone the runner waits (bounded) until exactly one node forges, steadily, with
-every container running; then it reads the stand-ins' monotonic event logs and prints, for the
-scenario, the time two nodes forged (must be 0 ms) and the longest time no node forged, and at the
-end the same in total. Exit status 1 if any overlap was seen or a scenario did not recover.
+every container running; then it reads the stand-ins' CLOCK_BOOTTIME event logs and prints, for
+the scenario, the time two nodes forged (must be 0 ms) and the longest time no node forged, and at
+the end a Markdown table of the same per kind. Exit status 1 if any overlap was seen or a scenario
+did not recover.
 
 Run: ``python -m tests.chaos.run --scenarios 200 --seed 1`` (starts its own control plane on
-loopback; needs ``make tools``). ``--max-minutes`` stops early, reporting how many ran.
+loopback; needs ``make tools``; root for ``chattr`` in ``removal_fails``, which falls back to a
+directory without write permission otherwise). ``--max-minutes`` stops early, reporting how many
+ran; ``--kinds`` picks kinds; ``--workdir`` keeps every pod's logs and event logs.
 """
 
 from __future__ import annotations
@@ -34,14 +42,19 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from tests.chaos.scenarios import MEAN_SCENARIO_S, SCENARIOS, World, source_ok
+from tests.chaos.scenarios import SCENARIO_S, SCENARIOS, WORLD_S, World, source_ok
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import FAST_TIMING, ForgePod, write_pool_secret
 from tests.harness.forging_log import Interval, intervals, longest_gap, overlaps, read_events
 from tests.harness.node_standin import now
 from tests.harness.regions import FAST_CLUSTER_TIMING, Regions, create_namespace, install_crd
+from tests.harness.unremovable import restore_all
 
 PRIORITIES = {"east": 1, "west": 2}
+PID_FILE_PODS = (1,)
+"""Pods of this index find their node through CARDANO_NODE_PID_FILE (the others by name)."""
+TOKEN_SECONDS = 48 * 3600
+"""The regions' ServiceAccount tokens outlive the longest run."""
 RECOVERY_WAIT_S = 180.0
 """Upper bound for the pool to be back to one steady forger after a fault is undone."""
 POLL_S = 0.25
@@ -62,7 +75,7 @@ class Outcome:
     def line(self) -> str:
         status = "ok" if self.recovered and not self.error else "FAILED"
         text = (
-            f"#{self.index:4d} {self.kind:17s} overlap {self.overlap_s * 1000:5.0f} ms  "
+            f"#{self.index:4d} {self.kind:18s} overlap {self.overlap_s * 1000:5.0f} ms  "
             f"longest gap {self.longest_gap_s:5.1f} s  {status:6s} {self.detail}"
         )
         return text + (f"  [{self.error}]" if self.error else "")
@@ -81,24 +94,35 @@ class Report:
         return [o for o in self.outcomes if not o.recovered or o.error]
 
     def summary(self) -> str:
+        """Per kind: scenarios, time two nodes forged, longest and median time with no forger,
+        failures; a Markdown table (as committed to the README)."""
         lines = [
             f"chaos: {len(self.outcomes)} scenarios, seed {self.seed}, {self.wall_s / 60:.1f} min",
-            f"  {'kind':17s} {'n':>4s} {'overlap':>10s} {'longest gap':>12s} "
-            f"{'median gap':>11s} {'failed':>7s}",
+            "",
+            "| kind | n | two forgers | longest gap with no forger | median of the longest gaps"
+            " | failed |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for kind in sorted({o.kind for o in self.outcomes}):
             mine = [o for o in self.outcomes if o.kind == kind]
             lines.append(
-                f"  {kind:17s} {len(mine):4d} {sum(o.overlap_s for o in mine) * 1000:7.0f} ms "
-                f"{max(o.longest_gap_s for o in mine):10.1f} s "
-                f"{statistics.median(o.longest_gap_s for o in mine):9.1f} s "
-                f"{sum(1 for o in mine if o in self.failures):7d}"
+                f"| {kind} | {len(mine)} | {sum(o.overlap_s for o in mine) * 1000:.0f} ms "
+                f"| {max(o.longest_gap_s for o in mine):.1f} s "
+                f"| {statistics.median(o.longest_gap_s for o in mine):.1f} s "
+                f"| {sum(1 for o in mine if o in self.failures)} |"
             )
+        gaps = [o.longest_gap_s for o in self.outcomes] or [0.0]
         lines.append(
-            f"  TOTAL time two nodes forged: {self.total_overlap_s * 1000:.0f} ms; "
-            f"longest time with no forger: {self.longest_gap_s:.1f} s; "
-            f"scenarios not recovered or failed: {len(self.failures)}"
+            f"| **all** | {len(self.outcomes)} | {self.total_overlap_s * 1000:.0f} ms "
+            f"| {self.longest_gap_s:.1f} s | {statistics.median(gaps):.1f} s "
+            f"| {len(self.failures)} |"
         )
+        lines += [
+            "",
+            f"TOTAL time two nodes forged: {self.total_overlap_s * 1000:.0f} ms; "
+            f"longest time with no forger: {self.longest_gap_s:.1f} s; "
+            f"scenarios not recovered or failed: {len(self.failures)}",
+        ]
         return "\n".join(lines)
 
 
@@ -169,6 +193,12 @@ class Runner:
             via_proxy=True,
             timing=self.timing,
             cluster_timing=self.cluster_timing,
+            service_accounts=True,
+            api_proxies=True,
+            local_proxies=True,
+            pid_files=PID_FILE_PODS,
+            failpoints=True,
+            token_seconds=TOKEN_SECONDS,
         )
         world = World(
             cp=self.cp,
@@ -177,6 +207,7 @@ class Runner:
             lease_duration=float(self.timing["LEASE_DURATION"]),
             renew_deadline=float(self.timing["LEASE_RENEW_DEADLINE"]),
             retry_period=float(self.timing["LEASE_RETRY_PERIOD"]),
+            request_timeout=float(self.timing["KUBE_REQUEST_TIMEOUT"]),
         )
         self.world = world
         regions.start()
@@ -185,6 +216,7 @@ class Runner:
         return world
 
     def teardown(self) -> None:
+        restore_all()
         if self.world is not None:
             self.world.regions.stop()
             self.past_pods += self.world.regions.every_pod
@@ -197,11 +229,22 @@ class Runner:
     # ---- recovery --------------------------------------------------------------------------------
     def undo_everything(self, world: World) -> None:
         """After an error inside a scenario: no fault may outlive it."""
-        for pod in world.regions.all_pods:
+        restore_all()
+        regions = world.regions
+        for pod in regions.all_pods:
+            pod.disarm_failpoints()
             pod.thaw_manager()
-        for proxy in world.regions.proxies.values():
-            proxy.heal()
-        for server in world.regions.health.values():
+            if pod.use_pid_file and (pid := pod.node_pid()) is not None:
+                pod.write_pid_file(pid)
+        for proxy in [
+            *regions.proxies.values(),
+            *(regions.local_proxy(p) for p in regions.all_pods),
+        ]:
+            if proxy.partitioned:
+                proxy.heal()
+        for api_proxy in [*regions.api_proxies.values(), *regions.local_api_proxies.values()]:
+            api_proxy.clear()
+        for server in regions.health.values():
             server.status = 200
         if not self.cp.is_ready():
             with contextlib.suppress(Exception):
@@ -212,6 +255,8 @@ class Runner:
                 write_pool_secret(secret)
             with contextlib.suppress(Exception):
                 world.regions.patch_spec(region, {"forgeState": "Priority-based"})
+            with contextlib.suppress(Exception):
+                world.regions.set_coordination_rules(region, list_regions=True)
 
     def settle(self, world: World) -> bool:
         """Bounded wait for one steady forger with every container running."""
@@ -241,12 +286,12 @@ class Runner:
         plan = schedule(self.rng, count, kinds)
         report = Report(self.seed)
         began = time.monotonic()
-        estimate = count * MEAN_SCENARIO_S / 60
+        estimate = (WORLD_S + sum(SCENARIO_S[k] for k in plan)) / 60
         self.say(
             f"chaos: {count} scenarios, seed {self.seed}, kinds {', '.join(kinds)}; timings "
             f"lease {self.timing['LEASE_DURATION']} s / renew {self.timing['LEASE_RENEW_DEADLINE']}"
             f" s / retry {self.timing['LEASE_RETRY_PERIOD']} s; expected about {estimate:.0f} min"
-            " on an idle 2-core machine"
+            " (a loaded 2-core machine)"
         )
         first_start: float | None = None
         try:
@@ -304,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", help="comma-separated subset of: " + ", ".join(SCENARIOS))
     parser.add_argument("--max-minutes", type=float, help="stop starting scenarios after this")
     parser.add_argument("--report", type=Path, help="also write the outcomes as JSON here")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the pods' logs and event logs in this new directory (default: a temporary one)",
+    )
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",") if args.kinds else None
     unknown = sorted(set(kinds or []) - set(SCENARIOS))
@@ -316,12 +366,20 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt  # unwinds through every finally: no process is left behind
 
     signal.signal(signal.SIGTERM, interrupt)
-    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+    if args.workdir is not None and args.workdir.exists():
+        parser.error(f"--workdir {args.workdir} exists: name a new directory")
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-"))
+        else:
+            args.workdir.mkdir(parents=True)
+            tmp = str(args.workdir.resolve())
         cp = ControlPlane(root=Path(tmp) / "cp")
         cp.start()
         try:
             report = Runner(cp, Path(tmp), args.seed).run(args.scenarios, kinds, args.max_minutes)
         finally:
+            restore_all()  # no unremovable file may outlive the run (nor block its clean-up)
             cp.stop()
     print(report.summary(), flush=True)
     if args.report:

@@ -12,14 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from forge_manager.failpoints import POINTS
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import ForgePod, wait_for
-from tests.harness.regions import Regions
+from tests.harness.regions import POOL_LEASE, Regions
+from tests.harness.unremovable import make_unremovable
+
+T = TypeVar("T")
 
 SOURCE_FILES = ("kes.skey", "vrf.skey", "node.cert")
 START_WAIT = 90.0
@@ -34,6 +42,7 @@ class World:
     lease_duration: float
     renew_deadline: float
     retry_period: float
+    request_timeout: float = 0.5
     notes: list[str] = field(default_factory=list)
 
     def pick(self, prefer_forger: float = 0.7) -> ForgePod:
@@ -48,6 +57,11 @@ class World:
         if forgers and self.rng.random() < prefer_forger:
             return self.regions.region_of(forgers[0])
         return self.rng.choice(sorted(self.regions.pods))
+
+    def forger(self) -> ForgePod:
+        """The forging pod (the runner starts each scenario with exactly one), else any."""
+        forgers = self.regions.forgers()
+        return forgers[0] if forgers else self.rng.choice(self.regions.all_pods)
 
     def hold(self, low: float, high: float) -> float:
         seconds = round(self.rng.uniform(low, high), 1)
@@ -260,15 +274,275 @@ def both_enabled(w: World) -> str:
 
 
 def _patch_retrying(w: World, region: str, spec: dict[str, object]) -> None:
+    _retrying(lambda: w.regions.patch_spec(region, spec))
+
+
+def _retrying(action: Callable[[], None]) -> None:
+    """``action`` until it succeeds (an operator's edit retried), for at most START_WAIT."""
     deadline = time.monotonic() + START_WAIT
     while True:
         try:
-            w.regions.patch_spec(region, spec)
+            action()
             return
         except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def _first(probe: Callable[[], T | None], timeout: float) -> T | None:
+    """The first non-None answer of ``probe`` within ``timeout`` seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        time.sleep(0.1)
+    return None
+
+
+def _local_lease(region: str) -> str:
+    return f"{region}-leader"
+
+
+# ---- the faults of issue 11 ----------------------------------------------------------------------
+def lease_deleted(w: World) -> str:
+    """A Lease is deleted (``kubectl delete lease``, an etcd or Velero restore): the forging
+    region's local Lease or the pool-wide Lease, half of the time while its holder is cut off
+    from that API (it cannot learn of the deletion before its renew deadline). Nobody may take
+    the vacant place before the old holder's deadline: a follower waits a lease duration from
+    when it first saw the Lease missing."""
+    which = w.rng.choice(["local", "pool"])
+    cut = w.rng.choice([None, None, "blackhole", "refuse"])
+    pod = w.forger()
+    region = w.regions.region_of(pod)
+    if which == "local":
+        name, proxy = _local_lease(region), w.regions.local_proxy(pod)
+    else:
+        name, proxy = POOL_LEASE, w.regions.proxies[region]
+    if cut is not None:
+        proxy.partition(cut)  # type: ignore[arg-type]
+    try:
+        w.regions.delete_lease(name)
+        held = w.hold(1.0, 1.5 * w.lease_duration)
+    finally:
+        if cut is not None:
+            proxy.heal()
+    how = f", holder {pod.name} cut off from that API ({cut})" if cut else f" (holder {pod.name})"
+    return f"{which} Lease {name} deleted{how}, held {held:g} s"
+
+
+def answer_lost(w: World) -> str:
+    """Writes are applied by the API server but their answers never arrive (the proxy forwards
+    the request and drops the answer): the forging pod's renews of its local Lease, or its
+    region's renews of the pool-wide Lease, 1 to 3 in a row. The writer must recognise its own
+    applied writes by their stamps and forge on."""
+    which = w.rng.choice(["local", "pool"])
+    count = w.rng.randint(1, 3)
+    pod = w.forger()
+    region = w.regions.region_of(pod)
+    if which == "local":
+        proxy = w.regions.local_api_proxies[region]
+        path = rf"/leases/{re.escape(_local_lease(region))}$"
+    else:
+        proxy = w.regions.api_proxies[region]
+        path = rf"/leases/{re.escape(POOL_LEASE)}$"
+    before = len(proxy.dropped())
+    proxy.drop_answers(method="PUT", path=path, count=count)
+    try:
+        dropped = _first(
+            lambda: n if (n := len(proxy.dropped()) - before) >= count else None,
+            count * 3 * (w.retry_period + w.request_timeout) + 10,
+        )
+        held = w.hold(0.5, w.lease_duration)
+    finally:
+        proxy.clear()
+    done = len(proxy.dropped()) - before if dropped is None else dropped
+    return f"{region} {which} Lease: {done} of {count} write(s) applied, answer dropped; {held:g} s"
+
+
+def api_slow(w: World) -> str:
+    """The API answers later than KUBE_REQUEST_TIMEOUT for a while (each request is applied at
+    once, its answer comes late): a region's writes of its local Lease or of the pool-wide Lease
+    (the writer recognises its own applied writes and forges on), or every request of a region
+    to its local API or to the coordination API (the region cannot act; another takes over)."""
+    target = w.rng.choice(["local writes", "pool writes", "local API", "coordination API"])
+    seconds = round(w.rng.uniform(1.2, 4.0) * w.request_timeout, 2)
+    region = w.pick_region()
+    local = target.startswith("local")
+    proxy = (w.regions.local_api_proxies if local else w.regions.api_proxies)[region]
+    if target.endswith("writes"):
+        lease = _local_lease(region) if local else POOL_LEASE
+        proxy.delay(seconds, method="PUT", path=rf"/leases/{re.escape(lease)}$")
+    else:
+        proxy.delay(seconds)
+    try:
+        held = w.hold(3.0, 2.0 * w.lease_duration)
+    finally:
+        proxy.clear()
+    return f"{region} {target} answered {seconds:g} s late for {held:g} s"
+
+
+def region_cannot_list(w: World) -> str:
+    """A region's coordination Role loses ``list`` on cardanoforgeclusters (an RBAC edit): it
+    can still heartbeat and write its status, but cannot read the regions. It must stop forging
+    and publish ``Eligible=False``; the others must not wait for it."""
+    region = w.pick_region(prefer_forger=0.8)
+    w.regions.set_coordination_rules(region, list_regions=False)
+    try:
+        held = w.hold(3.0, 2.5 * w.lease_duration)
+    finally:
+        _retrying(lambda: w.regions.set_coordination_rules(region, list_regions=True))
+    return f"{region} cannot list cardanoforgeclusters for {held:g} s"
+
+
+def frozen_decision(w: World) -> str:
+    """A manager freezes exactly between a decision to forge and its action (a failpoint of the
+    real process, ``forge_manager.failpoints``: its thread paused, or the process SIGSTOPped by
+    itself) for longer than the lease, after which another pod forges. Every standby is armed,
+    then the forger is deleted or its region turns unhealthy; the first standby to decide to
+    forge freezes there. Resumed, it must act on no stale decision (``before_install``,
+    ``before_enable_signal``), or its late SIGHUP must find the files already removed by
+    forge-guard (``after_enable_check``)."""
+    point = w.rng.choice(sorted(POINTS))
+    action = w.rng.choice(["pause", "stop"])
+    trigger = w.rng.choice(["forger deleted", "forging region unhealthy"])
+    forger = w.forger()
+    health = w.regions.health[w.regions.region_of(forger)]
+    armed = [p for p in w.regions.all_pods if p is not forger]
+    seen = {p.name: len(p.failpoint_hits()) for p in armed}
+    for pod in armed:
+        pod.arm_failpoint(point, action)
+    frozen: ForgePod | None = None
+    held = 0.0
+    try:
+        if trigger == "forger deleted":
+            # Not waiting for the new pod (the kubelet step of the recovery starts its node): the
+            # other armed pods are disarmed as soon as the first one froze.
+            w.regions.replace(forger, start=False).start_manager()
+        else:
+            health.status = 503
+        frozen = _first(
+            lambda: next((p for p in armed if len(p.failpoint_hits()) > seen[p.name]), None),
+            4 * w.lease_duration + 10,
+        )
+        for pod in armed:
+            if pod is not frozen:
+                pod.disarm_failpoints()
+        health.status = 200
+        if frozen is not None:
+            held = w.hold(w.lease_duration + 1, w.lease_duration + 5)
+    finally:
+        for pod in armed:
+            pod.disarm_failpoints()
+        for pod in armed:
+            pod.thaw_manager()
+        health.status = 200
+    where = (
+        f"{frozen.name} frozen ({action}) at {point} for {held:g} s"
+        if frozen
+        else (f"no standby reached {point} ({action})")
+    )
+    return f"{trigger} ({forger.name}); {where}"
+
+
+def _pid_file_forger(w: World) -> ForgePod:
+    """A pod with CARDANO_NODE_PID_FILE, the forging one when it can be arranged (bounded): the
+    forger itself, or its region's PID-file pod after the forger is deleted."""
+    forger = w.forger()
+    if forger.use_pid_file:
+        return forger
+    partners = [p for p in w.regions.pods[w.regions.region_of(forger)] if p.use_pid_file]
+    if partners and w.rng.random() < 0.8:
+        partner = partners[0]
+        w.regions.replace(forger)
+        found = _first(
+            lambda: partner if any(p is partner for p in w.regions.forgers()) else None,
+            4 * w.lease_duration + 10,
+        )
+        if found is not None:
+            return found
+    return w.rng.choice([p for p in w.regions.all_pods if p.use_pid_file])
+
+
+def pid_file_other(w: World) -> str:
+    """A pod that finds its node through CARDANO_NODE_PID_FILE finds another process of the
+    same UID named there: its forge-guard wrapper, or an unrelated process. The manager must
+    treat the node as not found: never signal that process, never confirm a demotion it could
+    not signal. Half of the time the pod's region turns unhealthy meanwhile, so it must stop
+    forging through a node it cannot find: it does not release, the pool-wide Lease expires for
+    the others, and forge-guard fences the node at the permit's deadline."""
+    pod = _pid_file_forger(w)
+    region = w.regions.region_of(pod)
+    kind = w.rng.choice(["wrapper", "unrelated"])
+    unhealthy = w.rng.random() < 0.5
+    health = w.regions.health[region]
+    other: subprocess.Popen[bytes] | None = None
+    if kind == "unrelated":
+        other = subprocess.Popen(["sleep", "3600"])
+        pid = other.pid
+    else:
+        assert pod.node is not None
+        pid = pod.node.pid  # forge-guard, the node's parent
+    forging = any(p is pod for p in w.regions.forgers())
+    pod.write_pid_file(pid)
+    try:
+        if unhealthy:
+            # Long enough for the hand-over, the pool-wide Lease's renew deadline and the permit.
+            health.status = 503
+            held = w.hold(w.lease_duration + 4, 2 * w.lease_duration + 2)
+        else:
+            held = w.hold(3.0, 2.0 * w.lease_duration)
+    finally:
+        health.status = 200
+        node = pod.node_pid()
+        if node is not None:
+            pod.write_pid_file(node)
+    signalled = False
+    if other is not None:
+        signalled = other.poll() is not None  # sleep dies of the SIGHUP it was never to get
+        other.kill()
+        other.wait(10)
+    if signalled:
+        raise AssertionError(f"{pod.name}'s manager signalled the unrelated PID {pid}")
+    also = f", {region} unhealthy meanwhile" if unhealthy else ""
+    role = "forging" if forging else "standby"
+    seen = pod.metric("cardano_node_pid_file_mismatches_total")
+    return (
+        f"{pod.name} ({role}) PID file names its {kind} process {pid} for {held:g} s{also}; "
+        f"mismatches counted: {seen if seen is None else int(seen)}"
+    )
+
+
+def removal_fails(w: World) -> str:
+    """The forging pod's credentials cannot be removed (its secrets directory or one file made
+    unremovable for real, ``tests.harness.unremovable``: chattr +i as root) when it has to stop
+    forging: its region turns unhealthy (the manager hands over), its region is cut off from the
+    coordination API (the manager's pool-lease deadline), or its manager freezes (forge-guard's
+    permit deadline). Whoever finds the removal failing must stop the node (SIGTERM, then
+    SIGKILL); nobody else may forge before it has stopped."""
+    pod = w.forger()
+    region = w.regions.region_of(pod)
+    what = w.rng.choice(["directory", "file"])
+    trigger = w.rng.choice(["region unhealthy", "region cut off", "manager frozen"])
+    path = pod.targets[0].parent if what == "directory" else w.rng.choice(pod.targets)
+    health, proxy = w.regions.health[region], w.regions.proxies[region]
+    change = make_unremovable(path)
+    try:
+        if trigger == "region unhealthy":
+            health.status = 503
+        elif trigger == "region cut off":
+            proxy.partition("blackhole")
+        elif pod.manager_running():
+            pod.freeze_manager()
+        held = w.hold(w.lease_duration + 2, 2 * w.lease_duration + 2)
+    finally:
+        pod.thaw_manager()
+        proxy.heal()
+        health.status = 200
+        change.restore()
+    ended = "node stopped" if not pod.node_running() else "node still running"
+    return f"{pod.name} {change.describe()}, {trigger} for {held:g} s: {ended}"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -285,11 +559,41 @@ SCENARIOS: dict[str, Scenario] = {
     "health_flap": health_flap,
     "both_enabled": both_enabled,
     "node_lag": node_lag,
+    "lease_deleted": lease_deleted,
+    "answer_lost": answer_lost,
+    "api_slow": api_slow,
+    "region_cannot_list": region_cannot_list,
+    "frozen_decision": frozen_decision,
+    "pid_file_other": pid_file_other,
+    "removal_fails": removal_fails,
 }
 
-# Rough mean wall time of fault + recovery with FAST_TIMING on an idle 2-core machine, for the
-# runner's estimate only.
-MEAN_SCENARIO_S = 15.0
+# Mean wall time of fault + recovery per kind with FAST_TIMING, measured in a 177-scenario run on a
+# shared 2-core machine under load (load average 13 to 70), for the runner's estimate only.
+SCENARIO_S: dict[str, float] = {
+    "kill9_manager": 13,
+    "kill9_node": 11,
+    "kill9_pod": 27,
+    "delete_pod": 35,
+    "freeze_manager": 16,
+    "apiserver_outage": 55,
+    "source_missing": 27,
+    "source_corrupt": 19,
+    "partition": 16,
+    "partition_freeze": 19,
+    "health_flap": 17,
+    "both_enabled": 17,
+    "node_lag": 58,
+    "lease_deleted": 13,
+    "answer_lost": 13,
+    "api_slow": 19,
+    "region_cannot_list": 21,
+    "frozen_decision": 28,
+    "pid_file_other": 26,
+    "removal_fails": 27,
+}
+WORLD_S = 60.0
+"""Building the pool (four pods, the first election) before the first scenario."""
 
 
 def source_ok(path: Path) -> bool:

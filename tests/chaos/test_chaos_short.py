@@ -1,9 +1,11 @@
 """A short seeded fault-injection run, part of ``make test``; the full run is ``make chaos``.
 
-Four scenarios with the fastest safe timings, drawn from the kinds that most directly threaten
-the one property (a frozen or killed manager, a region cut off from the coordination API, two
-regions set ``Enabled``), on the session's real control plane. No two nodes may ever forge at
-once, and every scenario must end with one steady forger.
+Six scenarios with the fastest safe timings, on the session's real control plane: two of the
+kinds that most directly threaten the one property from the start (a frozen manager, a region cut
+off from the coordination API) and four of those issue 11 added (a deleted Lease, a write applied
+whose answer is lost, a manager frozen by a failpoint between its decision and its action, a
+credential removal that fails for real). No two nodes may ever forge at once, and every scenario
+must end with one steady forger.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ pytestmark = [
 ]
 
 SEED = 20240611
-KINDS = ["freeze_manager", "kill9_manager", "partition", "both_enabled"]
+KINDS = [
+    "freeze_manager",
+    "partition",
+    "lease_deleted",
+    "answer_lost",
+    "frozen_decision",
+    "removal_fails",
+]
 
 
 def test_short_seeded_chaos_run(control_plane: ControlPlane, tmp_path: Path) -> None:

@@ -296,6 +296,7 @@ def test_default_objects(tmp_path: Path) -> None:
         "ConfigMap",  # the node configuration and topology (node.network)
         "CustomResourceDefinition",
         "NetworkPolicy",
+        "Pod",  # the helm test hook
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
@@ -305,6 +306,58 @@ def test_default_objects(tmp_path: Path) -> None:
         "ServiceAccount",
         "StatefulSet",
     ]
+
+
+# --------------------------------------------------------------------------- helm test
+
+
+def release_test(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = only(docs, "Pod", "-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    return pod
+
+
+def test_helm_test_hook_checks_every_pod_with_the_forge_manager_image(tmp_path: Path) -> None:
+    docs = render(merged(BASE, {"replicas": 3}), tmp_path)
+    pod = release_test(docs)
+    sts = only(docs, "StatefulSet")
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == sidecar_of(pod_spec(docs))["image"]
+    assert container["command"][:2] == ["python3", "-c"]
+    assert container["command"][2] == (CHART / "files" / "release-test.py").read_text()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    name = sts["metadata"]["name"]
+    assert env["PODS"] == f"{name}-0,{name}-1,{name}-2"
+    assert env["POD_DOMAIN"] == f"{sts['spec']['serviceName']}.{NAMESPACE}.svc"
+    assert "POOL_LEASE_NAME" not in env  # no cluster management: one forger in the release
+    assert pod["spec"]["serviceAccountName"] == pod_spec(docs)["serviceAccountName"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # Removed after success (helm uninstall leaves hook pods behind), kept after a failure.
+    policy = pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    assert policy == "before-hook-creation,hook-succeeded"
+
+
+def test_helm_test_hook_reads_the_pool_lease_where_the_managers_coordinate(
+    tmp_path: Path,
+) -> None:
+    docs = render(merged(BASE, CLUSTER_MANAGEMENT), tmp_path)
+    env = {e["name"]: e["value"] for e in release_test(docs)["spec"]["containers"][0]["env"]}
+    sidecar = sidecar_env(docs)
+    assert env["POOL_LEASE_NAME"] == sidecar["POOL_LEASE_NAME"]
+    assert env["COORDINATION_NAMESPACE"] == sidecar["COORDINATION_NAMESPACE"]
+    assert env["REGION"] == sidecar["CLUSTER_NAME"] == "us-east-1-prod"
+    values, _ = MATRIX["cluster-management-remote-api"]
+    pod = release_test(render(values, tmp_path))
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["COORDINATION_KUBECONFIG"] == "/var/run/cardano-forge/coordination/kubeconfig"
+    secret = pod_spec(render(values, tmp_path))["volumes"]
+    assert pod["spec"]["volumes"][0]["secret"] == next(
+        v["secret"] for v in secret if v["name"] == "coordination-kubeconfig"
+    )
+    assert container["volumeMounts"][0]["mountPath"] == "/var/run/cardano-forge/coordination"
 
 
 # --------------------------------------------------------------------------- the pod
@@ -1096,6 +1149,16 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
             selector = obj["spec"]["selector"]
         if selector is not None:
             assert not selector.items() <= health_labels.items(), obj["metadata"]["name"]
+
+
+def test_health_endpoint_liveness_waits_for_its_start(tmp_path: Path) -> None:
+    values, _ = MATRIX["health-endpoint-on"]
+    (container,) = only(render(values, tmp_path), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == container["livenessProbe"]["httpGet"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
 
 def test_health_endpoint_needs_prometheus(tmp_path: Path) -> None:

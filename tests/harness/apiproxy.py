@@ -6,7 +6,9 @@ inside TLS. This proxy terminates TLS with the API server's own serving certific
 forwards each HTTP/1.1 request to the API server over a TLS connection of its own: with the
 admin client certificate when the client presented a client certificate, with none otherwise,
 so that a bearer token (a ServiceAccount's) passes through in its ``Authorization`` header and
-keeps its own RBAC. No watch streams: an answer is read whole before it is passed on.
+keeps its own RBAC. An answer is read whole before it is passed on, except a watch's (a request
+with ``watch=true`` or ``watch=1``): its answer is streamed through byte for byte as it comes, on
+a connection of its own that ends with the watch. The faults below leave watches alone.
 
 Faults, each aimed at the requests a method and a path pattern select:
 
@@ -30,6 +32,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,7 @@ HOP_BY_HOP = {
     "content-length",
     "host",
 }
+POLL_S = 0.05
 HOLD_S = 60.0
 """At most this long a dropped answer's connection is held open waiting for the client."""
 UPSTREAM_TIMEOUT_S = 30.0
@@ -203,12 +207,14 @@ class ApiProxy:
             return
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
+        cert = h.request.getpeercert()  # type: ignore[attr-defined]
+        context = self._with_cert if cert else self._without_cert
+        if _is_watch(h.path):
+            self._stream(h, body, context)
+            return
         if h.upstream_conn is None:  # type: ignore[attr-defined]
-            cert = h.request.getpeercert()  # type: ignore[attr-defined]
             h.upstream_conn = http.client.HTTPSConnection(  # type: ignore[attr-defined]
-                *self.upstream,
-                timeout=UPSTREAM_TIMEOUT_S,
-                context=self._with_cert if cert else self._without_cert,
+                *self.upstream, timeout=UPSTREAM_TIMEOUT_S, context=context
             )
         up: http.client.HTTPSConnection = h.upstream_conn  # type: ignore[attr-defined]
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -239,6 +245,46 @@ class ApiProxy:
             h.wfile.write(data)
         h.wfile.flush()
 
+    def _stream(
+        self, h: http.server.BaseHTTPRequestHandler, body: bytes | None, context: ssl.SSLContext
+    ) -> None:
+        """A watch: send the request upstream on a connection of its own and pass every byte
+        of the answer on as it comes (status line, headers, chunks), until either side closes
+        it or the proxy stops."""
+        h.close_connection = True
+        host, port = self.upstream
+        lines = [f"{h.command} {h.path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP]
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+        try:
+            raw = socket.create_connection(self.upstream, timeout=UPSTREAM_TIMEOUT_S)
+            up = context.wrap_socket(raw, server_hostname=host)
+            up.sendall(request)
+        except OSError as exc:
+            h.send_error(502, f"upstream: {type(exc).__name__}")
+            return
+        self._record(h.command, h.path, "watch")
+        client: socket.socket = h.connection
+        try:
+            up.settimeout(POLL_S)
+            while not self._stop.is_set():
+                try:
+                    data = up.recv(65536)
+                except TimeoutError:
+                    if _closed(client):
+                        return
+                    continue
+                if not data:
+                    return
+                client.sendall(data)
+        except OSError:
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                up.close()
+
     def _record(self, method: str, path: str, outcome: str) -> None:
         with self._lock:
             self.log.append(Logged(time.monotonic(), method, path, outcome))
@@ -255,3 +301,25 @@ class ApiProxy:
                     return  # the client closed it
             except (OSError, ValueError):
                 return
+
+
+def _is_watch(path: str) -> bool:
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    return any(v.lower() in ("true", "1") for v in query.get("watch", []))
+
+
+def _closed(conn: socket.socket) -> bool:
+    """The client closed its connection (it sends nothing else on a watch's)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        if not readable:
+            return False
+        conn.setblocking(False)
+        try:
+            return conn.recv(1024) == b""
+        finally:
+            conn.setblocking(True)
+    except ssl.SSLWantReadError:
+        return False
+    except (OSError, ValueError):
+        return True

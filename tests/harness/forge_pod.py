@@ -14,7 +14,11 @@ by ``make tools``), as in the chart's node container, and the manager writes the
 the node (with the guard, the container ends with it) or of the manager alone, SIGSTOP/SIGCONT of
 the manager, a restart of either container (kubelet restarting it), and a node whose tip lags
 behind the chain (:meth:`ForgePod.set_tip_lag`): the stand-in serves its Prometheus endpoint on
-``node_metrics_port``, which the manager's node sync check reads.
+``node_metrics_port``, which the manager's node sync check reads. With ``failpoints=True`` the
+manager can be frozen at a named point between a decision and its action
+(:meth:`ForgePod.arm_failpoint`, ``forge_manager.failpoints``); with ``use_pid_file=True`` the
+manager finds the node through the PID file the stand-in writes, which
+:meth:`ForgePod.write_pid_file` can point elsewhere.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ class ForgePod:
     node_metrics_port: int = 0
     guard: bool = False
     """Run the node under ``forge-guard`` and let the manager write the forge permit."""
+    failpoints: bool = False
+    """Start the manager with ``FORGE_MANAGER_FAILPOINTS`` naming :attr:`failpoints_file`."""
     manager: subprocess.Popen[bytes] | None = None
     node: subprocess.Popen[bytes] | None = None
     """The node container's main process: the stand-in, or ``forge-guard`` with ``guard``."""
@@ -151,6 +157,43 @@ class ForgePod:
         tmp.rename(self.tip_lag_file)
 
     @property
+    def failpoints_file(self) -> Path:
+        """The manager's failpoint file (``forge_manager.failpoints``), with ``failpoints``."""
+        return self.dir / "failpoints"
+
+    def arm_failpoint(self, point: str, action: str) -> None:
+        """Freeze the manager at ``point`` (``pause`` or ``stop``) the next time it passes it."""
+        assert self.failpoints, f"{self.name} was started without failpoints"
+        tmp = self.failpoints_file.with_suffix(".tmp")
+        tmp.write_text(f"{point}={action}\n")
+        tmp.rename(self.failpoints_file)
+
+    def disarm_failpoints(self) -> None:
+        """Arm nothing; a paused manager goes on (a stopped one needs :meth:`thaw_manager`)."""
+        if self.failpoints:
+            tmp = self.failpoints_file.with_suffix(".tmp")
+            tmp.write_text("")
+            tmp.rename(self.failpoints_file)
+
+    def failpoint_hits(self) -> list[tuple[str, str, int, float]]:
+        """(point, action, PID, CLOCK_BOOTTIME) of every failpoint the manager reached."""
+        try:
+            text = Path(f"{self.failpoints_file}.hits").read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            point, action, pid, at = line.split()
+            out.append((point, action, int(pid), float(at)))
+        return out
+
+    def write_pid_file(self, pid: int) -> None:
+        """Replace the node's PID file (``use_pid_file``) atomically with ``pid``."""
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(f"{pid}\n")
+        tmp.rename(self.pid_file)
+
+    @property
     def node_log(self) -> Path:
         """The node container's output (the stand-in's and, with the guard, forge-guard's)."""
         return self.dir / "node.log"
@@ -182,6 +225,8 @@ class ForgePod:
             env["CARDANO_NODE_PID_FILE"] = str(self.pid_file)
         if self.guard:
             env["FORGE_PERMIT_FILE"] = str(self.permit_file)
+        if self.failpoints:
+            env["FORGE_MANAGER_FAILPOINTS"] = str(self.failpoints_file)
         env.update(self.extra_env)
         return env
 
@@ -302,6 +347,17 @@ class ForgePod:
 
     def manager_running(self) -> bool:
         return self.manager is not None and self.manager.poll() is None
+
+    def manager_stopped(self) -> bool:
+        """The manager's process is stopped (SIGSTOP, state ``T``)."""
+        if not self.manager_running():
+            return False
+        assert self.manager is not None
+        try:
+            stat = Path(f"/proc/{self.manager.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
     def node_running(self) -> bool:
         return self.node is not None and self.node.poll() is None

@@ -1,7 +1,10 @@
 """Forging intervals from the node stand-ins' event logs, and the overlap between nodes.
 
 Pure functions over events (dicts with ``t`` on the system-wide CLOCK_BOOTTIME, ``pid``,
-``name``, ``event``). A node's forging interval starts at ``forging_started`` and ends at the
+``name``, ``event``). A node is one process: ``name/pid`` by default (stand-ins on one host,
+named apart); stand-ins in pods are all named ``cardano-node`` and have PIDs of their own PID
+namespace, so ``intervals(events, key=pod_process)`` tells them apart by ``host`` (the pod) and
+``instance`` (the process). A node's forging interval starts at ``forging_started`` and ends at the
 next ``forging_stopped`` or at the end of that process (``exited``, or ``killed`` written by the
 harness after it reaped a process it killed with SIGKILL). An interval with no end is open: it
 lasts until the ``until`` passed to the analysis (conservatively, the end of the observation).
@@ -10,7 +13,7 @@ lasts until the ``until`` passed to the analysis (conservatively, the end of the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ ENDS = ("forging_stopped", "exited", "killed")
 @dataclass(frozen=True)
 class Interval:
     node: str
-    """``name/pid`` of the forging process."""
+    """The forging process (``name/pid``, or the ``key`` given to ``intervals``)."""
     start: float
     end: float | None
     """None while still forging."""
@@ -45,12 +48,24 @@ def read_events(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return events
 
 
-def intervals(events: Sequence[dict[str, Any]]) -> list[Interval]:
-    """Forging intervals per process, in order of start."""
+def process(event: dict[str, Any]) -> str:
+    """``name/pid``: the node of an event of stand-ins sharing one PID namespace."""
+    return f"{event['name']}/{event['pid']}"
+
+
+def pod_process(event: dict[str, Any]) -> str:
+    """``host/pid/instance``: the node of an event of stand-ins in pods (``host`` is the pod)."""
+    return f"{event['host']}/{event['pid']}/{event['instance']}"
+
+
+def intervals(
+    events: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], str] = process
+) -> list[Interval]:
+    """Forging intervals per process (``key`` of an event), in order of start."""
     open_at: dict[str, float] = {}
     out: list[Interval] = []
     for e in sorted(events, key=lambda e: float(e["t"])):
-        node = f"{e['name']}/{e['pid']}"
+        node = key(e)
         if e["event"] == "forging_started" and node not in open_at:
             open_at[node] = float(e["t"])
         elif e["event"] in ENDS and node in open_at:

@@ -30,6 +30,8 @@ class DaemonError(RuntimeError):
 
 class LoopbackDaemon:
     name = "daemon"
+    host = "127.0.0.1"
+    """The address it listens on (a subclass may offer another, e.g. the test node's bridge)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -51,7 +53,7 @@ class LoopbackDaemon:
     # ---- lifecycle --------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)

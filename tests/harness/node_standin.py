@@ -16,22 +16,27 @@
   ``clock_gettime(CLOCK_BOOTTIME)`` (system-wide on Linux and shared by the containers of a host,
   so logs of several processes and pods compare; the clock of the forge manager's deadlines and
   of the forge permit, so they compare too), ``pid``, ``name``, ``host`` (the hostname: the
-  pod's name in Kubernetes) and ``event`` (``started``, ``socket_up``, ``forging_started``,
-  ``forging_stopped``, ``credentials_reloaded``, ``sighup_ignored``, ``reconfig_kept``,
-  ``exited``, ``refused_to_start``).
+  pod's name in Kubernetes), ``instance`` (random, one per process: a pod deleted with
+  ``--force`` and its replacement share the hostname and may share the PID) and ``event``
+  (``started``, ``socket_up``, ``forging_started``, ``forging_stopped``, ``credentials_reloaded``,
+  ``sighup_ignored``, ``reconfig_kept``, ``exited``, ``refused_to_start``).
 * ``--name`` (default ``cardano-node``) sets the process name (``/proc/PID/comm``, via
   ``prctl(PR_SET_NAME)``), so a manager can find it by exact name; ``--pid-file`` writes its PID.
 * It takes the command line the chart gives the real node: the ``run`` subcommand, ``--config``
   and ``--topology`` (must be files, as the real node reads them), ``--database-path`` (created),
-  ``--host-addr``, ``--port`` (accepted; the stand-in has no peers and opens no port) and
+  ``--host-addr``, ``--port`` (the stand-in has no peers; with its own ``--open-peer-port`` it
+  listens there once up, as the real node opens its peer port after the ledger replay, so a
+  readiness probe on it works; off by default, as tests on the host share one network) and
   ``--non-producing-node`` (the name before cardano-node 10.5.1). Any other flag is refused, as
   the real node refuses an unknown one: ``node.extraArgs`` may carry the stand-in's own
-  ``--startup-delay`` and ``--event-log``.
-* ``--metrics-port`` serves the node's Prometheus endpoint (``/metrics`` on 127.0.0.1, legacy
-  metric names): the tip ``cardano_node_metrics_slotNum_int`` is mainnet's wall-clock slot minus a
-  lag of ``--tip-lag`` slots, absent until the socket is up (the ledger replay). The lag can be
-  changed at run time through ``--tip-lag-file``, re-read on every scrape: a whole number of
-  slots, or ``none`` for no tip at all; a missing file means ``--tip-lag``.
+  ``--startup-delay``, ``--event-log``, ``--open-peer-port`` and metrics flags.
+* ``--metrics-port`` serves the node's Prometheus endpoint (``/metrics`` on ``--metrics-host``,
+  127.0.0.1 by default as in the node's ``hasPrometheus``; 0.0.0.0 lets a Prometheus outside
+  the pod scrape it; legacy metric names): the tip ``cardano_node_metrics_slotNum_int`` is
+  mainnet's wall-clock slot minus a lag of ``--tip-lag`` slots, absent until the socket is up
+  (the ledger replay). The lag can be changed at run time through ``--tip-lag-file``, re-read on
+  every scrape: a whole number of slots, or ``none`` for no tip at all; a missing file means
+  ``--tip-lag``.
 
 Run: ``python -m tests.harness.node_standin --name cnode-a --socket-path ... --event-log ...
 --shelley-kes-key ... --shelley-vrf-key ... --shelley-operational-certificate ...``, or as the
@@ -52,6 +57,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -59,6 +65,7 @@ from typing import Any
 
 PR_SET_NAME = 15
 HOST = socket.gethostname()
+INSTANCE = uuid.uuid4().hex[:12]
 
 
 def now() -> float:
@@ -85,6 +92,7 @@ MAINNET_SHELLEY_SLOT, MAINNET_SHELLEY_TIME = 4_492_800, 1_596_059_091
 
 def add_metrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, default=0, help="0: no metrics endpoint")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
     p.add_argument("--tip-lag", type=int, default=0, help="slots behind the wall clock")
     p.add_argument("--tip-lag-file", help="re-read per scrape: slots, or 'none' for no tip")
 
@@ -125,7 +133,7 @@ def serve_metrics(node: StandIn) -> ThreadingHTTPServer | None:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", node.args.metrics_port), Handler)
+    server = ThreadingHTTPServer((node.args.metrics_host, node.args.metrics_port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -144,10 +152,12 @@ class StandIn:
         self.initialised = False
         self.stopping = False
         self.sock: socket.socket | None = None
+        self.peer: socket.socket | None = None
 
     def event(self, event: str, **extra: Any) -> None:
-        line = json.dumps({"t": now(), "pid": os.getpid(), "name": self.name, "host": HOST,
-                           "event": event, **extra}).encode() + b"\n"  # fmt: skip
+        record = {"t": now(), "pid": os.getpid(), "name": self.name, "host": HOST,
+                  "instance": INSTANCE, "event": event, **extra}  # fmt: skip
+        line = json.dumps(record).encode() + b"\n"
         with contextlib.suppress(OSError):  # os.write: safe inside a signal handler, unlike print
             os.write(1, line)
         if self.event_log is None:
@@ -233,14 +243,17 @@ class StandIn:
         try:
             while not self.stopping:
                 assert self.sock is not None
-                ready, _, _ = select.select([self.sock], [], [], 0.2)
-                if ready:
+                listening = [s for s in (self.sock, self.peer) if s is not None]
+                ready, _, _ = select.select(listening, [], [], 0.2)
+                for sock in ready:
                     with contextlib.suppress(OSError):
-                        conn, _ = self.sock.accept()
+                        conn, _ = sock.accept()
                         conn.close()
         finally:
             self.set_forging(False, "exit")
             self.event("exited")
+            if self.peer is not None:
+                self.peer.close()
             if self.sock is not None:
                 self.sock.close()
                 with contextlib.suppress(OSError):
@@ -254,6 +267,10 @@ class StandIn:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(16)
+        if self.args.open_peer_port and self.args.port:
+            self.peer = socket.create_server(
+                (self.args.host_addr or "0.0.0.0", int(self.args.port)), backlog=16
+            )
         self.initialised = True
         self.event("socket_up")
 
@@ -285,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-as-non-producing-node", "--non-producing-node", action="store_true")
     p.add_argument("--startup-delay", type=float, default=0.5)
     p.add_argument("--pid-file")
+    p.add_argument("--open-peer-port", action="store_true", help="listen on --port once up")
     # The rest of the real node's `run` flags that the chart passes (see the module docstring).
     for flag in ("--config", "--topology", "--database-path", "--host-addr", "--port"):
         p.add_argument(flag)

@@ -1,7 +1,8 @@
 """A real Prometheus on loopback for the integration tier.
 
 ``PrometheusServer`` runs the ``prometheus`` binary (``.tools/bin`` first, then ``PATH``) on a free
-loopback port with a private data directory and the scrape configuration a test gives it, waits
+loopback port (or on ``host``, e.g. the test node's bridge address, where pods reach it) with a
+private data directory and the scrape configuration a test gives it, waits
 until it is ready, and stops it by PID. ``prometheus_factory`` is the pytest fixture: it starts as
 many servers as a test asks for and stops them all at teardown. Optionally a server loads rule
 files (``rule_files``, evaluated every ``evaluation_interval``, by default the scrape interval) and
@@ -80,8 +81,10 @@ class PrometheusServer(LoopbackDaemon):
         evaluation_interval: str | None = None,
         rule_files: Sequence[Path] = (),
         alertmanagers: Sequence[str] = (),
+        host: str = "127.0.0.1",
     ) -> None:
         super().__init__(root)
+        self.host = host
         self.scrape_configs = scrape_configs
         self.scrape_interval = scrape_interval
         self.evaluation_interval = evaluation_interval or scrape_interval
@@ -99,7 +102,7 @@ class PrometheusServer(LoopbackDaemon):
         return [
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.root / f'data-{self.port}'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.listen-address={self.host}:{self.port}",
             "--web.enable-lifecycle",
             "--log.level=warn",
         ]

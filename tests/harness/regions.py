@@ -10,8 +10,13 @@ also passes through an :class:`~tests.harness.apiproxy.ApiProxy` (behind the Tcp
 that can apply a request and drop its answer, or delay answers. With ``service_accounts=True``
 each region reaches the coordination API as a ServiceAccount of its own bound to the chart's
 coordination Role (:func:`coordination_rules`), which :meth:`Regions.set_coordination_rules` can
-edit (an RBAC fault: a region that can heartbeat but not list). Used by the fault-injection suite
-and the figures.
+edit (an RBAC fault: a region that can heartbeat but not list). With ``local_proxies=True`` each
+pod reaches its local API (its region's local Lease) through a TcpProxy of its own
+(:meth:`Regions.local_proxy`: one pod cut off) in front of an ApiProxy of its region
+(``local_api_proxies``: answers dropped or delayed). ``pid_files`` names the pod indices that
+find their node through ``CARDANO_NODE_PID_FILE``; ``failpoints=True`` starts every manager with
+its failpoint file. An :class:`~tests.harness.exit_watch.ExitWatch` records the end of every node
+stand-in that dies without saying so. Used by the fault-injection suite and the figures.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import http.server
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from kubernetes import client
 
 from tests.harness.apiproxy import ApiProxy
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, b64_file
+from tests.harness.exit_watch import ExitWatch
 from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, write_pool_secret
 from tests.harness.forging_log import Interval, forging_at, intervals, summary
 from tests.harness.node_standin import now
@@ -149,9 +155,11 @@ def coordination_rules(
     ]  # fmt: skip
 
 
-def coordination_service_account(cp: ControlPlane, namespace: str, region: str) -> str:
+def coordination_service_account(
+    cp: ControlPlane, namespace: str, region: str, expiration_seconds: int = 7200
+) -> str:
     """Create the ServiceAccount ``forge-<region>`` bound to :func:`coordination_rules`; return a
-    token for it (TokenRequest, valid for two hours)."""
+    token for it (TokenRequest, valid for ``expiration_seconds``)."""
     name = f"forge-{region}"
     with cp.api_client() as api:
         core = client.CoreV1Api(api)
@@ -181,7 +189,7 @@ def coordination_service_account(cp: ControlPlane, namespace: str, region: str) 
             name,
             namespace,
             client.AuthenticationV1TokenRequest(
-                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
             ),
         ).status.token
     assert isinstance(token, str) and token
@@ -218,6 +226,10 @@ class Regions:
         extra_env: Mapping[str, str] | None = None,
         service_accounts: bool = False,
         api_proxies: bool = False,
+        local_proxies: bool = False,
+        pid_files: Collection[int] = (),
+        failpoints: bool = False,
+        token_seconds: int = 7200,
     ) -> None:
         self.cp = cp
         self.namespace = namespace
@@ -241,7 +253,15 @@ class Regions:
         self.pods: dict[str, list[ForgePod]] = {}
         self.retired: list[ForgePod] = []
         """Pods replaced by :meth:`replace` (their event logs still count)."""
+        self.pid_files = frozenset(pid_files)
+        self.failpoints = failpoints
+        self.local_api_proxies: dict[str, ApiProxy] = {}
+        self._local_proxies: dict[str, TcpProxy] = {}
+        """Per pod (its node name): its TcpProxy to the local API."""
+        self.exit_watch = ExitWatch(lambda: self.every_pod)
         for region in priorities:
+            if local_proxies:
+                self.local_api_proxies[region] = ApiProxy(cp.apiserver_port, cp.pki).start()
             self.secrets[region] = write_pool_secret(root / f"{region}-secret")
             server: str | None = None
             upstream = cp.apiserver_port
@@ -254,7 +274,7 @@ class Regions:
                 self.proxies[region] = proxy
                 server = proxy.url
             if service_accounts:
-                token = coordination_service_account(cp, namespace, region)
+                token = coordination_service_account(cp, namespace, region, token_seconds)
                 self.kubeconfigs[region] = cp.write_kubeconfig(
                     root / f"{region}-coordination.kubeconfig",
                     user={"token": token},
@@ -286,18 +306,35 @@ class Regions:
         }
         if region in self.kubeconfigs:
             env["COORDINATION_KUBECONFIG"] = str(self.kubeconfigs[region])
+        node_name = f"n{self.token}{region[:2]}{index}g{self.generation}"[:15]
+        kubeconfig = self.cp.kubeconfig
+        if region in self.local_api_proxies:
+            proxy = TcpProxy(self.local_api_proxies[region].port).start()
+            self._local_proxies[node_name] = proxy
+            kubeconfig = self.cp.write_kubeconfig(
+                self.root / f"g{self.generation}-{region}-{index}-local.kubeconfig",
+                user={
+                    "client-certificate-data": b64_file(self.cp.pki / "admin.crt"),
+                    "client-key-data": b64_file(self.cp.pki / "admin.key"),
+                },
+                user_name="admin",
+                namespace=self.namespace,
+                server=proxy.url,
+            )
         return ForgePod(
             f"{region}-{index}",
             self.root / f"g{self.generation}",
-            self.cp.kubeconfig,
+            kubeconfig,
             self.namespace,
             self.secrets[region],
             lease_name=f"{region}-leader",
             timing=self.timing,
             # Unique per run and incarnation: managers find their node by exact process name.
-            node_name=f"n{self.token}{region[:2]}{index}g{self.generation}"[:15],
+            node_name=node_name,
             extra_env=env,
             guard=self.guard,
+            use_pid_file=index in self.pid_files,
+            failpoints=self.failpoints,
         )
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -312,14 +349,22 @@ class Regions:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start every pod; ``timeout`` bounds each pod's start (longer on a loaded machine)."""
+        self.exit_watch.start()
         for pod in self.all_pods:
             pod.start(timeout)
+
+    def local_proxy(self, pod: ForgePod) -> TcpProxy:
+        """``pod``'s own connection to its local API (needs ``local_proxies=True``)."""
+        return self._local_proxies[pod.node_name]
 
     def replace(self, pod: ForgePod, *, start: bool = True) -> ForgePod:
         """The StatefulSet recreates a deleted pod: same name, fresh emptyDirs, new processes."""
         region = pod.name.rsplit("-", 1)[0]
         index = self.pods[region].index(pod)
         pod.stop()
+        proxy = self._local_proxies.pop(pod.node_name, None)
+        if proxy is not None:
+            proxy.stop()
         new = self._new_pod(region, int(pod.name.rsplit("-", 1)[1]))
         self.retired.append(pod)
         self.pods[region][index] = new
@@ -330,11 +375,12 @@ class Regions:
     def stop(self) -> None:
         for pod in self.all_pods:
             pod.stop()
+        self.exit_watch.stop()
         for server in self.health.values():
             server.stop()
-        for proxy in self.proxies.values():
+        for proxy in [*self.proxies.values(), *self._local_proxies.values()]:
             proxy.stop()
-        for api_proxy in self.api_proxies.values():
+        for api_proxy in [*self.api_proxies.values(), *self.local_api_proxies.values()]:
             api_proxy.stop()
 
     # ---- observation -----------------------------------------------------------------------------
@@ -360,6 +406,16 @@ class Regions:
 
     def pool_lease_holder(self) -> str | None:
         return pool_lease_holder(self.cp, self.namespace)
+
+    def delete_lease(self, name: str) -> None:
+        """``kubectl delete lease <name>`` (a local Lease ``<region>-leader``, the pool-wide
+        Lease :data:`POOL_LEASE`); a Lease already gone is fine."""
+        with self.cp.api_client() as api:
+            try:
+                client.CoordinationV1Api(api).delete_namespaced_lease(name, self.namespace)
+            except client.exceptions.ApiException as exc:
+                if exc.status != 404:
+                    raise
 
     def set_coordination_rules(self, region: str, *, list_regions: bool = True) -> None:
         """Edit ``region``'s coordination Role (needs ``service_accounts=True``)."""

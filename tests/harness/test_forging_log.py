@@ -12,6 +12,7 @@ from tests.harness.forging_log import (
     intervals,
     longest_gap,
     overlaps,
+    pod_process,
     read_events,
 )
 
@@ -73,3 +74,27 @@ def test_read_events_merges_files_in_time_order(tmp_path: Path) -> None:
     b.write_text(json.dumps(ev(1.0, 2, "started")) + "\n\n")
     events = read_events([a, b, tmp_path / "missing.jsonl"])
     assert [e["t"] for e in events] == [1.0, 2.0]
+
+
+def test_pods_are_told_apart_by_host_and_instance_not_by_pid() -> None:
+    """Every pod's stand-in is ``cardano-node`` with a PID of the pod's namespace: two pods (or a
+    force-deleted pod and its replacement of the same name) may log the same name and PID."""
+
+    def pod_ev(t: float, host: str, instance: str, event: str) -> dict[str, Any]:
+        return {**ev(t, 27, event, "cardano-node"), "host": host, "instance": instance}
+
+    events = [
+        pod_ev(1.0, "east-0", "a1", "forging_started"),
+        pod_ev(2.0, "east-1", "b1", "forging_started"),
+        pod_ev(3.0, "east-0", "a2", "forging_started"),
+        pod_ev(4.0, "east-0", "a1", "killed"),
+    ]
+    spans = intervals(events, key=pod_process)
+    assert [s.node for s in spans] == ["east-0/27/a1", "east-1/27/b1", "east-0/27/a2"]
+    assert [(o.a, o.b) for o in overlaps(spans, until=5.0)] == [
+        ("east-0/27/a1", "east-1/27/b1"),
+        ("east-0/27/a1", "east-0/27/a2"),
+        ("east-1/27/b1", "east-0/27/a2"),
+    ]
+    # Keyed by name and PID, as stand-ins on one host are, the three would be one process.
+    assert len(intervals(events)) == 1

@@ -233,3 +233,49 @@ def read_or_empty(read: Callable[[], str]) -> str:
         return read()
     except OSError:
         return ""
+
+
+def test_peer_port_opens_once_up_and_metrics_listen_where_asked(creds: Path) -> None:
+    """``--open-peer-port``: the chart's readiness probe (a TCP connect to the peer port) passes
+    once the node is up, as with cardano-node after its replay; ``--metrics-host`` lets a
+    Prometheus outside the pod scrape it."""
+    peer, metrics = free_port(), free_port()
+    node = Node(creds, "--start-as-non-producing-node", "--host-addr", "127.0.0.1",
+                "--port", str(peer), "--open-peer-port", "--metrics-port", str(metrics),
+                "--metrics-host", "127.0.0.2")  # fmt: skip
+    node.args[node.args.index("--startup-delay") + 1] = "1.5"
+
+    def connects(port: int, host: str = "127.0.0.1") -> bool:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    node.start()
+    try:
+        wait(lambda: connects(metrics, "127.0.0.2"))
+        assert "socket_up" not in node.events() and not connects(peer)
+        wait(lambda: "socket_up" in node.events())
+        wait(lambda: connects(peer))
+        assert not connects(metrics)  # not on 127.0.0.1: only where it was asked to listen
+    finally:
+        node.stop()
+    assert not connects(peer)
+
+
+def test_every_event_names_its_process_instance(creds: Path) -> None:
+    """Pods share the name and may share the PID: ``instance`` tells processes apart."""
+    first, second = Node(creds), Node(creds)
+    second.log = creds / "second.jsonl"
+    second.args[second.args.index("--event-log") + 1] = str(second.log)
+    second.args[second.args.index("--socket-path") + 1] = str(creds / "second.socket")
+    for node in (first, second):
+        node.start()
+    try:
+        wait(lambda: "socket_up" in first.events() and "socket_up" in second.events())
+    finally:
+        first.stop()
+        second.stop()
+    instances = [{e["instance"] for e in read_events([n.log])} for n in (first, second)]
+    assert all(len(i) == 1 for i in instances) and instances[0] != instances[1]

@@ -32,6 +32,7 @@ class Upstream:
 
     def __init__(self, pki: Path) -> None:
         self.seen: list[dict[str, Any]] = []
+        self.more = threading.Event()
         outer = self
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(pki / "apiserver.crt", pki / "apiserver.key")
@@ -42,6 +43,9 @@ class Upstream:
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
+                if "watch=true" in self.path:
+                    self._watch()
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 seen = {
                     "method": self.command,
@@ -57,6 +61,21 @@ class Upstream:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _watch(self) -> None:
+                """A watch's chunked stream: one event, the two others once the test sets
+                ``more`` (a proxy that waited for the whole answer passes nothing before)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(3):
+                    event = json.dumps({"type": "MODIFIED", "n": i}).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                    outer.more.wait(10)
+                self.wfile.write(b"0\r\n\r\n")
+                self.close_connection = True
 
             do_GET = do_PUT = _answer
 
@@ -153,6 +172,21 @@ def test_api_proxy_delays_answers(pki: Path, api: tuple[Upstream, ApiProxy]) -> 
     proxy.clear()
     conn = connect(pki, proxy.port, cert=True, timeout=0.5)
     assert call(conn, "GET", "/slow")[0] == 200
+
+
+def test_api_proxy_streams_a_watch_as_it_comes(pki: Path, api: tuple[Upstream, ApiProxy]) -> None:
+    upstream, proxy = api
+    proxy.delay(5.0)  # faults leave watches alone
+    conn = connect(pki, proxy.port, cert=True, timeout=2.0)
+    conn.request("GET", "/apis/x/leases?watch=true")
+    answer = conn.getresponse()  # times out (2 s) if the proxy waits for the whole answer
+    assert answer.status == 200
+    assert json.loads(answer.readline()) == {"type": "MODIFIED", "n": 0}
+    upstream.more.set()
+    assert [json.loads(line)["n"] for line in answer.read().splitlines()] == [1, 2]
+    assert [(e.method, e.outcome) for e in proxy.log] == [("GET", "watch")]
+    proxy.clear()
+    assert call(connect(pki, proxy.port, cert=True), "GET", "/after")[0] == 200
 
 
 class Echo:

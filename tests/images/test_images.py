@@ -12,8 +12,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import signal
+import ssl
 import stat
 import time
 from collections.abc import Iterator
@@ -135,12 +137,80 @@ def test_config_runs_as_the_charts_user_without_volumes(
     assert "PYTHONDONTWRITEBYTECODE=1" in config["Env"]
 
 
-def test_no_ca_bundle_or_build_leftovers_in_the_images(images: dict[str, oci.Image]) -> None:
-    """The build machine's CA bundle (a build secret of pip's step) and pip's cache stay out."""
+def pem_certificates(data: bytes) -> set[bytes]:
+    """The certificates of a PEM file, as DER."""
+    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
+    return {ssl.PEM_cert_to_DER_cert(b.decode("ascii")) for b in blocks}
+
+
+def test_ca_bundle_is_debians_and_no_build_leftovers(images: dict[str, oci.Image]) -> None:
+    """The build machine's CA bundle (a build secret of pip's step), pip's cache and the build
+    stages' files stay out. The only CA bundle is the runtime base's, which Debian's
+    ca-certificates package made from the certificates it ships (its version is in
+    tools/images/python.lock): no layer the Dockerfiles add has one."""
+    bundle = "etc/ssl/certs/ca-certificates.crt"
     for image in images.values():
-        names = set().union(*oci.layer_names(image.archive))
-        assert "etc/ssl/certs/ca-certificates.crt" not in names, image.name
-        assert not [n for n in names if n.startswith(("root/.cache", "src/"))], image.name
+        layers = oci.layer_names(image.archive)
+        assert bundle not in set().union(*layers[1:]), image.name
+        names = set().union(*layers)
+        assert not [n for n in names if n.startswith(("root/.cache", "src/", "out/"))], image.name
+    files = oci.read_files(
+        images[FORGE_MANAGER].archive,
+        lambda n: n == bundle or fnmatch.fnmatch(n, "usr/share/ca-certificates/mozilla/*.crt"),
+    )
+    in_bundle = pem_certificates(files.pop(bundle))
+    shipped = set().union(*(pem_certificates(data) for data in files.values()))
+    assert len(in_bundle) >= 100 and in_bundle == shipped
+
+
+def pyc_of(source: str) -> str:
+    """Where CPython looks for a module's .pyc: ``opt/venv/lib/python3.11/x/y.py`` ->
+    ``opt/venv/lib/python3.11/x/__pycache__/y.cpython-311.pyc``."""
+    version = re.search(r"/python3\.(\d+)/", source)
+    assert version, source
+    head, _, name = source.rpartition("/")
+    return f"{head}/__pycache__/{name[:-3]}.cpython-3{version[1]}.pyc"
+
+
+def test_python_images_have_no_installer_and_the_project_last(
+    images: dict[str, oci.Image],
+) -> None:
+    """pip (and the build backend, unless a dependency requires it) stay in the build stages, and
+    the asyncio halves of the clients out; the dependencies are a layer of their
+    own and the project is the last, thin layer, so a change to its sources rebuilds and ships
+    only that; every module has its .pyc beside it (compiled at build, hash-checked)."""
+    for repository, package in (
+        (FORGE_MANAGER, "forge_manager"),
+        (HEALTH_ENDPOINT, "health_endpoint"),
+    ):
+        layers = oci.layer_names(images[repository].archive)
+        names = set().union(*layers)
+        # setuptools stays where a kept distribution requires it: pbr (etcd3gw's) does.
+        absent = ["pip", "aiohttp"]
+        if repository == FORGE_MANAGER:
+            absent += ["kubernetes/aio", "prometheus_client/aiohttp"]
+        else:
+            absent += ["setuptools", "pkg_resources"]
+        for tool in absent:
+            assert not fnmatch.filter(names, f"{SITE}/{tool}/*"), (repository, tool)
+        assert not fnmatch.filter(names, "opt/venv/bin/pip*"), repository
+        # The last layer: the package, its metadata, its console script and their directories.
+        last = layers[-1]
+        assert fnmatch.filter(last, f"{SITE}/{package}/__init__.py"), repository
+        parents = {n.rsplit("/", i)[0] for n in last for i in range(1, n.count("/") + 1)}
+        outside = sorted(
+            n
+            for n in last - parents
+            if not fnmatch.fnmatch(n, f"{SITE}/{package}/*")
+            and not fnmatch.fnmatch(n, f"{SITE}/cardano_*.dist-info/*")
+            and n != f"opt/venv/bin/{package.replace('_', '-')}"
+        )
+        assert outside == [], repository
+        deps = [i for i, layer in enumerate(layers) if fnmatch.filter(layer, f"{SITE}/requests/*")]
+        assert deps and deps[0] < len(layers) - 1, repository
+        sources = {n for n in names if fnmatch.fnmatch(n, "opt/venv/lib/*.py")}
+        missing = [n for n in sources if pyc_of(n) not in names]
+        assert len(sources) > 100 and missing == [], (repository, missing[:5])
 
 
 def test_images_are_built_from_this_tree(images: dict[str, oci.Image]) -> None:
@@ -253,6 +323,57 @@ def test_forge_manager_starts_read_only_and_answers(
         installed = (tmp_path / "secrets" / name).stat()
         assert (installed.st_uid, installed.st_gid) == (oci.UID, oci.GID)
         assert stat.S_IMODE(installed.st_mode) == 0o600
+
+
+# What the genesis init container's HTTPS uses: Python's default TLS context (what urlopen takes
+# without --ca-bundle), and how many CA certificates it verifies servers against.
+DEFAULT_CA_STORE = """
+import ssl, forge_manager.bootstrap
+print(len(ssl.create_default_context().get_ca_certs()))
+"""
+
+
+def test_forge_manager_verifies_https_for_the_genesis_download(
+    images: dict[str, oci.Image], rootfs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The chart's default genesis init container runs ``python -m forge_manager.bootstrap`` in
+    this image and fetches the networks' published files over HTTPS with Python's default TLS
+    context: the image must have a CA store for it, or every fetch fails verification."""
+    c = container(
+        images, rootfs, FORGE_MANAGER, tmp_path, args=["python", "-c", DEFAULT_CA_STORE],
+        tmpfs=["/tmp"],
+    )  # fmt: skip
+    assert c.run() == 0, c.output()
+    count = c.output().split()[-1]
+    assert count.isdigit() and int(count) >= 100, c.output()  # Mozilla's list: about 140
+
+
+@pytest.mark.parametrize(
+    ("repository", "modules"),
+    [
+        (FORGE_MANAGER, "forge_manager.__main__, forge_manager.bootstrap"),
+        (HEALTH_ENDPOINT, "health_endpoint.__main__, gunicorn.app.base"),
+    ],
+)
+def test_modules_load_from_their_pyc_on_a_read_only_root(
+    images: dict[str, oci.Image],
+    rootfs: dict[str, Path],
+    tmp_path: Path,
+    repository: str,
+    modules: str,
+) -> None:
+    """Nothing the service imports from its virtualenv is compiled at start (the root is
+    read-only, so it would be compiled again at every start): each comes from its .pyc."""
+    c = container(
+        images, rootfs, repository, tmp_path, args=["python", "-v", "-c", f"import {modules}"],
+        tmpfs=["/tmp"],
+    )  # fmt: skip
+    assert c.run() == 0, c.output()[-3000:]
+    log = c.output().splitlines()
+    compiled = [x for x in log if re.fullmatch(r"# code object from /opt/venv/\S+\.py", x)]
+    loaded = [x for x in log if re.fullmatch(r"# code object from '/opt/venv/\S+\.pyc'", x)]
+    assert compiled == [], compiled[:5]
+    assert len(loaded) > 50, log[-20:]
 
 
 def test_node_standin_under_forge_guard_as_the_chart_runs_it(

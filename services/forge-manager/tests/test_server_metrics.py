@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import struct
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -119,3 +124,43 @@ def test_metrics_names_and_labels(server: tuple[MetricsServer, State, CollectorR
     assert registry.get_sample_value("cardano_forge_manager_info", {"version": __version__}) == 1
     assert "cardano_lease_renew_duration_seconds_bucket" in body
     assert get(srv, "/nope")[0] == 404
+
+
+def test_a_client_that_gives_up_costs_one_debug_line_not_a_traceback(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    answered = threading.Event()
+
+    def slow_since_cycle() -> float:
+        time.sleep(0.3)  # the client is gone by then
+        answered.set()
+        return 0.0
+
+    srv = MetricsServer(
+        "127.0.0.1",
+        0,
+        Endpoints(
+            startup_state=lambda: StartupState.NOT_READY,
+            seconds_since_cycle=slow_since_cycle,
+            renew_deadline=10.0,
+            registry=CollectorRegistry(),
+        ),
+    )
+    srv.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="forge_manager"):
+            for _ in range(3):
+                answered.clear()
+                client = socket.create_connection(("127.0.0.1", srv.port))
+                client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                # Reset, not FIN: the server's write then fails at once.
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                assert answered.wait(5)
+            time.sleep(0.3)
+            assert get(srv, "/health")[0] == 200  # and the server still answers
+    finally:
+        srv.stop()
+    assert "Traceback" not in capfd.readouterr().err
+    gave_up = [r for r in caplog.records if "closed the connection" in r.getMessage()]
+    assert gave_up and all(r.levelno == logging.DEBUG for r in gave_up)

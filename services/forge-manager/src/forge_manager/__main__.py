@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from forge_manager import __version__
+from forge_manager import __version__, failpoints
 from forge_manager.clock import now as boottime_now
 from forge_manager.cluster.round_trips import CoordinationTooSlow
 from forge_manager.cluster.settings import (
@@ -325,6 +325,12 @@ def main() -> int:
             "NODE_SYNC_CHECK is off: a pod whose cardano-node is replaying its ledger or far "
             "behind the chain can win the Lease and forge blocks that will be lost"
         )
+    if failpoints.active() is not None:
+        log.warning(
+            "failpoints are armed from %s (%s): a test hook that can freeze this process; "
+            "never set it outside fault-injection tests",
+            failpoints.active(), failpoints.ENV,
+        )  # fmt: skip
     log.info(
         "forge-manager %s started as %s (lease %s/%s, duration %d s, renew deadline %g s, "
         "retry %g s, request timeout %g s)",

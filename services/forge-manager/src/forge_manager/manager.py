@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from forge_manager import failpoints
 from forge_manager.clock import now as boottime_now
 from forge_manager.config import Settings
 from forge_manager.credentials import CredentialError, CredentialFiles, SourceError
@@ -758,12 +759,15 @@ class ForgeManager:
         install = decision.credentials is CredentialAction.INSTALL
         if decision.forge and not self._grant_permit(rewrite=install):
             decision = decide_forging(self._forging_snapshot(node))
+        if decision.forge and decision.credentials is CredentialAction.INSTALL:
+            failpoints.hit("before_install")
         decision = self._confirm(decision, node, "install")
         decision, wrote = self._apply_credentials(decision, node)
 
         wanted = Signalled(node.pids, decision.forge)
         rotated = wrote and decision.forge and self._signalled == wanted and node.booted
         if decision.forge and (decision.signal or rotated):
+            failpoints.hit("before_enable_signal")
             confirmed = self._confirm(decision, node, "enable")
             if confirmed is not decision:
                 decision, _ = self._apply_credentials(confirmed, node)
@@ -775,6 +779,8 @@ class ForgeManager:
                 if rotated and not decision.signal
                 else ("enable" if decision.forge else "disable")
             )
+            if decision.forge:
+                failpoints.hit("after_enable_check")
             self._sighup(node, wanted, reason)
 
         if not decision.forge:

@@ -8,12 +8,18 @@
   than the renew deadline (a wedged manager is restarted), 200 otherwise. Its body also shows the
   node sync check (``node_sync``: synced or not, and why), which never changes the status code.
 * ``/metrics`` is the Prometheus exposition of the manager's own registry.
+
+A client that closes the connection before its answer is written (a kubelet probe past its
+``timeoutSeconds``, a scrape that timed out: a busy node) is one DEBUG line; any other error of a
+request is one ERROR line in the manager's log, never the standard library's traceback on stderr.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +29,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from forge_manager.decision import StartupState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,9 +127,21 @@ def _handler(endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # BrokenPipe, ConnectionReset: the client left
+            log.debug("HTTP client %s closed the connection before the answer (%s)",
+                      client_address[0], type(error).__name__)  # fmt: skip
+            return
+        log.error("HTTP request from %s failed: %r", client_address[0], error)
+
+
 class MetricsServer:
     def __init__(self, address: str, port: int, endpoints: Endpoints) -> None:
-        self._httpd = ThreadingHTTPServer((address, port), _handler(endpoints))
+        self._httpd = _Server((address, port), _handler(endpoints))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,

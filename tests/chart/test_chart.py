@@ -1151,13 +1151,20 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
             assert not selector.items() <= health_labels.items(), obj["metadata"]["name"]
 
 
-def test_health_endpoint_liveness_waits_for_its_start(tmp_path: Path) -> None:
+@pytest.mark.xfail(
+    strict=True, reason="the health endpoint's startupProbe has no scheme (HTTP even with TLS)"
+)
+@pytest.mark.parametrize("tls", [False, True])
+def test_health_endpoint_liveness_waits_for_its_start(tls: bool, tmp_path: Path) -> None:
     values, _ = MATRIX["health-endpoint-on"]
+    if tls:  # the startup probe must speak HTTPS too, or it fails until the pod is killed
+        values = merged(values, {"healthEndpoint": {"tls": {"existingSecret": "health-tls"}}})
     (container,) = only(render(values, tmp_path), "Deployment")["spec"]["template"]["spec"][
         "containers"
     ]
     startup = container["startupProbe"]
     assert startup["httpGet"] == container["livenessProbe"]["httpGet"]
+    assert startup["httpGet"]["scheme"] == ("HTTPS" if tls else "HTTP")
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
 

@@ -1151,9 +1151,6 @@ def test_health_endpoint_is_wired_to_the_forge_manager(tmp_path: Path) -> None:
             assert not selector.items() <= health_labels.items(), obj["metadata"]["name"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the health endpoint's startupProbe has no scheme (HTTP even with TLS)"
-)
 @pytest.mark.parametrize("tls", [False, True])
 def test_health_endpoint_liveness_waits_for_its_start(tls: bool, tmp_path: Path) -> None:
     values, _ = MATRIX["health-endpoint-on"]

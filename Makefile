@@ -11,9 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
-# Integration tests mostly wait on lease timers: two workers halve the run on two cores. Tests
-# that change this host (the node, runc containers) all run on one worker (tests/conftest.py).
-TEST_WORKERS ?= 2
+# Tests that change this host (the kubelet-backed node, runc containers; markers node, images)
+# run in a pytest run of their own beside the run of all the others: both mostly wait on timers.
+HOST_TESTS := node or images
 
 SERVICES := services/forge-manager services/health-endpoint services/cli
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
@@ -81,11 +81,18 @@ unit: venv ## fast unit tests of the services and the CLI (Python) and of forge-
 	cd services/forge-guard && go vet ./... && go test -count=1 ./...
 	$(PYTEST) services/forge-manager/tests services/health-endpoint/tests services/cli/tests
 
-integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm and promtool (TEST_WORKERS=2)
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup tests -m "not quorum"
+integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm, promtool and the node
+	@mkdir -p .test-logs
+	@echo "integration: the tests that change this host run alongside; their output follows at the end (.test-logs/host.log)"
+	@$(PYTEST) -m "$(HOST_TESTS)" tests > .test-logs/host.log 2>&1 & host=$$!; \
+	$(PYTEST) -m "not ($(HOST_TESTS)) and not quorum" tests; rest=$$?; \
+	wait $$host; hrc=$$?; \
+	echo "---- tests that change this host (.test-logs/host.log) ----"; cat .test-logs/host.log; \
+	echo "integration: other tests exit $$rest, host tests exit $$hrc"; \
+	test $$rest -eq 0 -a $$hrc -eq 0
 
-quorum: venv tools ## three regions on an etcd quorum end to end (lost, partitioned, slow regions; TEST_WORKERS=3)
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup tests -m quorum
+quorum: venv tools ## three regions on an etcd quorum end to end (lost, partitioned, slow regions)
+	$(PYTEST) tests -m quorum
 
 chart: venv tools ## the chart alone: helm lint, rendering matrix, install and RBAC on the control plane
 	$(PYTEST) tests/chart

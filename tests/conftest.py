@@ -21,9 +21,10 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.node import Node, ownership
 from tests.harness.prometheus import prometheus_factory  # noqa: F401  (a fixture for every test)
 
-HOST_GROUP = "host"
-"""The pytest-xdist group of tests that change this host (the kubelet-backed node: one per host)
-or run containers with runc: one worker runs all of them, one at a time (``--dist loadgroup``)."""
+HOST_MARKERS = "node or images"
+"""Tests that change this host (the kubelet-backed node: one per host) or run containers with
+runc: ``make integration`` runs them in a pytest run of their own, one at a time, beside the run of
+all the others (``-m``, see the Makefile)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,13 +32,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(integration):
             item.add_marker(pytest.mark.integration)
-        fixtures = getattr(item, "fixturenames", ())
-        if (
-            item.get_closest_marker("node")
-            or item.get_closest_marker("images")
-            or "kube_node" in fixtures
-        ):
-            item.add_marker(pytest.mark.xdist_group(HOST_GROUP))
+        if "kube_node" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("node"):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the node: mark its module pytest.mark.node, so that "
+                "make integration runs it in the run of the tests that change this host"
+            )
 
 
 @pytest.fixture(scope="session")

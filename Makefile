@@ -84,8 +84,8 @@ unit: venv ## fast unit tests of the services and the CLI (Python) and of forge-
 integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm, promtool and the node
 	@mkdir -p .test-logs
 	@echo "integration: the tests that change this host run alongside; their output follows at the end (.test-logs/host.log)"
-	@$(PYTEST) -m "$(HOST_TESTS)" tests > .test-logs/host.log 2>&1 & host=$$!; \
-	$(PYTEST) -m "not ($(HOST_TESTS)) and not quorum" tests; rest=$$?; \
+	@$(PYTEST) --durations=15 -m "$(HOST_TESTS)" tests > .test-logs/host.log 2>&1 & host=$$!; \
+	$(PYTEST) --durations=40 -m "not ($(HOST_TESTS)) and not quorum" tests; rest=$$?; \
 	wait $$host; hrc=$$?; \
 	echo "---- tests that change this host (.test-logs/host.log) ----"; cat .test-logs/host.log; \
 	echo "integration: other tests exit $$rest, host tests exit $$hrc"; \

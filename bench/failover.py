@@ -10,7 +10,10 @@ Times come from the stand-ins' CLOCK_BOOTTIME event logs; every run is checked f
 * initial election: from the first manager's start (no Lease yet) to the first node forging, the
   pods started one after another as by a StatefulSet (one sample per run of the section);
 * planned handover: the forging pod is deleted (node SIGTERM, then the sidecar SIGTERM, the
-  native-sidecar order); deletion to another node's ``forging_started``;
+  native-sidecar order); deletion to another node's ``forging_started``, and where the time goes
+  (per run on stderr, medians in the report): the old node's exit, the old manager's SIGTERM and
+  its release (the write answered), the successor's watch seeing the release, its acquisition
+  (the write answered), its install, from the stand-ins' event logs and the managers' logs;
 * unplanned failover: the forging pod's manager and node SIGKILL; kill to the next forger;
 * frozen manager: the forging pod's manager SIGSTOP; freeze to forge-guard stopping its node
   (fence) and to the next forger (takeover); the manager is resumed afterwards;
@@ -31,12 +34,17 @@ in minutes; each region reaches the coordination API through its own breakable l
 A run whose new forger does not appear within two minutes is reported (with the tail of every
 manager's log on stderr) and counted; the section goes on with the next run.
 
-Run: ``python -m bench.failover --runs 20`` (``--sections local`` or ``cluster`` for one part).
+Run: ``python -m bench.failover --runs 20`` (``--sections local`` or ``cluster`` for one part;
+``--sections local --local-kinds planned`` for the planned handover alone; ``--keep DIR`` keeps
+every pod's logs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
+import re
 import ssl
 import statistics
 import sys
@@ -191,6 +199,62 @@ def namespace(cp: ControlPlane, prefix: str) -> str:
     return name
 
 
+# ---- where a planned handover's seconds go -------------------------------------------------------
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
+PHASES = (
+    ("node_exited", "old node exited"),
+    ("sigterm", "old manager got SIGTERM"),
+    ("released", "old manager released (write answered)"),
+    ("seen", "successor's watch saw the release"),
+    ("acquired", "successor acquired (write answered)"),
+    ("installed", "successor installed the credentials"),
+    ("forging", "successor's node forging"),
+)
+
+
+def manager_lines(pod: ForgePod, offset: float) -> list[tuple[float, str]]:
+    """(CLOCK_BOOTTIME, message) of every line of the manager's text log; ``offset`` is the
+    wall clock minus CLOCK_BOOTTIME (the log's times are the wall clock, to the millisecond)."""
+    out: list[tuple[float, str]] = []
+    try:
+        text = pod.manager_log.read_text(errors="replace")
+    except OSError:
+        return out
+    for row in text.splitlines():
+        m = _LOG_LINE.match(row)
+        if m:
+            wall = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            out.append((wall - offset, m.group(2)))
+    return out
+
+
+def first_line(lines: list[tuple[float, str]], t0: float, text: str) -> float | None:
+    return next((t for t, msg in lines if t >= t0 - 0.01 and text in msg), None)
+
+
+def handover_trace(old: ForgePod, new: ForgePod, t0: float, offset: float) -> dict[str, float]:
+    """Seconds after ``t0`` (the pod's deletion) of each step of one planned handover, from the
+    stand-ins' event logs and the managers' logs (a step not found is left out)."""
+    steps: dict[str, float | None] = {}
+    steps["node_exited"] = next(
+        (e["t"] for e in old.events() if e["event"] == "exited" and e["t"] > t0), None
+    )
+    old_lines, new_lines = manager_lines(old, offset), manager_lines(new, offset)
+    steps["sigterm"] = first_line(old_lines, t0, "received SIGTERM")
+    steps["released"] = first_line(old_lines, t0, "released the lease at resourceVersion")
+    steps["seen"] = first_line(new_lines, t0, "the watch saw the lease change (holder " + old.name)
+    steps["acquired"] = first_line(new_lines, t0, "acquired the lease at resourceVersion")
+    steps["installed"] = first_line(new_lines, t0, "credentials installed")
+    steps["forging"] = next(
+        (e["t"] for e in new.events() if e["event"] == "forging_started" and e["t"] > t0), None
+    )
+    return {k: v - t0 for k, v in steps.items() if v is not None}
+
+
+def trace_text(trace: dict[str, float]) -> str:
+    return ", ".join(f"{k} +{trace[k]:.2f}" for k, _ in PHASES if k in trace)
+
+
 # ---- one region ---------------------------------------------------------------------------------
 def local_section(
     runs: int,
@@ -214,6 +278,8 @@ def local_section(
                         guard=True)  # fmt: skip
 
     samples: dict[str, list[float]] = {"planned": [], "unplanned": [], "fence": [], "frozen": []}
+    traces: list[dict[str, float]] = []
+    offset = time.time() - now()
     timeouts: dict[str, int] = {"planned": 0, "unplanned": 0, "frozen": 0}
     rss: list[float] = []
     pods: list[ForgePod] = []
@@ -255,6 +321,12 @@ def local_section(
                         old.thaw_manager()
                     continue
                 took = first_start_after(rest, t0) - t0
+                trace = ""
+                if kind == "planned":
+                    successor = forger(rest)
+                    if successor is not None:
+                        traces.append(handover_trace(old, successor, t0, offset))
+                        trace = f" ({trace_text(traces[-1])})"
                 if kind == "frozen":
                     samples["fence"].append(first_stop_after(old, t0) - t0)
                     samples["frozen"].append(took)
@@ -268,7 +340,8 @@ def local_section(
                     pods[index] = replacement  # stopped at the end even if its start fails
                     everyone.append(replacement)
                     replacement.start(timeout=WAIT)
-                print(f"local {kind} run {len(samples[kind])}: {took:.2f} s", file=sys.stderr)
+                print(f"local {kind} run {len(samples[kind])}: {took:.2f} s{trace}",
+                      file=sys.stderr)  # fmt: skip
     finally:
         for p in pods:
             p.stop()
@@ -280,6 +353,10 @@ def local_section(
     report(f"  {'initial election (no Lease yet; one sample)':44s} {initial:6.2f} s   "
            "first manager started to first node forging")  # fmt: skip
     report(line("planned handover (pod deleted)", samples["planned"], "target p95 < 3 s"))
+    for key, what in PHASES:
+        steps = [t[key] for t in traces if key in t]
+        if steps and key != "forging":
+            report(line(f"  deletion to {what}", steps))
     report(line("unplanned failover (pod kill -9)", samples["unplanned"],
                 f"target p95 <= {lease:g} s (lease)"))  # fmt: skip
     report(line("frozen manager: guard fenced its node", samples["fence"],
@@ -431,6 +508,8 @@ def main() -> int:
                         help="local section: planned, unplanned and/or frozen")  # fmt: skip
     parser.add_argument("--no-health-runs", action="store_true",
                         help="cluster section: partition runs only")  # fmt: skip
+    parser.add_argument("--keep", metavar="DIR", type=Path,
+                        help="work in DIR and keep it (the pods' logs and event logs)")  # fmt: skip
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     extra = dict(item.split("=", 1) for item in args.cluster_env if "=" in item)
@@ -441,7 +520,12 @@ def main() -> int:
         parser.error("--local-kinds takes planned, unplanned and frozen, comma-separated")
     lines: list[str] = []
     ok = True
-    with tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep.resolve())
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="failover-bench-"))
         if "local" in sections:
             ok &= local_section(args.runs, args.pods, Path(tmp) / "local", lines.append, kinds)
         if "cluster" in sections:

@@ -544,6 +544,16 @@ class ForgeManager:
         """The watch saw the Lease change (its thread): run the next cycle now when the change
         may free the Lease sooner than the timer (a release, a new holder, a deletion)."""
         if worth_waking(before, after):
+            log.info(
+                "the watch saw the lease change (holder %s -> %s%s, resourceVersion %s); "
+                "deciding now",
+                (before.holder or "none") if before is not None else "(no lease)",
+                (after.holder or "none") if after is not None else "(no lease)",
+                f", released by {after.released_by}"
+                if after is not None and after.released_by
+                else "",
+                after.resource_version if after is not None else "-",
+            )
             self._wake.set()
 
     def wake(self) -> None:
@@ -661,6 +671,12 @@ class ForgeManager:
         received = self._clock()
         if self.metrics and decision.action is LeaseAction.RENEW:
             self.metrics.lease_renew_latency.observe(received - t_sent)
+        if decision.action is LeaseAction.ACQUIRE:
+            log.info(
+                "acquired the lease at resourceVersion %s (the write took %.0f ms)",
+                rec.resource_version,
+                (received - t_sent) * 1000,
+            )
         with self._lock:
             self._own_rv = rec.resource_version
             self._observe_record(rec, received)
@@ -709,6 +725,7 @@ class ForgeManager:
         if settle > 0:
             self._settle(settle)
         edits: Edits | None = {PREFERRED_ANNOTATION: hand_over_to} if hand_over_to else None
+        t_sent = self._clock()
         try:
             rec = self._lease.release(current, edits)
         except LeaseError as exc:
@@ -719,6 +736,11 @@ class ForgeManager:
             return ElectionDecision(
                 LeaseAction.NONE, f"releasing the lease failed ({exc}); it will expire instead"
             )
+        log.info(
+            "released the lease at resourceVersion %s (the write took %.0f ms)",
+            rec.resource_version,
+            (self._clock() - t_sent) * 1000,
+        )
         with self._lock:
             self._own_rv = None
             self._observe_record(rec, self._clock())

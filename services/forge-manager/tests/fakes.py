@@ -102,6 +102,8 @@ class FakeLease:
         self.calls: list[str] = []
         self._stamps = itertools.count()
         self.apply_but_fail = False
+        self.lose_writes = 0
+        """The next this many writes time out without reaching the API server (not applied)."""
         self.hang: threading.Event | None = None
         """When set, a write waits (bounded) for this event first: a call blocked where no
         request timeout reaches, e.g. in the host name lookup."""
@@ -124,6 +126,9 @@ class FakeLease:
         if self.hang is not None:
             self.hanging.set()
             self.hang.wait(30)
+        if self.lose_writes > 0:
+            self.lose_writes -= 1
+            raise LeaseError("ReadTimeoutError: read timed out")
         released_by = current.holder if holder is None and current is not None else None
         rec = self.store.write(
             current.resource_version if current else None,

@@ -11,7 +11,7 @@ import pytest
 from forge_manager.config import Settings, load_settings
 from forge_manager.credentials import CredentialFiles
 from forge_manager.decision import NodeView, Permit, StartupState
-from forge_manager.manager import ForgeManager, LeaseWatch
+from forge_manager.manager import RELEASE_RETRY_PAUSE_S, ForgeManager, LeaseWatch
 from forge_manager.metrics import ForgeMetrics
 from forge_manager.permit_file import PermitFile
 from prometheus_client import CollectorRegistry
@@ -803,14 +803,8 @@ def test_an_ineligible_leader_lets_its_node_act_before_releasing(
 
 
 # ---- the release on shutdown is retried: there is no next cycle to do it -------------------------
-RELEASE_RETRY = pytest.mark.xfail(
-    strict=True,
-    reason="shutdown sends the release once: a release that times out (or meets a 409 from an "
-    "annotation write) leaves the Lease to expire, a lease duration instead of at once",
-)
 
 
-@RELEASE_RETRY
 def test_a_release_lost_on_shutdown_is_sent_again(world: tuple[Path, LeaseStore, Clock]) -> None:
     tmp, store, clock = world
     a, b = Pod(tmp, store, clock, "pod-0"), Pod(tmp, store, clock, "pod-1")
@@ -826,7 +820,6 @@ def test_a_release_lost_on_shutdown_is_sent_again(world: tuple[Path, LeaseStore,
     assert b.manager.step().startswith("lease was released by pod-0; acquiring it")
 
 
-@RELEASE_RETRY
 def test_a_release_applied_but_unanswered_is_not_sent_again(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
@@ -835,13 +828,12 @@ def test_a_release_applied_but_unanswered_is_not_sent_again(
     a.elect()
     b.manager.step()
     a.lease.apply_but_fail = True  # applied, but the answer is lost
-    assert a.manager.shutdown() == "shutting down; not holding the lease"
+    assert a.manager.shutdown() == "released the lease"
     assert a.lease.calls.count("release") == 1 and a.lease.calls[-1] == "read"
     assert store.record is not None and store.record.holder is None
     assert b.manager.step().startswith("lease was released by pod-0; acquiring it")
 
 
-@RELEASE_RETRY
 def test_a_release_meeting_an_annotation_write_is_sent_against_the_new_version(
     world: tuple[Path, LeaseStore, Clock],
 ) -> None:
@@ -866,13 +858,14 @@ def test_a_shutdown_never_releases_a_lease_another_pod_took_meanwhile(
     a.lease.lose_writes = 1
     taken: list[str] = []
 
-    def pod1_takes_it(_seconds: float) -> None:  # during the pause before a second attempt
-        if not taken:
+    def pod1_takes_it(seconds: float) -> None:  # during the pause before a second attempt
+        if seconds == RELEASE_RETRY_PAUSE_S and not taken:
             clock.advance(a.settings.lease_duration)
             taken.append(b.manager.step())
 
     a.manager._settle = pod1_takes_it
     reason = a.manager.shutdown()
+    assert taken and taken[0].startswith("lease of pod-0 expired")
     assert store.record is not None and store.record.holder == "pod-1"
-    assert a.lease.calls.count("release") <= 1
+    assert a.lease.calls.count("release") == 1 and a.lease.calls[-1] == "read"
     assert "released" not in reason

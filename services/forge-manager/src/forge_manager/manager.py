@@ -122,6 +122,13 @@ class _Election:
 
 
 TIMER_SLACK_S = 0.001
+
+RELEASE_ATTEMPTS = 5
+"""Attempts at a release on shutdown (each bounded by the request timeout, all of them within
+the renew deadline): there is no next cycle to send it again, and a release lost to a timeout
+or a 409 from an annotation write leaves the Lease to expire, a lease duration instead of at
+once."""
+RELEASE_RETRY_PAUSE_S = 0.2
 """Waking this much after the follower's acquisition instant: the decision is then due."""
 
 
@@ -733,11 +740,15 @@ class ForgeManager:
                 self.metrics.lease_errors.labels("release").inc()
             with self._lock:
                 self._need_read = True
-            return ElectionDecision(
-                LeaseAction.NONE, f"releasing the lease failed ({exc}); it will expire instead"
-            )
+                again = self._shutting_down
+            found = self._release_again(current, edits, exc) if again else None
+            if found is None:
+                return ElectionDecision(
+                    LeaseAction.NONE, f"releasing the lease failed ({exc}); it will expire instead"
+                )
+            rec = found
         log.info(
-            "released the lease at resourceVersion %s (the write took %.0f ms)",
+            "released the lease at resourceVersion %s (%.0f ms after the first attempt)",
             rec.resource_version,
             (self._clock() - t_sent) * 1000,
         )
@@ -750,6 +761,54 @@ class ForgeManager:
                 self._event("HandedOver", f"handed the lease over to {hand_over_to} (switchover)")
             return ElectionDecision(LeaseAction.RELEASE, f"handed the lease over to {hand_over_to}")
         return ElectionDecision(LeaseAction.RELEASE, "released the lease")
+
+    def _release_again(
+        self, sent: LeaseRecord, edits: Edits | None, first: LeaseError
+    ) -> LeaseRecord | None:
+        """On shutdown, after a failed release of ``sent`` (lock not held): read the Lease
+        (quorum) and send the release again while the record is still this pod's own term (its
+        name, the object's UID and the same ``leaseTransitions``: only annotations may have
+        changed, or nothing). The released record once it is (also when a quorum read shows that
+        an earlier attempt was applied although its answer was lost); None when the Lease went
+        to anyone else or was deleted (never released: a release names its holder, and another
+        pod's record cleared in its name would be taken at once while it may forge), or after
+        :data:`RELEASE_ATTEMPTS` or the renew deadline."""
+        give_up = self._clock() + self.settings.renew_deadline
+        error: LeaseError = first
+        for _attempt in range(RELEASE_ATTEMPTS - 1):
+            if self._clock() >= give_up:
+                break
+            self._settle(RELEASE_RETRY_PAUSE_S)
+            try:
+                rec = self._lease.read()
+            except LeaseError as exc:
+                error = exc
+                continue
+            same_term = (
+                rec is not None and rec.uid == sent.uid and rec.transitions == sent.transitions
+            )
+            if (
+                rec is not None
+                and same_term
+                and not rec.holder
+                and rec.released_by == self.identity
+            ):
+                log.info("the release was applied although its answer was lost (%s)", error)
+                return rec
+            if rec is None or not same_term or rec.holder != self.identity:
+                log.warning(
+                    "not releasing the lease again: it is now %s",
+                    "deleted" if rec is None else f"held by {rec.holder or 'nobody'}",
+                )
+                return None
+            log.info("releasing the lease again (%s)", error)
+            try:
+                return self._lease.release(rec, edits)
+            except LeaseError as exc:
+                error = exc
+                if self.metrics:
+                    self.metrics.lease_errors.labels("release").inc()
+        return None
 
     # ---- forging -------------------------------------------------------------------------------
     def _forging_snapshot(self, node: NodeView) -> ForgingSnapshot:

@@ -14,6 +14,7 @@ forge at once and the time nobody was.
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from forge_manager.cluster.resource import (
 from forge_manager.cluster.round_trips import RoundTrips
 from forge_manager.cluster.settings import load_cluster_settings
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+from forge_manager.timing import DEMOTION_BUDGET_S
 from prometheus_client import CollectorRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -233,6 +235,8 @@ class Region:
         self.forging = False
         self.reconciles = 0
         self.settled: list[float] = []
+        self.disabled_at: float | None = None
+        """When the manager's side last told the node to stop forging (its SIGHUP)."""
         self.health = HealthChecker(self.settings.health_check)
         self.lease = Lease(api, self.faults, clock, holder_identity(name, "bp-0"))
         self.beats = Beats(api, self.faults)
@@ -265,6 +269,11 @@ class Region:
             wall=lambda: T0,
             settle=self.settle,
             metrics=self.metrics,
+            **(
+                {"settle_left": self.settle_left}
+                if "settle_left" in inspect.signature(ClusterCoordinator).parameters
+                else {}
+            ),
         )
         self.next_cycle = clock()
         self.on_reconcile: Callable[[], None] = lambda: None
@@ -272,9 +281,18 @@ class Region:
     def reconcile(self) -> tuple[bool, str]:
         """The manager's side: forge exactly while permitted."""
         self.reconciles += 1
-        self.forging = self.c.permit().granted
+        was, self.forging = self.forging, self.c.permit().granted
+        if was and not self.forging:
+            self.disabled_at = self.clock()
         self.on_reconcile()
         return (not self.forging, "")
+
+    def settle_left(self) -> float:
+        """What is left of the node's time to act on its disabling SIGHUP (the manager's
+        ``demotion_settle_left``)."""
+        if self.disabled_at is None:
+            return 0.0
+        return max(0.0, self.disabled_at + DEMOTION_BUDGET_S - self.clock())
 
     def settle(self, seconds: float) -> None:
         self.settled.append(seconds)

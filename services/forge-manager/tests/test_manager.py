@@ -869,3 +869,28 @@ def test_a_shutdown_never_releases_a_lease_another_pod_took_meanwhile(
     assert store.record is not None and store.record.holder == "pod-1"
     assert a.lease.calls.count("release") == 1 and a.lease.calls[-1] == "read"
     assert "released" not in reason
+
+
+def test_demotion_settle_left_is_what_remains_of_the_nodes_time_since_its_disabling_sighup(
+    world: tuple[Path, LeaseStore, Clock],
+) -> None:
+    tmp, store, clock = world
+    pod = Pod(tmp, store, clock)
+    pod.elect()
+    clock.advance(1)
+    assert pod.manager.demotion_settle_left() == 0.0  # signalled to stop once, long ago
+    pod.node.view = NodeView(pids=(), socket_up=False, booted=False, flag_missing=False)
+    clock.advance(2)
+    pod.manager.step()  # the node went away: nothing to signal
+    pod.manager.shutdown()
+    assert pod.manager.demotion_settle_left() == 0.0
+    other = Pod(tmp, store, clock, "pod-1")
+    other.manager.step()
+    clock.advance(pod.settings.lease_duration)
+    other.manager.step()  # it leads now (the first pod released)
+    assert other.manager.is_local_leader()
+    other.manager.shutdown()  # disabling SIGHUP now; the release waited its 0.5 s (settle)
+    assert other.lease.calls[-2:] == ["settle 0.5", "release"]
+    assert other.manager.demotion_settle_left() == pytest.approx(0.5)  # the fake settle
+    clock.advance(0.2)
+    assert other.manager.demotion_settle_left() == pytest.approx(0.3)

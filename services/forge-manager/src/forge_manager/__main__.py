@@ -194,6 +194,7 @@ def build(
             registry,
             local_leader=manager.is_local_leader,
             reconcile=manager.reconcile_now,
+            settle_left=manager.demotion_settle_left,
         )
         manager.on_leadership_change = coordinator.wake
         watches.extend(coordinator.watches)

@@ -284,6 +284,16 @@ class ForgeManager:
             self._reconcile()
             return self._demotion_confirmed()
 
+    def demotion_settle_left(self) -> float:
+        """Seconds left of the node's :data:`DEMOTION_BUDGET_S` to act on its last disabling
+        SIGHUP; 0 when it had them, or was never signalled to stop (no node ran: a demotion is
+        confirmed only once a running node was signalled). A pool-wide Lease release waits this
+        long first, as the local release does."""
+        with self._lock:
+            if self._disabled_at is None:
+                return 0.0
+            return max(0.0, self._disabled_at + DEMOTION_BUDGET_S - self._clock())
+
     # ---- the cycle -------------------------------------------------------------------------------
     def run_cycle(self) -> str:
         """One pass: check sources, reconcile, lease I/O, reconcile. Returns the reason."""

@@ -14,7 +14,6 @@ forge at once and the time nobody was.
 from __future__ import annotations
 
 import copy
-import inspect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -269,11 +268,7 @@ class Region:
             wall=lambda: T0,
             settle=self.settle,
             metrics=self.metrics,
-            **(
-                {"settle_left": self.settle_left}
-                if "settle_left" in inspect.signature(ClusterCoordinator).parameters
-                else {}
-            ),
+            settle_left=self.settle_left,
         )
         self.next_cycle = clock()
         self.on_reconcile: Callable[[], None] = lambda: None

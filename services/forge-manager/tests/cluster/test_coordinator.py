@@ -232,15 +232,6 @@ def test_a_failing_emit_changes_nothing() -> None:
     assert w.forger() == "west"
 
 
-SETTLE_ONCE = pytest.mark.xfail(
-    strict=True,
-    reason="the pool lease release always waits DEMOTION_BUDGET_S, even when the node had its "
-    "time since the disabling SIGHUP already (the manager's own release waited for it) or no "
-    "node ran: 0.5 s more on every planned handover with cluster management",
-)
-
-
-@SETTLE_ONCE
 def test_shutdown_releases_the_pool_lease_without_waiting_again_for_a_node_that_had_its_time() -> (
     None
 ):
@@ -255,7 +246,6 @@ def test_shutdown_releases_the_pool_lease_without_waiting_again_for_a_node_that_
     assert w.api.lease is not None and w.api.lease.holder is None
 
 
-@SETTLE_ONCE
 def test_shutdown_waits_only_what_is_left_of_the_nodes_time() -> None:
     w = World(("east", 1), ("west", 2))
     w.elect()

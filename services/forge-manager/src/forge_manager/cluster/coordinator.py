@@ -106,6 +106,7 @@ class ClusterCoordinator:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         settle: Callable[[float], None] = time.sleep,
         api_probe: Callable[[], ProbeResult] | None = None,
+        settle_left: Callable[[], float] = lambda: DEMOTION_BUDGET_S,
     ) -> None:
         self.settings = settings
         self.region = settings.crd_name
@@ -124,6 +125,9 @@ class ClusterCoordinator:
         self._wall = wall
         self._settle = settle
         self._api_probe = api_probe
+        self._settle_left = settle_left
+        """What is left of the node's time to act on its disabling SIGHUP (the manager's
+        ``demotion_settle_left``): a release waits that long first, and no longer."""
 
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -496,7 +500,7 @@ class ClusterCoordinator:
                 return f"{d.reason}; not releasing ({why}); it will expire instead"
             if self.pool.view().mine:
                 # cardano-node reconfigures asynchronously after SIGHUP: let it act first.
-                self._settle(DEMOTION_BUDGET_S)
+                self._wait_for_node()
             error = self.pool.release()
             if error is not None:
                 return f"{d.reason}; release failed ({error}); it will expire instead"
@@ -595,6 +599,13 @@ class ClusterCoordinator:
         if not ok:
             self.pool.forget()
             return f"not releasing the pool lease ({why}); it will expire"
-        self._settle(DEMOTION_BUDGET_S)
+        self._wait_for_node()
         error = self.pool.release()
         return "released the pool lease" if error is None else f"release failed: {error}"
+
+    def _wait_for_node(self) -> None:
+        """Before a release: the rest of the node's time to act on its disabling SIGHUP (none
+        when the manager's own release already waited for it, or no node ran)."""
+        left = min(DEMOTION_BUDGET_S, self._settle_left())
+        if left > 0:
+            self._settle(left)

@@ -25,6 +25,7 @@ from forge_manager.cluster.settings import ClusterSettings
 from forge_manager.config import Settings
 from forge_manager.decision import worth_waking
 from forge_manager.lease import LeaseRecord
+from forge_manager.timing import DEMOTION_BUDGET_S
 from forge_manager.watch import LeaseWatchSource, WatchedLease, Watcher, watch_api_client
 
 
@@ -35,6 +36,7 @@ def build_coordinator(
     *,
     local_leader: Callable[[], bool],
     reconcile: Callable[[], tuple[bool, str]],
+    settle_left: Callable[[], float] | None = None,
 ) -> ClusterCoordinator:
     """The pool-wide Lease uses the local Lease's durations and request timeout, so the start-up
     timing check (:mod:`forge_manager.timing`) covers both. The start-up probe of the
@@ -169,6 +171,7 @@ def build_coordinator(
         local_leader=local_leader,
         reconcile=reconcile,
         metrics=metrics,
+        settle_left=settle_left if settle_left is not None else lambda: DEMOTION_BUDGET_S,
         api_probe=lambda: probe(probe_read, request_timeout=settings.request_timeout),
     )
     if pool_watch is not None and heartbeat_watch is not None:

@@ -206,7 +206,9 @@ PHASES = (
     ("sigterm", "old manager got SIGTERM"),
     ("released", "old manager released (write answered)"),
     ("seen", "successor's watch saw the release"),
+    ("pool_released", "old manager released the pool lease"),
     ("acquired", "successor acquired (write answered)"),
+    ("pool_acquired", "successor acquired the pool lease"),
     ("installed", "successor installed the credentials"),
     ("forging", "successor's node forging"),
 )
@@ -244,6 +246,8 @@ def handover_trace(old: ForgePod, new: ForgePod, t0: float, offset: float) -> di
     steps["released"] = first_line(old_lines, t0, "released the lease at resourceVersion")
     steps["seen"] = first_line(new_lines, t0, "the watch saw the lease change (holder " + old.name)
     steps["acquired"] = first_line(new_lines, t0, "acquired the lease at resourceVersion")
+    steps["pool_released"] = first_line(old_lines, t0, "shutdown: released the pool lease")
+    steps["pool_acquired"] = first_line(new_lines, t0, "cluster: acquiring the ")
     steps["installed"] = first_line(new_lines, t0, "credentials installed")
     steps["forging"] = next(
         (e["t"] for e in new.events() if e["event"] == "forging_started" and e["t"] > t0), None
@@ -393,6 +397,7 @@ def cluster_section(
     *,
     extra_env: dict[str, str] | None = None,
     health_runs: bool = True,
+    planned_runs: int = 0,
 ) -> bool:
     cp = ControlPlane(root=root / "cp")
     cp.start()
@@ -406,6 +411,9 @@ def cluster_section(
     partition: list[float] = []
     partition_stop: list[float] = []
     partition_back: list[float] = []
+    planned: list[float] = []
+    traces: list[dict[str, float]] = []
+    offset = time.time() - now()
     timeouts = 0
     baseline = request_rate(cp, IDLE_WINDOW_S)
     watches_before = open_watches(cp)
@@ -430,6 +438,16 @@ def cluster_section(
         wait_region("east")
         loaded = request_rate(cp, IDLE_WINDOW_S)
         watches = open_watches(cp)
+        for _ in range(planned_runs):
+            old = wait_region("east")
+            t0 = now()
+            r.replace(old)  # deleted (node, then sidecar) and recreated, as by the StatefulSet
+            wait_for(lambda: len(r.forgers()) == 1, WAIT, "a new forger")
+            successor = r.forgers()[0]
+            planned.append(first_start_after(r.all_pods, t0) - t0)
+            traces.append(handover_trace(old, successor, t0, offset))
+            print(f"cluster planned run {len(planned)}: {planned[-1]:.2f} s to {successor.name} "
+                  f"({trace_text(traces[-1])})", file=sys.stderr)  # fmt: skip
         for _ in range(runs if health_runs else 0):
             old = wait_region("east")
             t0 = now()
@@ -473,6 +491,12 @@ def cluster_section(
     report(f"two regions x {pods_n} pods, cluster management, forge-guard on (lease 15/10/2; "
            "health every 2 s, timeout 1 s, threshold 3"
            + "".join(f"; {k}={v}" for k, v in (extra_env or {}).items()) + ")")  # fmt: skip
+    if planned_runs:
+        report(line("planned handover (east's forger deleted)", planned, "target p95 < 3 s"))
+        for key, what in PHASES:
+            steps = [t[key] for t in traces if key in t]
+            if steps and key != "forging":
+                report(line(f"  deletion to {what}", steps))
     report(line("health: threshold-crossing check -> west", health))
     report(line("health: first failed check -> west", health_total))
     report(line("failback: east healthy again -> east", failback,
@@ -508,6 +532,9 @@ def main() -> int:
                         help="local section: planned, unplanned and/or frozen")  # fmt: skip
     parser.add_argument("--no-health-runs", action="store_true",
                         help="cluster section: partition runs only")  # fmt: skip
+    parser.add_argument("--cluster-planned", type=int, default=0, metavar="N",
+                        help="cluster section: first N planned handovers (east's forging pod "
+                        "deleted, as bench/pods.py does on real pods)")  # fmt: skip
     parser.add_argument("--keep", metavar="DIR", type=Path,
                         help="work in DIR and keep it (the pods' logs and event logs)")  # fmt: skip
     args = parser.parse_args()
@@ -531,7 +558,8 @@ def main() -> int:
         if "cluster" in sections:
             pods = min(args.pods, 2)
             ok &= cluster_section(args.runs, pods, Path(tmp) / "cluster", lines.append,
-                                  extra_env=extra, health_runs=not args.no_health_runs)  # fmt: skip
+                                  extra_env=extra, health_runs=not args.no_health_runs,
+                                  planned_runs=args.cluster_planned)  # fmt: skip
     print("\n".join(lines), flush=True)
     return 0 if ok else 1
 

@@ -751,6 +751,8 @@ class ForgeManager:
             with self._lock:
                 self._need_read = True
                 again = self._shutting_down
+            if again:
+                log.warning("releasing the lease failed (%s); sending it again", exc)
             found = self._release_again(current, edits, exc) if again else None
             if found is None:
                 return ElectionDecision(

@@ -51,6 +51,8 @@ TRANSITION_S = 300.0
 READY_S = 600.0
 GONE_S = 180.0
 EAST, WEST = REGIONS
+#: Namespaces of either mode's earlier runs on a kept control plane.
+EARLIER_NAMESPACES = ("east", "west", COORDINATION, "cardano-east", "cardano-west")
 
 
 class PodDemo:
@@ -69,6 +71,7 @@ class PodDemo:
         self.setup: dict[str, float] = {}
         self._forgers: list[str] = []
         self.own_node = False
+        self._clearing: list[str] = []
 
     # ---- plumbing --------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -186,23 +189,28 @@ class PodDemo:
             self.say(f"loaded {len(missing)} image(s) newer than the node")
 
     def clear_previous_run(self) -> None:
-        """An earlier demo on a kept cluster left its namespaces (or they still terminate):
-        uninstall and delete them, and wait until they are gone."""
-        assert self.node is not None
-        names = [r.name for r in REGIONS] + [COORDINATION]
-        node = self.node
+        """An earlier demo on a kept control plane left namespaces: this mode's (``east``,
+        ``west``, ``cardano-pool``) and the process mode's (``cardano-east``, ``cardano-west``,
+        whose StatefulSets a node would run as real pods beside this pool). Delete them before
+        the node starts (no pod can be created in a terminating namespace);
+        ``wait_cleared`` waits until they are gone (the node's controllers empty them)."""
         with self.cp_api() as core:
             existing = {n.metadata.name for n in core.list_namespace().items}
-        left = [n for n in names if n in existing]
-        if not left:
+            self._clearing = [n for n in EARLIER_NAMESPACES if n in existing]
+            for name in self._clearing:
+                with contextlib.suppress(client.ApiException):  # already going
+                    core.delete_namespace(name)
+        if self._clearing:
+            self.say(f"deleting an earlier demo's namespaces: {', '.join(self._clearing)}")
+
+    def wait_cleared(self) -> None:
+        if not self._clearing:
             return
-        self.say(f"removing an earlier demo's namespaces: {', '.join(left)}")
-        for name in left:
-            node.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
         def gone() -> bool:
             with self.cp_api() as core:
-                return not {n.metadata.name for n in core.list_namespace().items} & set(names)
+                names = {n.metadata.name for n in core.list_namespace().items}
+            return not names & set(self._clearing)
 
         self.wait("the earlier demo's namespaces to go", gone, GONE_S)
 
@@ -240,13 +248,15 @@ class PodDemo:
             )
 
     def uninstall(self, pool: PodPool) -> None:
-        """On a kept node: uninstall and delete the namespaces; a node of the demo's own goes
-        with its pods (its stop drains them)."""
-        kept = not self.own_node
-        pool.stop(uninstall=kept)
-        if kept and self.node is not None:
-            for name in [r.name for r in pool.regions] + [COORDINATION]:
-                self.node.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        """On a kept node, uninstall; on a kept control plane, delete the namespaces (with a
+        node of the demo's own they stay Terminating until a node's controllers run again: no
+        pod can start in them). A private control plane goes as a whole."""
+        pool.stop(uninstall=not self.own_node)
+        if self.cp is not None and self.cp.root.resolve() == SHARED.resolve():
+            with self.cp_api() as core:
+                for name in [r.name for r in pool.regions] + [COORDINATION]:
+                    with contextlib.suppress(client.ApiException):
+                        core.delete_namespace(name)
 
     # ---- observation -----------------------------------------------------------------------------
     def one_forger(self, *, not_in: tuple[str, ...] = (), region: str | None = None) -> str:
@@ -303,9 +313,8 @@ class PodDemo:
                  f"{started - self.boot0:.1f} s after the demo started")  # fmt: skip
         self.wait_ready()
         self.sleep(3)
-        victim = self.one_forger(region=EAST.name)
-        if not victim:
-            raise DemoError("east does not forge alone before the forced delete")
+        victim = str(self.wait("east forging", lambda: self.one_forger(region=EAST.name),
+                               TRANSITION_S))  # fmt: skip
         self.say(f"kubectl delete pod {victim} --grace-period=0 --force (the forging pod)")
         deleted = now()
         self.node.kubectl("delete", "pod", "-n", EAST.name, victim, "--wait=false",
@@ -352,10 +361,11 @@ class PodDemo:
                 self.build()
             self.check_stop()
             self.control_plane()
+            self.clear_previous_run()
             self.check_stop()
             self.start_node()
             self.check_stop()
-            self.clear_previous_run()
+            self.wait_cleared()
             self.install()
             if story:
                 self.story()

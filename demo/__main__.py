@@ -521,9 +521,10 @@ def main(argv: list[str] | None = None) -> int:
 def one_line(exc: BaseException) -> str:
     """The error as one line (an API error: its status and message, not the whole response)."""
     if isinstance(exc, client.ApiException):
-        return f"the API answered {exc.status} {exc.reason}: {str(exc.body)[:200]}"
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+        body = " ".join(str(exc.body).split())[:200]
+        return f"the API answered {exc.status} {exc.reason}: {body}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__  # the first says what and where
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from demo.common import DemoError, Stopped, Transition, report
 from tests.harness import node as nodes
 from tests.harness import oci
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, tool
-from tests.harness.forging_log import Interval
+from tests.harness.forging_log import Interval, forging_at
 from tests.harness.node_standin import now
 from tests.harness.pod_pool import (
     COORDINATION,
@@ -105,7 +105,7 @@ class PodDemo:
         """Say when the set of forging nodes changes (the stand-ins' own logs)."""
         if self.pool is None:
             return
-        forgers = sorted(self.pool.forgers())
+        forgers = sorted(p.split("/", 1)[0] for p in self.forging())
         if forgers != self._forgers:
             self._forgers = forgers
             self.say(f"forging now: {', '.join(forgers) or 'nobody'}")
@@ -259,17 +259,24 @@ class PodDemo:
                         core.delete_namespace(name)
 
     # ---- observation -----------------------------------------------------------------------------
-    def one_forger(self, *, not_in: tuple[str, ...] = (), region: str | None = None) -> str:
-        """The only forging pod (its stand-in forges and its manager says so), if it is not in
-        ``not_in`` and is in ``region``; '' otherwise."""
+    def forging(self) -> list[str]:
+        """The forging stand-in processes now (``pod/pid/instance``, their own logs)."""
         assert self.pool is not None
-        forgers = self.pool.forgers()
-        if len(forgers) != 1 or forgers[0] in not_in:
+        return forging_at(self.pool.spans(), now())
+
+    def one_forger(self, *, not_in: tuple[str, ...] = (), region: str | None = None) -> str:
+        """The pod of the only forging process (its manager says it forges too), if that
+        process is not one of ``not_in`` and the pod is in ``region``; '' otherwise. By process,
+        not by pod name: the StatefulSet recreates a deleted pod under the same name."""
+        assert self.pool is not None
+        processes = self.forging()
+        if len(processes) != 1 or processes[0] in not_in:
             return ""
-        if region is not None and self.pool.region_of(forgers[0]).name != region:
+        pod = processes[0].split("/", 1)[0]
+        if region is not None and self.pool.region_of(pod).name != region:
             return ""
-        metrics = self.pool.manager_metrics(forgers[0])
-        return forgers[0] if metrics.get("cardano_forging_enabled") == 1 else ""
+        metrics = self.pool.manager_metrics(pod)
+        return pod if metrics.get("cardano_forging_enabled") == 1 else ""
 
     def started_after(self, pod: str, after: float) -> float:
         assert self.pool is not None
@@ -315,12 +322,13 @@ class PodDemo:
         self.sleep(3)
         victim = str(self.wait("east forging", lambda: self.one_forger(region=EAST.name),
                                TRANSITION_S))  # fmt: skip
+        process = self.forging()[0]
         self.say(f"kubectl delete pod {victim} --grace-period=0 --force (the forging pod)")
         deleted = now()
         self.node.kubectl("delete", "pod", "-n", EAST.name, victim, "--wait=false",
                           "--grace-period=0", "--force")  # fmt: skip
         self.measure("local failover", "forced delete of the forging pod: the region's other "
-                     "pod forges", deleted, not_in=(victim,), region=EAST.name)  # fmt: skip
+                     "pod forges", deleted, not_in=(process,), region=EAST.name)  # fmt: skip
         self.say("the StatefulSet recreates the deleted pod")
         self.wait_ready()
         self.sleep(3)

@@ -140,16 +140,33 @@ class Demo:
         if self.shared and (shared / "state.json").exists() and not node_on(shared):
             cp = ControlPlane.load(shared)
             if cp.running() and cp.is_ready():
-                self.say(f"using the control plane of 'make cluster-up' at {cp.url}")
-                self.cp = cp
-                self.clear_previous_run()
-                return
+                stuck = self.terminating(cp)
+                if not stuck:
+                    self.say(f"using the control plane of 'make cluster-up' at {cp.url}")
+                    self.cp = cp
+                    self.clear_previous_run()
+                    return
+                self.say(
+                    f"namespace(s) {', '.join(stuck)} of 'make cluster-up' still terminate (no "
+                    "controller runs there to finish): using a control plane of its own"
+                )
         cp = ControlPlane(root=self.dir / "cluster")
         self.say("starting etcd + kube-apiserver on loopback (.demo/cluster)")
         cp.start()
         self.stack.callback(cp.stop)
         self.cp = cp
         self.say(f"control plane ready at {cp.url}")
+
+    def terminating(self, cp: ControlPlane) -> list[str]:
+        """This demo's namespaces that are Terminating on ``cp`` (they refuse new objects)."""
+        wanted = {COORDINATION_NS} | {r.namespace for r in self.regions}
+        with cp.api_client() as api:
+            items = client.CoreV1Api(api).list_namespace().items
+        return sorted(
+            n.metadata.name
+            for n in items
+            if n.metadata.name in wanted and n.metadata.deletion_timestamp is not None
+        )
 
     def clear_previous_run(self) -> None:
         """A control plane kept by ``make cluster-up`` holds what an earlier demo left: its

@@ -248,15 +248,26 @@ class PodDemo:
             )
 
     def uninstall(self, pool: PodPool) -> None:
-        """On a kept node, uninstall; on a kept control plane, delete the namespaces (with a
-        node of the demo's own they stay Terminating until a node's controllers run again: no
-        pod can start in them). A private control plane goes as a whole."""
+        """On a kept node, uninstall; on a kept control plane, delete the namespaces and wait
+        until they are gone, while the node's controllers still run (a namespace left
+        Terminating would refuse the next run's objects, of either mode). A private control
+        plane goes as a whole."""
         pool.stop(uninstall=not self.own_node)
-        if self.cp is not None and self.cp.root.resolve() == SHARED.resolve():
+        if self.cp is None or self.cp.root.resolve() != SHARED.resolve():
+            return
+        names = {r.name for r in pool.regions} | {COORDINATION}
+        with self.cp_api() as core:
+            for name in sorted(names):
+                with contextlib.suppress(client.ApiException):
+                    core.delete_namespace(name)
+        self.say(f"deleting the namespaces {', '.join(sorted(names))}")
+        deadline = time.monotonic() + GONE_S
+        while time.monotonic() < deadline:  # also after Ctrl-C: bounded, not interruptible
             with self.cp_api() as core:
-                for name in [r.name for r in pool.regions] + [COORDINATION]:
-                    with contextlib.suppress(client.ApiException):
-                        core.delete_namespace(name)
+                if not {n.metadata.name for n in core.list_namespace().items} & names:
+                    return
+            time.sleep(1)
+        self.say(f"namespaces still terminating after {GONE_S:.0f} s: the next run waits for them")
 
     # ---- observation -----------------------------------------------------------------------------
     def forging(self) -> list[str]:

@@ -316,6 +316,11 @@ class Demo:
             for region in self.regions:
                 register(self.cp, region.namespace, region.pods, address=address,
                          release_of=lambda _pod, r=region.name: r)  # fmt: skip
+                with self.cp.api_client() as api:  # POD_UID: the Pod object's, as the kubelet
+                    core = client.CoreV1Api(api)
+                    for pod in region.pods:
+                        obj = core.read_namespaced_pod(pod.name, region.namespace)
+                        pod.extra_env = {**pod.extra_env, "POD_UID": obj.metadata.uid}
         for pod in self.all_pods():
             self.stack.callback(pod.stop)
             pod.start_manager()

@@ -62,14 +62,9 @@ def test_secret_sourced_env_cannot_run_locally() -> None:
         resolve_env(container, {}, pod_name="p", namespace="n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the chart's POD_UID (fieldRef metadata.uid, for the manager's Events) is refused: "
-    "make demo as processes stops with ChartEnvError",
-)
 def test_the_pod_uid_field_ref_is_the_uid_given() -> None:
     container = {
         "env": [{"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]
     }
-    env = resolve_env(container, {}, pod_name="p", namespace="n", pod_uid="5a1d")  # type: ignore[call-arg]
+    env = resolve_env(container, {}, pod_name="p", namespace="n", pod_uid="5a1d")
     assert env == {"POD_UID": "5a1d"}

@@ -69,6 +69,11 @@ class HistoryEtcd(MemoryEtcd):
     def compact(self) -> None:
         self.compacted = self.revision
 
+    def restore(self, data: dict[str, KeyValue], revision: int) -> None:
+        """Restored from a snapshot taken at ``revision``: revisions go back."""
+        self.data, self.revision = dict(data), revision
+        self.history = [(k, kv) for k, kv in self.history if kv.mod_revision <= revision]
+
     def range(self, key: str, range_end: str | None = None) -> tuple[list[KeyValue], int]:
         self._check()
         end = range_end if range_end is not None else key + "\0"
@@ -398,8 +403,11 @@ def test_a_stream_that_is_behind_is_moved_to_the_next_member(bed: Bed) -> None:
     bed.clock.t = 1015.5
     bed.west.refresh()
     assert bed.west.view().expired
+    lists = bed.watch.watcher.lists
     assert bed.west.acquire() is not None
     assert bed.gateway.stream(2).index == 1
+    assert bed.watch.watcher.lists == lists + 1  # started over from a range read
+    assert bed.gateway.stream(2).start == bed.etcd.revision + 1
     bed.gateway.deliver()
     bed.seen(bed.etcd.revision)
     assert bed.calls.current == ENDPOINTS[0]  # the calls' own member answered: they stay
@@ -490,3 +498,39 @@ def test_a_refused_member_costs_a_call_nothing_a_write_that_may_have_landed_is_n
     with pytest.raises(EtcdError):
         etcd.get("/k")  # the timeout used the whole bound: no second attempt
     assert b.calls == 2
+
+
+def test_after_a_restore_with_a_bumped_revision_nobody_leads_until_a_lease_passed(bed: Bed) -> None:
+    """The documented restore (``--bump-revision --mark-compacted``): the stream's position is
+    compacted, so the watch lists; the restored record's mod revision is older than the one
+    west timed, which moves nothing; east's next renewal is lost; west acquires only after a
+    quorum read showed the restored record and a lease duration passed from it."""
+    snapshot, at = dict(bed.etcd.data), bed.etcd.revision
+    bed.clock.t = 1002.0
+    assert bed.east.renew() is None  # not in the snapshot
+    bed.gateway.deliver()
+    bed.seen(bed.etcd.revision)
+    bed.west.refresh()
+    assert bed.west.view().expires_at == 1017.0
+    bed.etcd.restore(snapshot, at + 1000)
+    bed.etcd.compacted = bed.etcd.revision
+    bed.gateway.end(1)  # the member restarted
+    until(lambda: bed.watch.watcher.lists >= 2, "a list after the compacted position")
+    bed.seen(at)
+    bed.clock.t = 1005.0
+    bed.west.refresh()
+    assert bed.west.view().expires_at == 1017.0  # an older revision moves nothing
+    bed.clock.t = 1006.0
+    assert bed.east.renew() is not None  # its record is gone: lost
+    # The restored record is east's acquisition, sent at 1000: east leads at most until then
+    # plus the renew deadline, before west's timer (1017) could fire.
+    until_ = bed.east.leading_until()
+    assert until_ is not None and until_ <= 1010.0
+    bed.clock.t = 1017.5
+    bed.west.refresh()
+    assert bed.west.view().expired
+    assert bed.west.acquire() is not None  # the quorum read shows the restored record
+    assert bed.west.view().expires_at == 1017.5 + 15.0
+    bed.clock.t = 1032.6
+    bed.west.refresh()
+    assert bed.west.acquire() is None

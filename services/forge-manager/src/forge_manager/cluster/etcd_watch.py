@@ -24,8 +24,10 @@ gateway (``POST /v3/watch``, a stream of JSON messages):
   member first). A stream that the member ends, or that cannot be opened, moves the watch to the
   next endpoint, and tells the calls' rotation (:meth:`.Etcd.failed_endpoint`), so that the
   next read or write does not spend its time on a member that is gone. A stream that a consumer
-  closes because a quorum read showed a newer revision (``Watcher.resync``: the stream is
-  behind) moves the watch too.
+  closes because a quorum read showed a revision it had not delivered (``Watcher.resync``: the
+  stream is behind) moves the watch too, and the watch starts over with a range read: resuming
+  from a position is wrong after etcd was restored from a snapshot (its revisions went back, so
+  a watch from the old position would wait for revisions that the new writes do not reach).
 * **Every blocking read is bounded**: the stream's connection uses TCP keepalive (a peer that
   vanished is dropped within about 11 s), each read waits at most the watch window plus
   :data:`READ_SLACK_S`, and the client ends each stream after a window of
@@ -280,6 +282,7 @@ class EtcdWatchSource:
         self._name_of = name_of
         self._calls = calls
         self.rotation = Rotation(len(etcd.endpoints), clock)
+        self._relist = False
         self.opened: list[int] = []
         """Endpoint index of every watch opened (for tests and figures)."""
 
@@ -297,7 +300,14 @@ class EtcdWatchSource:
         if self._calls is not None:
             self._calls.failed_endpoint(index)
 
+    def _behind(self, index: int) -> None:
+        self.rotation.failed(index)
+        self._relist = True
+
     def watch(self, version: str, timeout_seconds: int) -> WatchStream:
+        if self._relist:
+            self._relist = False
+            raise WatchGone("the stream was behind a quorum read: reading the range again")
         try:
             start = int(version) + 1
         except ValueError:
@@ -320,7 +330,7 @@ class EtcdWatchSource:
             self._name_of,
             float(timeout_seconds),
             on_broken=lambda: self._broken(index),
-            on_behind=lambda: self.rotation.failed(index),
+            on_behind=lambda: self._behind(index),
         )
 
 

@@ -13,8 +13,8 @@ the documented gRPC gateway); ``etcd3gw`` (OpenStack) is the client. Three rules
   to the next endpoint. Inside one call, a failure that leaves time in the call's bound moves
   the call itself to the next endpoint, with what is left of the bound (never more: the request
   timeout bounds the whole call): a read after any such failure, a write only when it failed
-  while connecting (never sent, so never applied). A member that is gone (connection refused
-  or reset) therefore costs a call milliseconds, not a cycle. After :data:`PREFER_FIRST_AFTER`
+  while connecting (never sent, so never applied). A member that is gone and refuses
+  connections therefore costs a call milliseconds, not a cycle. After :data:`PREFER_FIRST_AFTER`
   seconds on another endpoint the next call tries the first again, so a region returns to its
   own member when it is back. The watches (:mod:`.etcd_watch`) keep an order of their own and
   tell the calls when a member broke their stream.

@@ -124,8 +124,9 @@ test: venv tools ## everything CI runs: lint, unit, images, integration (the ima
 	$(MAKE) --no-print-directory images
 	CARDANO_FORGE_REQUIRE_IMAGES=1 $(MAKE) --no-print-directory integration
 
-demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
-	$(PY) -m demo $(DEMO_ARGS)
+DEMO_MODE ?= auto
+demo: venv tools ## the main job: two regions failing over live, on real pods if the host can (DEMO_MODE=auto|pods|processes)
+	@DEMO_MODE=$(DEMO_MODE) $(PY) -m demo $(DEMO_ARGS)
 
 chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1, CHAOS_ARGS); then QUORUM_SCENARIOS=30 on an etcd quorum; prints overlap and gaps per kind
 	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1} $(CHAOS_ARGS)

@@ -10,14 +10,16 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from forge_manager.cluster.etcd_client import Etcd, EtcdError
 from forge_manager.cluster.etcd_settings import EtcdSettings
-from forge_manager.cluster.etcd_store import EtcdPoolLease, Keys
+from forge_manager.cluster.etcd_store import EtcdPoolLease, Keys, watched_record
+from forge_manager.cluster.etcd_watch import EtcdWatchSource, HttpWatchTransport, key_name
 from forge_manager.lease import LeaseLost
+from forge_manager.watch import WatchedLease
 
 from tests.harness.controlplane import ControlPlane, free_port, make_pki, sign_leaf, tool
 from tests.harness.etcd_quorum import EtcdQuorum
@@ -208,3 +210,91 @@ def test_the_reference_member_manifest_is_accepted_and_its_flags_known(
     text = known.stdout + known.stderr
     unknown = sorted(f for f in flags if not re.search(re.escape(f) + r"(?![a-z-])", text))
     assert not unknown, f"flags etcd does not know: {unknown}"
+
+
+def _until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_watch_follows_the_lock_through_deletion_compaction_and_a_lost_member(
+    quorum: EtcdQuorum,
+) -> None:
+    """The gateway's watch stream as the followers use it: events for writes and a deletion,
+    410 for a compacted revision, and with the lost member first in the order the watch and
+    the calls move on when its member is killed."""
+    keys = Keys("/t", "pool")
+    order = ["east", "west", "witness"]
+    settings = EtcdSettings(tuple(quorum.endpoints("west", order)), None, None, None, "/t")
+    calls = Etcd(settings, timeout=1.0)
+    writer = EtcdPoolLease(
+        Etcd(EtcdSettings(tuple(quorum.endpoints("witness")), None, None, None, "/t"), timeout=1.0),
+        key=keys.lease,
+        identity="witness/bp-0",
+        lease_duration=15,
+    )
+    source = EtcdWatchSource(
+        Etcd(settings, timeout=1.0),
+        HttpWatchTransport(settings, request_timeout=1.0),
+        key=keys.lease,
+        range_end=None,
+        name_of=key_name(keys.lease),
+        clock=time.monotonic,
+        calls=calls,
+    )
+    watched = WatchedLease(
+        source,
+        keys.lease,
+        what="pool lock",
+        clock=time.monotonic,
+        retry_period=0.2,
+        record=watched_record,
+    )
+    watched.start()
+    try:
+        _until(lambda: watched.observed() is not None, "the watch live")
+        observed = watched.observed()
+        assert observed is not None and observed.record is None  # not written yet
+        writer.create_vacant()
+        rec = writer.acquire(writer.read(), writer.new_renew_stamp())
+        _until(
+            lambda: (
+                (o := watched.observed()) is not None
+                and o.record is not None
+                and o.record.holder == "witness/bp-0"
+            ),
+            "the acquisition seen",
+        )
+        observed = watched.observed()
+        assert observed is not None and observed.record == rec
+        assert source.opened == [0]
+        Etcd(settings, timeout=1.0)._post(
+            "/kv/deleterange", {"key": base64.b64encode(keys.lease.encode()).decode()}
+        )
+        _until(lambda: (o := watched.observed()) is not None and o.record is None, "the delete")
+        deleted_at = int(watched.observed().version)  # type: ignore[union-attr]
+        # A compacted revision: a watch from before it is told so (410 for the watcher).
+        writer.create_vacant()
+        head = writer.read()
+        assert head is not None
+        Etcd(settings, timeout=1.0)._post("/kv/compaction", {"revision": head.resource_version})
+        stream = source.watch(str(deleted_at - 2), 60)
+        try:
+            first = next(iter(stream))
+        finally:
+            stream.close()
+        assert first["type"] == "ERROR" and first["object"]["code"] == 410
+        # The lost member first: east killed, the watch and the calls move on.
+        opened = len(source.opened)
+        quorum.kill("east")
+        _until(lambda: len(source.opened) > opened and source.opened[-1] != 0, "a new watch")
+        assert calls.current == settings.endpoints[1]
+        rec = writer.acquire(writer.read(), writer.new_renew_stamp())
+        _until(
+            lambda: (o := watched.observed()) is not None and o.version == rec.resource_version,
+            "the acquisition seen after the loss",
+        )
+    finally:
+        watched.stop()

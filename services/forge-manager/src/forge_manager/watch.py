@@ -554,8 +554,11 @@ class WatchedLease:
         what: str,
         clock: Callable[[], float],
         retry_period: float,
+        record: Callable[[Mapping[str, Any]], LeaseRecord] = record_from_dict,
     ) -> None:
         self.name = name
+        self._record = record
+        """The record of a watched object (a Lease's JSON; the etcd backend's key-value)."""
         self._on_change: Callable[[LeaseRecord | None, LeaseRecord | None], None] | None = None
         self.watcher = Watcher(
             source,
@@ -573,15 +576,29 @@ class WatchedLease:
     def _changed(self, name: str, before: Seen | None, after: Seen | None) -> None:
         if name != self.name or self._on_change is None:
             return
-        self._on_change(_as_record(before), _as_record(after))
+        try:
+            before_rec, after_rec = self._as_record(before), self._as_record(after)
+        except Exception:  # an unreadable record: the next quorum read says so
+            return
+        self._on_change(before_rec, after_rec)
 
     def observed(self) -> LeaseObservation | None:
-        """The Lease as last seen, or None while the watch is not live (then read instead)."""
+        """The Lease as last seen, or None while the watch is not live, or what it shows
+        cannot be read (then read instead)."""
         view = self.watcher.view()
         seen = view.objects.get(self.name)
         if not view.live or seen is None:
             return None
-        return LeaseObservation(_as_record(seen), seen.version, seen.seen_at)
+        try:
+            record = self._as_record(seen)
+        except Exception:
+            return None
+        return LeaseObservation(record, seen.version, seen.seen_at)
+
+    def _as_record(self, seen: Seen | None) -> LeaseRecord | None:
+        if seen is None or seen.obj is None:
+            return None
+        return self._record(seen.obj)
 
     def resync(self) -> None:
         self.watcher.resync()
@@ -592,12 +609,6 @@ class WatchedLease:
 
     def stop(self) -> None:
         self.watcher.stop()
-
-
-def _as_record(seen: Seen | None) -> LeaseRecord | None:
-    if seen is None or seen.obj is None:
-        return None
-    return record_from_dict(seen.obj)
 
 
 class Runnable(Protocol):

@@ -14,6 +14,10 @@ Keys, under ``<COORDINATION_ETCD_PREFIX>/<POOL_LEASE_NAME>/``:
   clock; a missing key is never free by itself (a local leader writes it vacant and waits).
 * ``heartbeats/<region>`` — each region's heartbeat (:class:`EtcdHeartbeats`); the others note
   when its mod revision changes, on their own clock (:mod:`~forge_manager.cluster.liveness`).
+
+Followers see the lock and the heartbeats change through etcd watches (:mod:`.etcd_watch`),
+timed when the event arrives; every decision to acquire still rests on a linearizable read and
+the compare-and-swap.
 * ``regions/<region>`` — what the other regions decide on: a copy of the region's
   CardanoForgeCluster (name, generation, spec, status) as its local leader last wrote it in its
   own cluster (:class:`RegionDirectory`). The CardanoForgeCluster in the region's own Kubernetes
@@ -28,12 +32,14 @@ Every read is linearizable (:mod:`.etcd_client`); every failure becomes a
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from forge_manager.cluster.etcd_client import Etcd, EtcdError, KeyValue, decode, encode
 from forge_manager.cluster.resource import KIND, CoordinationError
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
+from forge_manager.watch import Watcher
 
 _MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -67,6 +73,11 @@ class Keys:
 
 
 # ---- the pool-wide lock --------------------------------------------------------------------------
+def watched_record(obj: Mapping[str, Any]) -> LeaseRecord:
+    """The record of a watched item (:func:`.etcd_watch.item`)."""
+    return lease_record(obj["kv"])
+
+
 def lease_record(kv: KeyValue) -> LeaseRecord:
     obj = decode(kv)
     holder = obj.get("holderIdentity")
@@ -171,9 +182,12 @@ class EtcdPoolLease:
 class EtcdHeartbeats:
     """``heartbeats/<region>``: written by the region's local leader, compared by mod revision."""
 
-    def __init__(self, etcd: Etcd, keys: Keys) -> None:
+    def __init__(self, etcd: Etcd, keys: Keys, *, watch: Watcher | None = None) -> None:
         self._etcd = etcd
         self._keys = keys
+        self.watch = watch
+        """A :class:`~forge_manager.watch.Watcher` of the heartbeats prefix
+        (:mod:`.etcd_watch`); while it is live the coordinator takes the heartbeats from it."""
 
     def list(self) -> dict[str, str]:
         try:
@@ -184,8 +198,18 @@ class EtcdHeartbeats:
         return {kv.key[start:]: str(kv.mod_revision) for kv in kvs if kv.key[start:]}
 
     def observed(self) -> dict[str, tuple[str, float]] | None:
-        """No watch on etcd: the coordinator reads (:meth:`list`) every cycle."""
-        return None
+        """(mod revision, when first seen) of each region's heartbeat as the watch saw them;
+        None while it is not live (then :meth:`list` instead)."""
+        if self.watch is None:
+            return None
+        view = self.watch.view()
+        if not view.live:
+            return None
+        return {
+            region: (seen.version, seen.seen_at)
+            for region, seen in view.objects.items()
+            if seen.obj is not None and region
+        }
 
     def beat(self, region: str, pod: str) -> None:
         try:

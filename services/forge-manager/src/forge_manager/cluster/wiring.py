@@ -52,19 +52,26 @@ def build_coordinator(
     backend: LeaseBackend
     probe_read: Callable[[], object]
     create_vacant: Callable[[], object]
-    # Followers of the pool-wide Lease and of the regions' heartbeats watch them (watch.py) on
-    # the Kubernetes backend; the etcd backend reads.
+    # Followers of the pool-wide Lease and of the regions' heartbeats watch them: through the
+    # API server's watch (watch.py) or etcd's (etcd_watch.py).
     pool_watch: WatchedLease | None = None
     heartbeat_watch: Watcher | None = None
     if cluster.etcd is not None:
         # etcd across the failure domains: the lock, heartbeats and regions' copies there; this
         # region's CardanoForgeCluster in its own cluster (``api`` is the local API then).
-        from forge_manager.cluster.etcd_client import Etcd  # noqa: PLC0415
+        from forge_manager.cluster.etcd_client import Etcd, prefix_end  # noqa: PLC0415
         from forge_manager.cluster.etcd_store import (  # noqa: PLC0415
             EtcdHeartbeats,
             EtcdPoolLease,
             Keys,
             RegionDirectory,
+            watched_record,
+        )
+        from forge_manager.cluster.etcd_watch import (  # noqa: PLC0415
+            EtcdWatchSource,
+            HttpWatchTransport,
+            key_name,
+            suffix_name,
         )
 
         etcd = Etcd(cluster.etcd, timeout=settings.request_timeout)
@@ -85,7 +92,39 @@ def build_coordinator(
             keys,
             region=cluster.crd_name,
         )
-        heartbeats = EtcdHeartbeats(etcd, keys)
+        transport = HttpWatchTransport(cluster.etcd, request_timeout=settings.request_timeout)
+        where = f"{cluster.etcd.prefix}/{cluster.pool_lease_name}"
+        pool_watch = WatchedLease(
+            EtcdWatchSource(
+                Etcd(cluster.etcd, timeout=settings.request_timeout),  # the watcher's thread
+                transport,
+                key=keys.lease,
+                range_end=None,
+                name_of=key_name(keys.lease),
+                clock=boottime_now,
+                calls=etcd,
+            ),
+            keys.lease,
+            what=f"pool lock etcd {where}/lease",
+            clock=boottime_now,
+            retry_period=settings.retry_period,
+            record=watched_record,
+        )
+        heartbeat_watch = Watcher(
+            EtcdWatchSource(
+                Etcd(cluster.etcd, timeout=settings.request_timeout),
+                transport,
+                key=keys.heartbeats,
+                range_end=prefix_end(keys.heartbeats),
+                name_of=suffix_name(keys.heartbeats),
+                clock=boottime_now,
+                calls=etcd,
+            ),
+            what=f"heartbeats etcd {where}/heartbeats/",
+            clock=boottime_now,
+            retry_period=settings.retry_period,
+        )
+        heartbeats = EtcdHeartbeats(etcd, keys, watch=heartbeat_watch)
     else:
         watch_api = watch_api_client(api)
         pool_watch = WatchedLease(

@@ -148,6 +148,8 @@ def _clip_overlap(spans: list[Interval], start: float, end: float) -> float:
 class Runner:
     scenarios = SCENARIOS
     """The kinds this runner draws from (``tests.chaos.quorum`` brings its own world and kinds)."""
+    scenario_seconds = SCENARIO_S
+    """Mean wall time of each of those kinds, for the estimate printed at the start."""
 
     def __init__(
         self,
@@ -286,7 +288,7 @@ class Runner:
         plan = schedule(self.rng, count, kinds)
         report = Report(self.seed)
         began = time.monotonic()
-        estimate = (WORLD_S + sum(SCENARIO_S[k] for k in plan)) / 60
+        estimate = (WORLD_S + sum(self.scenario_seconds[k] for k in plan)) / 60
         self.say(
             f"chaos: {count} scenarios, seed {self.seed}, kinds {', '.join(kinds)}; timings "
             f"lease {self.timing['LEASE_DURATION']} s / renew {self.timing['LEASE_RENEW_DEADLINE']}"

@@ -21,12 +21,6 @@ class _PlanOnly(QuorumRunner):
         raise _Built
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="the estimate looks every kind up in the first runner's table, which lacks the quorum "
-    "kinds: python -m tests.chaos.quorum fails with KeyError before its first scenario",
-)
 def test_the_quorum_runner_plans_every_quorum_kind(tmp_path: Path) -> None:
     out = io.StringIO()
     runner = _PlanOnly(cast(ControlPlane, None), tmp_path, 1, out=out)

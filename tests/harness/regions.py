@@ -288,6 +288,14 @@ class RegionPods:
         """What goes with a pod that :meth:`replace` stopped (nothing here)."""
 
     # ---- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start every pod (and what the regions need to reach each other)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every pod and everything :meth:`start` started."""
+        raise NotImplementedError
+
     @property
     def all_pods(self) -> list[ForgePod]:
         return [p for pods in self.pods.values() for p in pods]
@@ -320,6 +328,10 @@ class RegionPods:
 
     def region_of(self, pod: ForgePod) -> str:
         return pod.name.rsplit("-", 1)[0]
+
+    def diagnose(self, lines: int = 12) -> str:
+        """Who forges now, the forging history and the last ``lines`` of every manager's log."""
+        raise NotImplementedError
 
 
 class Regions(RegionPods):

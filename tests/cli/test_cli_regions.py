@@ -23,13 +23,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cli.cli_run import Run, cardano_forge, cli_env, one_line_error
+from tests.cli.cli_run import cli_env, one_line_error
+from tests.cli.live_regions import cf, live_regions
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, tool
 from tests.harness.forge_pod import ForgePod, wait_for
 from tests.harness.forging_log import overlaps, summary
 from tests.harness.node_standin import now
-from tests.harness.pod_objects import host_address, register
-from tests.harness.regions import Regions, create_namespace, install_crd
+from tests.harness.pod_objects import host_address
+from tests.harness.regions import Regions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -45,26 +46,16 @@ def regions(
 ) -> Iterator[Regions]:
     if ADDRESS is None:
         pytest.skip("this host has no non-loopback IPv4 address for the API server's pod proxy")
-    install_crd(control_plane)
-    namespace = f"cli-{os.urandom(4).hex()}"
-    create_namespace(control_plane, namespace)
-    r = Regions(
+    with live_regions(
         control_plane,
-        namespace,
+        f"cli-{os.urandom(4).hex()}",
         tmp_path_factory.mktemp("cli-regions"),
         {"east": 1, "west": 2},
-        via_proxy=False,
-        extra_env={"METRICS_BIND_ADDRESS": ADDRESS},
-    )
-    try:
-        r.start(timeout=START_TIMEOUT)
-        register(control_plane, namespace, r.all_pods, address=ADDRESS)
+        address=ADDRESS,
+        start_timeout=START_TIMEOUT,
+    ) as r:
         wait_forger(r, "east")
         yield r
-    finally:
-        r.stop()
-        found = overlaps(r.spans(), until=now())
-        assert not found, f"two nodes forged at once: {found}\n{summary(r.spans())}"
 
 
 def wait_forger(r: Regions, region: str) -> ForgePod:
@@ -81,10 +72,6 @@ def wait_forger(r: Regions, region: str) -> ForgePod:
 
 def wait_status(r: Regions, region: str, what: str, predicate: Any) -> None:
     wait_for(lambda: predicate(r.cfc(region).get("status") or {}), WAIT, f"{region}: {what}")
-
-
-def cf(r: Regions, *args: str, timeout: float = 240.0) -> Run:
-    return cardano_forge(*args, kubeconfig=r.cp.kubeconfig, namespace=r.namespace, timeout=timeout)
 
 
 def overrides(r: Regions) -> dict[str, Any]:

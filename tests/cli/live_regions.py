@@ -12,12 +12,14 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pytest
+
 from tests.cli.cli_run import Run, cardano_forge
 from tests.harness.controlplane import ControlPlane
-from tests.harness.forge_pod import ForgePod
+from tests.harness.forge_pod import ForgePod, wait_for
 from tests.harness.forging_log import overlaps, summary
 from tests.harness.node_standin import now
-from tests.harness.pod_objects import register
+from tests.harness.pod_objects import host_address, register
 from tests.harness.regions import Regions, create_namespace, install_crd
 
 CHART_TIMING = {
@@ -35,6 +37,8 @@ CHART_CLUSTER_TIMING = {
     "CLUSTER_STALE_AFTER": "12",
 }
 """The chart's default cluster timings."""
+START_TIMEOUT = 300.0
+"""Per pod: interpreter start and first cycle, minutes on a loaded shared machine."""
 
 
 @contextlib.contextmanager
@@ -44,15 +48,19 @@ def live_regions(
     root: Path,
     priorities: Mapping[str, int],
     *,
-    address: str,
+    address: str | None = None,
     timing: Mapping[str, str] | None = None,
     cluster_timing: Mapping[str, str] | None = None,
-    start_timeout: float = 300.0,
+    start_timeout: float = START_TIMEOUT,
     never_two: bool = True,
 ) -> Iterator[Regions]:
     """The regions started in ``namespace``, each manager's metrics on ``address`` (reachable by
-    the pod proxy); stopped at the end, then, with ``never_two``, the stand-ins' logs must show
-    that no two nodes ever forged at once."""
+    the pod proxy; by default this host's non-loopback IPv4 address, the test skipped without
+    one); stopped at the end, then, with ``never_two``, the stand-ins' logs must show that no two
+    nodes ever forged at once."""
+    address = address or host_address()
+    if address is None:
+        pytest.skip("this host has no non-loopback IPv4 address for the API server's pod proxy")
     install_crd(cp)
     create_namespace(cp, namespace)
     r = Regions(
@@ -88,3 +96,19 @@ def hand_over(r: Regions, old: ForgePod, new: ForgePod, since: float) -> tuple[f
     stop = next(s.end for s in spans if s.node.startswith(old.node_name + "/") and s.end)
     start = next(s.start for s in spans if s.node.startswith(new.node_name + "/"))
     return stop, start
+
+
+def wait_one_forger(r: Regions, wait: float, region: str | None = None) -> ForgePod:
+    """The one forging node (in ``region``, if named), waited for at most ``wait`` seconds; an
+    AssertionError with :meth:`Regions.diagnose` after that."""
+
+    def check() -> bool:
+        f = r.forgers()
+        return len(f) == 1 and (region is None or r.region_of(f[0]) == region)
+
+    where = "" if region is None else f", in region {region}"
+    try:
+        wait_for(check, wait, f"exactly one forging node{where}")
+    except AssertionError:
+        raise AssertionError(r.diagnose()) from None
+    return r.forgers()[0]

@@ -25,50 +25,37 @@ from tests.cli.live_regions import (
     cf,
     hand_over,
     live_regions,
+    wait_one_forger,
 )
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import ForgePod, wait_for
 from tests.harness.forging_log import overlaps, summary
 from tests.harness.node_standin import now
-from tests.harness.pod_objects import host_address
 from tests.harness.regions import Regions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 WAIT = 180.0
-START_TIMEOUT = 300.0
-ADDRESS = host_address()
 
 
 @pytest.fixture(scope="module")
 def regions(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Regions]:
-    if ADDRESS is None:
-        pytest.skip("this host has no non-loopback IPv4 address for the API server's pod proxy")
     with live_regions(
         control_plane,
         f"podsw-{os.urandom(4).hex()}",
         tmp_path_factory.mktemp("pod-switchover"),
         {"east": 1},
-        address=ADDRESS,
         timing=CHART_TIMING,
         cluster_timing=CHART_CLUSTER_TIMING,
-        start_timeout=START_TIMEOUT,
     ) as r:
         wait_forger(r)
         yield r
 
 
 def wait_forger(r: Regions) -> ForgePod:
-    def check() -> bool:
-        return len(r.forgers()) == 1
-
-    try:
-        wait_for(check, WAIT, "exactly one forging node")
-    except AssertionError:
-        raise AssertionError(r.diagnose()) from None
-    return r.forgers()[0]
+    return wait_one_forger(r, WAIT)
 
 
 def manager_events(r: Regions) -> list[dict[str, Any]]:

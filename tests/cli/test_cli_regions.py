@@ -24,50 +24,34 @@ import pytest
 from kubernetes import client
 
 from tests.cli.cli_run import cli_env, one_line_error
-from tests.cli.live_regions import cf, live_regions
+from tests.cli.live_regions import cf, live_regions, wait_one_forger
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, tool
 from tests.harness.forge_pod import ForgePod, wait_for
 from tests.harness.forging_log import overlaps, summary
 from tests.harness.node_standin import now
-from tests.harness.pod_objects import host_address
 from tests.harness.regions import Regions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 WAIT = 90.0
-START_TIMEOUT = 300.0
-"""Per pod: interpreter start and first cycle, minutes on a loaded shared machine."""
-ADDRESS = host_address()
 
 
 @pytest.fixture(scope="module")
 def regions(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Regions]:
-    if ADDRESS is None:
-        pytest.skip("this host has no non-loopback IPv4 address for the API server's pod proxy")
     with live_regions(
         control_plane,
         f"cli-{os.urandom(4).hex()}",
         tmp_path_factory.mktemp("cli-regions"),
         {"east": 1, "west": 2},
-        address=ADDRESS,
-        start_timeout=START_TIMEOUT,
     ) as r:
         wait_forger(r, "east")
         yield r
 
 
 def wait_forger(r: Regions, region: str) -> ForgePod:
-    def check() -> bool:
-        f = r.forgers()
-        return len(f) == 1 and r.region_of(f[0]) == region
-
-    try:
-        wait_for(check, WAIT, f"exactly one forging node, in region {region}")
-    except AssertionError:
-        raise AssertionError(r.diagnose()) from None
-    return r.forgers()[0]
+    return wait_one_forger(r, WAIT, region)
 
 
 def wait_status(r: Regions, region: str, what: str, predicate: Any) -> None:

@@ -14,12 +14,15 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 # Tests that change this host (the kubelet-backed node, runc containers; markers node, images)
 # run in a pytest run of their own beside the run of all the others: both mostly wait on timers.
 HOST_TESTS := node or images
+NON_HOST_TESTS := not ($(HOST_TESTS)) and not quorum
+# The other tests split by whole files into this many runs side by side (most wait on timers).
+INTEGRATION_RUNS ?= 3
 
 SERVICES := services/forge-manager services/health-endpoint services/cli
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
 NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
-.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration quorum chart chart-docs alerts test demo chaos bench bench-pods clean
+.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration durations quorum chart chart-docs alerts test demo chaos bench bench-pods clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -83,13 +86,25 @@ unit: venv ## fast unit tests of the services and the CLI (Python) and of forge-
 
 integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm, promtool and the node
 	@mkdir -p .test-logs
-	@echo "integration: the tests that change this host run alongside; their output follows at the end (.test-logs/host.log)"
-	@$(PYTEST) --durations=15 -m "$(HOST_TESTS)" tests > .test-logs/host.log 2>&1 & host=$$!; \
-	$(PYTEST) --durations=40 -m "not ($(HOST_TESTS)) and not quorum" tests; rest=$$?; \
-	wait $$host; hrc=$$?; \
+	@echo "integration: $(INTEGRATION_RUNS) runs of whole test files (balanced by tests/durations.json) and the tests that change this host, side by side; the others' output follows at the end (.test-logs/)"
+	@pids=""; \
+	$(PYTEST) --durations=15 -m "$(HOST_TESTS)" tests > .test-logs/host.log 2>&1 & pids="$$pids $$!"; \
+	for k in $$(seq 2 $(INTEGRATION_RUNS)); do \
+	  $(PYTEST) --durations=10 -m "$(NON_HOST_TESTS)" --shard $$k/$(INTEGRATION_RUNS) \
+	    --record-durations .test-logs/durations-$$k.json tests > .test-logs/run-$$k.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	rc=0; $(PYTEST) --durations=10 -m "$(NON_HOST_TESTS)" --shard 1/$(INTEGRATION_RUNS) \
+	  --record-durations .test-logs/durations-1.json tests || rc=1; \
+	for p in $$pids; do wait $$p || rc=1; done; \
+	for k in $$(seq 2 $(INTEGRATION_RUNS)); do echo "---- run $$k of $(INTEGRATION_RUNS) (.test-logs/run-$$k.log) ----"; cat .test-logs/run-$$k.log; done; \
 	echo "---- tests that change this host (.test-logs/host.log) ----"; cat .test-logs/host.log; \
-	echo "integration: other tests exit $$rest, host tests exit $$hrc"; \
-	test $$rest -eq 0 -a $$hrc -eq 0
+	for k in $$(seq 2 $(INTEGRATION_RUNS)); do tail -n 1 .test-logs/run-$$k.log | sed "s/^/run $$k: /"; done; \
+	tail -n 1 .test-logs/host.log | sed "s/^/host: /"; \
+	echo "integration: exit $$rc (per-file seconds: .test-logs/durations-*.json; make durations keeps them)"; \
+	exit $$rc
+
+durations: venv ## keep the per-file seconds of the last make integration in tests/durations.json (balances its runs)
+	$(PY) -m tests.harness.shards merge tests/durations.json .test-logs/durations-*.json
 
 quorum: venv tools ## three regions on an etcd quorum end to end (lost, partitioned, slow regions)
 	$(PYTEST) tests -m quorum
@@ -109,8 +124,9 @@ test: venv tools ## everything CI runs: lint, unit, images, integration (the ima
 	$(MAKE) --no-print-directory images
 	CARDANO_FORGE_REQUIRE_IMAGES=1 $(MAKE) --no-print-directory integration
 
-demo: venv tools ## the main job: two regions on the embedded control plane, failing over live
-	$(PY) -m demo $(DEMO_ARGS)
+DEMO_MODE ?= auto
+demo: venv tools ## the main job: two regions failing over live, on real pods if the host can (DEMO_MODE=auto|pods|processes)
+	@DEMO_MODE=$(DEMO_MODE) $(PY) -m demo $(DEMO_ARGS)
 
 chaos: venv tools ## the full fault-injection run (SCENARIOS=200 SEED=1, CHAOS_ARGS); then QUORUM_SCENARIOS=30 on an etcd quorum; prints overlap and gaps per kind
 	$(PY) -m tests.chaos.run --scenarios $${SCENARIOS:-200} --seed $${SEED:-1} $(CHAOS_ARGS)

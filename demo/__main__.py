@@ -43,14 +43,20 @@ import yaml
 from forge_manager.cluster.model import holder_identity
 from kubernetes import client
 
+from demo.common import DemoError, Stopped, Transition, report
 from demo.localpod import resolve_env
+from demo.mode import PODS, ModeError, choose, probe
+from demo.pods import SHARED as SHARED_CLUSTER
+from demo.pods import PodDemo
 from demo.view import PodRow, render
-from tests.harness.controlplane import REPO_ROOT, ControlPlane, free_port, tool
+from tests.harness import node as nodes
+from tests.harness.controlplane import REPO_ROOT, ControlPlane, ControlPlaneError, free_port, tool
 from tests.harness.fake_exporters import FakeCardanoNode, FakeNodeExporter
 from tests.harness.forge_pod import ForgePod, all_events, write_pool_secret
-from tests.harness.forging_log import intervals, longest_gap, overlaps
+from tests.harness.forging_log import intervals
 from tests.harness.node_standin import now
 from tests.harness.pod_objects import host_address, register
+from tests.harness.pod_pool import PoolError
 from tests.harness.prometheus import PrometheusServer
 
 CHART = REPO_ROOT / "charts" / "cardano-forge"
@@ -58,15 +64,8 @@ CRD = REPO_ROOT / "crds" / "cardanoforgeclusters.cardano.io.yaml"
 HERE = Path(__file__).resolve().parent
 COORDINATION_NS = "cardano-pool"
 POOL_LEASE = "cardano-forge-pool"
+KEYS_SECRET = "pool-keys"  # noqa: S105 (the Secret's name)
 WAIT = 180.0
-
-
-class DemoError(RuntimeError):
-    pass
-
-
-class Stopped(Exception):
-    """Ctrl-C or SIGTERM."""
 
 
 @dataclass
@@ -79,18 +78,15 @@ class Region:
     pods: list[ForgePod] = field(default_factory=list)
 
 
-@dataclass
-class Transition:
-    name: str
-    seconds: float
-    detail: str
-
-
 class Demo:
-    def __init__(self, workdir: Path, *, live: bool) -> None:
+    def __init__(
+        self, workdir: Path, *, live: bool, stop: threading.Event, shared: bool = True
+    ) -> None:
         self.dir = workdir
         self.live = live
-        self.stop = threading.Event()
+        self.stop = stop
+        self.shared = shared
+        """Use the control plane of ``make cluster-up`` when it runs (and has no node)."""
         self.stack = contextlib.ExitStack()
         self.cp: ControlPlane | None = None
         self.regions = [
@@ -129,7 +125,8 @@ class Demo:
     def run(self, *args: str) -> str:
         out = subprocess.run(args, check=False, capture_output=True, text=True)
         if out.returncode != 0:
-            raise DemoError(f"{Path(args[0]).name} {' '.join(args[1:3])} failed:\n{out.stderr}")
+            lines = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()] or ["no output"]
+            raise DemoError(f"{Path(args[0]).name} {' '.join(args[1:3])} failed: {lines[-1]}")
         return out.stdout
 
     @property
@@ -139,20 +136,37 @@ class Demo:
 
     # ---- set-up ---------------------------------------------------------------------------------
     def control_plane(self) -> None:
-        shared = REPO_ROOT / ".cluster"
-        if (shared / "state.json").exists():
+        shared = SHARED_CLUSTER
+        if self.shared and (shared / "state.json").exists() and not node_on(shared):
             cp = ControlPlane.load(shared)
             if cp.running() and cp.is_ready():
-                self.say(f"using the control plane of 'make cluster-up' at {cp.url}")
-                self.cp = cp
-                self.clear_previous_run()
-                return
+                stuck = self.terminating(cp)
+                if not stuck:
+                    self.say(f"using the control plane of 'make cluster-up' at {cp.url}")
+                    self.cp = cp
+                    self.clear_previous_run()
+                    return
+                self.say(
+                    f"namespace(s) {', '.join(stuck)} of 'make cluster-up' still terminate (no "
+                    "controller runs there to finish): using a control plane of its own"
+                )
         cp = ControlPlane(root=self.dir / "cluster")
         self.say("starting etcd + kube-apiserver on loopback (.demo/cluster)")
         cp.start()
         self.stack.callback(cp.stop)
         self.cp = cp
         self.say(f"control plane ready at {cp.url}")
+
+    def terminating(self, cp: ControlPlane) -> list[str]:
+        """This demo's namespaces that are Terminating on ``cp`` (they refuse new objects)."""
+        wanted = {COORDINATION_NS} | {r.namespace for r in self.regions}
+        with cp.api_client() as api:
+            items = client.CoreV1Api(api).list_namespace().items
+        return sorted(
+            n.metadata.name
+            for n in items
+            if n.metadata.name in wanted and n.metadata.deletion_timestamp is not None
+        )
 
     def clear_previous_run(self) -> None:
         """A control plane kept by ``make cluster-up`` holds what an earlier demo left: its
@@ -264,15 +278,7 @@ class Demo:
         with self.cp.api_client() as api:
             apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
             for region in self.regions:
-                body = client.V1Secret(
-                    metadata=client.V1ObjectMeta(name="pool-keys"),
-                    string_data={p.name: p.read_text() for p in secret.iterdir()})  # fmt: skip
-                try:
-                    core.create_namespaced_secret(region.namespace, body)
-                except client.ApiException as exc:
-                    if exc.status != 409:  # an earlier run's Secret: replace its keys
-                        raise
-                    core.replace_namespaced_secret("pool-keys", region.namespace, body)
+                store_keys(core, region.namespace, secret)
                 sts = apps.list_namespaced_stateful_set(
                     region.namespace, label_selector=f"app.kubernetes.io/instance={region.name}"
                 ).items[0]
@@ -310,6 +316,11 @@ class Demo:
             for region in self.regions:
                 register(self.cp, region.namespace, region.pods, address=address,
                          release_of=lambda _pod, r=region.name: r)  # fmt: skip
+                with self.cp.api_client() as api:  # POD_UID: the Pod object's, as the kubelet
+                    core = client.CoreV1Api(api)
+                    for pod in region.pods:
+                        obj = core.read_namespaced_pod(pod.name, region.namespace)
+                        pod.extra_env = {**pod.extra_env, "POD_UID": obj.metadata.uid}
         for pod in self.all_pods():
             self.stack.callback(pod.stop)
             pod.start_manager()
@@ -397,18 +408,7 @@ class Demo:
         self.sleep(2)
 
     def report(self) -> int:
-        events = all_events(self.all_pods())
-        spans = intervals(events)
-        end = now()
-        overlap = sum(o.seconds for o in overlaps(spans, end))
-        start = min((s.start for s in spans), default=end)
-        print("\ncardano-forge demo: transitions")
-        for t in self.transitions:
-            print(f"  {t.name:<18} {t.seconds:6.1f} s  {t.detail}")
-        print(f"  two nodes forging at once: {overlap * 1000:.0f} ms in total (must be 0)")
-        print(f"  longest time with no forger after the first block producer: "
-              f"{longest_gap(spans, start, end):.1f} s")  # fmt: skip
-        return 0 if overlap == 0 else 1
+        return report(self.transitions, intervals(all_events(self.all_pods())), now())
 
     def main(self, *, story: bool) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -431,6 +431,34 @@ class Demo:
             while True:
                 self.refresh()
                 self.sleep(0.5)
+
+
+def store_keys(core: client.CoreV1Api, namespace: str, keys: Path) -> None:
+    """The pool's keys as the Secret ``pool-keys`` the chart's values name; an earlier run's
+    Secret (a control plane kept by ``make cluster-up``) gets this run's keys."""
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=KEYS_SECRET),
+        string_data={p.name: p.read_text() for p in sorted(keys.iterdir())},
+    )
+    try:
+        core.create_namespaced_secret(namespace, body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(KEYS_SECRET, namespace, body)
+
+
+def node_on(cluster: Path) -> bool:
+    """Whether the node of ``make node-up`` runs on that control plane: the processes demo
+    would then see its Pod objects scheduled onto it (it uses a control plane of its own)."""
+    with contextlib.suppress(OSError):  # the journal is root's; no node without root
+        journal = nodes.read_journal()
+        return bool(
+            journal is not None
+            and nodes.journal_is_live(journal)
+            and Path(journal["control_plane_dir"]) == cluster.resolve()
+        )
+    return False
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
@@ -456,26 +484,69 @@ def _signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def clear_workdir(workdir: Path) -> None:
+    """Remove an earlier run's work directory; a pod-mode run that crashed left its node's host
+    changes recorded: they are undone first (a running one is another demo: refused)."""
+    with contextlib.suppress(OSError):  # the host journal is root's (no node without root)
+        journal = nodes.read_journal()
+        if journal is not None and Path(journal["state_dir"]).is_relative_to(workdir.resolve()):
+            if nodes.journal_is_live(journal):
+                raise DemoError(
+                    f"another make demo runs on this host (its node in {journal['state_dir']}): "
+                    "end it with Ctrl-C, or use --dir for a second demo"
+                )
+            nodes.down(say=lambda line: print(f"earlier demo's node: {line}"))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", default=str(REPO_ROOT / ".demo"), help="work directory")
+    parser.add_argument("--mode", default=os.environ.get("DEMO_MODE") or "auto",
+                        help="auto (default: pods when this host can run the node), pods or "
+                        "processes; also DEMO_MODE")  # fmt: skip
     parser.add_argument("--no-story", action="store_true",
                         help="keep everything running for experiments until Ctrl-C")  # fmt: skip
     parser.add_argument("--plain", action="store_true",
                         help="print events line by line instead of the live view")  # fmt: skip
+    parser.add_argument("--own-control-plane", action="store_true",
+                        help="a control plane of its own even if make cluster-up runs")  # fmt: skip
+    parser.add_argument("--no-build", action="store_true",
+                        help="pods: do not run make node-tools images first")  # fmt: skip
     args = parser.parse_args(argv)
-    workdir = Path(args.dir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    demo = Demo(workdir, live=sys.stdout.isatty() and not args.plain)
-    with _signals(demo.stop):
+    workdir = Path(args.dir).resolve()
+    try:
+        choice = choose(args.mode, probe(REPO_ROOT, SHARED_CLUSTER))
+    except ModeError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    print(choice.first_line(), flush=True)
+    stop = threading.Event()
+    with _signals(stop):
         try:
+            clear_workdir(workdir)
+            if choice.mode == PODS:
+                pods = PodDemo(workdir, stop, shared=not args.own_control_plane)
+                return pods.main(story=not args.no_story, build=not args.no_build)
+            demo = Demo(workdir, live=sys.stdout.isatty() and not args.plain, stop=stop,
+                        shared=not args.own_control_plane)  # fmt: skip
             return demo.main(story=not args.no_story)
         except Stopped:
-            print("\nstopped: every process the demo started has been stopped")
+            print("\nstopped: everything the demo started has been stopped")
             return 130
-        except DemoError as exc:
-            print(f"\ndemo failed: {exc}", file=sys.stderr)
+        except (DemoError, ControlPlaneError, PoolError, client.ApiException,
+                subprocess.TimeoutExpired) as exc:  # fmt: skip
+            print(f"\ndemo failed: {one_line(exc)}", file=sys.stderr)
             return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line (an API error: its status and message, not the whole response)."""
+    if isinstance(exc, client.ApiException):
+        body = " ".join(str(exc.body).split())[:200]
+        return f"the API answered {exc.status} {exc.reason}: {body}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__  # the first says what and where
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 The forge manager of a local "pod" gets exactly the environment of the chart's forge-manager
 container, with two kinds of change that running outside Kubernetes forces:
 
-* ``valueFrom.fieldRef`` (``metadata.name``, ``metadata.namespace``) is resolved as the kubelet
-  would;
+* ``valueFrom.fieldRef`` (``metadata.name``, ``metadata.namespace``, ``metadata.uid``) is
+  resolved as the kubelet would;
 * a path under one of the container's volume mounts is moved to the local directory standing in
   for that volume (the memory-backed credential emptyDir, the socket emptyDir, the mounted Secret).
 
@@ -32,13 +32,15 @@ def resolve_env(
     *,
     pod_name: str,
     namespace: str,
+    pod_uid: str = "",
 ) -> dict[str, str]:
-    """The container's environment with field references resolved and volume paths moved."""
+    """The container's environment with field references resolved and volume paths moved
+    (``pod_uid``: the Pod object's uid, '' while there is none yet)."""
     mounts = sorted(
         ((str(m["mountPath"]), str(m["name"])) for m in container.get("volumeMounts", [])),
         key=lambda m: -len(m[0]),  # the deepest mount wins
     )
-    fields = {"metadata.name": pod_name, "metadata.namespace": namespace}
+    fields = {"metadata.name": pod_name, "metadata.namespace": namespace, "metadata.uid": pod_uid}
     env: dict[str, str] = {}
     for item in container.get("env", []):
         name = str(item["name"])

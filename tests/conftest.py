@@ -9,14 +9,16 @@ own (free ports) plus ``tests.harness.node.Node``; ``node_namespace`` is a names
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from tests.harness import hoststate
+from tests.harness import hoststate, shards
 from tests.harness.controlplane import ControlPlane
 from tests.harness.node import Node, ownership
 from tests.harness.prometheus import prometheus_factory  # noqa: F401  (a fixture for every test)
@@ -27,7 +29,30 @@ runc: ``make integration`` runs them in a pytest run of their own, one at a time
 all the others (``-m``, see the Makefile)."""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+DURATIONS_TABLE = Path(__file__).parent / "durations.json"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cardano-forge")
+    group.addoption(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N runs that split the selected tests by whole files, balanced "
+        "by the seconds in tests/durations.json (make integration runs them side by side)",
+    )
+    group.addoption(
+        "--record-durations",
+        metavar="PATH",
+        help="write the seconds each test file took (set-up, call, tear-down) to PATH as JSON",
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
+    """Before the other hooks: markers, and the node rule. After them (``-m``/``-k`` applied):
+    only this run's files when ``--shard`` is given."""
     integration = Path(__file__).parent / "integration"
     for item in items:
         if item.path.is_relative_to(integration):
@@ -37,6 +62,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 f"{item.nodeid} uses the node: mark its module pytest.mark.node, so that "
                 "make integration runs it in the run of the tests that change this host"
             )
+    yield
+    text = config.getoption("--shard")
+    if not text:
+        return
+    try:
+        k, n = shards.parse_shard(text)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    runs = shards.assign(
+        (item.nodeid.split("::")[0] for item in items), shards.load_weights(DURATIONS_TABLE), n
+    )
+    keep = [item for item in items if runs[item.nodeid.split("::")[0]] == k]
+    drop = [item for item in items if runs[item.nodeid.split("::")[0]] != k]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
+_file_seconds: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _file_seconds[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("--record-durations")
+    if path and _file_seconds:
+        Path(path).write_text(json.dumps(dict(sorted(_file_seconds.items())), indent=1) + "\n")
 
 
 @pytest.fixture(scope="session")

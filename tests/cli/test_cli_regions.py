@@ -156,10 +156,17 @@ def test_status_watch_refreshes_until_ctrl_c(regions: Regions) -> None:
                     frames.append(json.loads(line))
         finally:
             proc.send_signal(signal.SIGINT)
-            code = proc.wait(30)
+            try:
+                code = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate(timeout=30)
+                message = f"status --watch ignored Ctrl-C for 60 s; stderr: {err}"
+                raise AssertionError(message) from None
+            err = proc.stderr.read() if proc.stderr else ""
+    assert code == 0, err
     assert len(frames) == 3 and all(f["pools"][0]["lease"]["holder"] for f in frames)
     assert frames[0]["time"] <= frames[-1]["time"]
-    assert code == 0
 
 
 # ---- switchover --------------------------------------------------------------------------------

@@ -60,3 +60,11 @@ def test_secret_sourced_env_cannot_run_locally() -> None:
     container = {"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}
     with pytest.raises(ChartEnvError, match="only value and fieldRef"):
         resolve_env(container, {}, pod_name="p", namespace="n")
+
+
+def test_the_pod_uid_field_ref_is_the_uid_given() -> None:
+    container = {
+        "env": [{"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]
+    }
+    env = resolve_env(container, {}, pod_name="p", namespace="n", pod_uid="5a1d")
+    assert env == {"POD_UID": "5a1d"}

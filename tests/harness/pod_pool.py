@@ -158,6 +158,9 @@ class PodPool:
     """``forgeManager.lease`` overrides (default: the chart's 15/10/2)."""
     regions: tuple[Region, ...] = REGIONS
     marker: str = field(default_factory=lambda: secrets.token_hex(32))
+    install_crd: bool = True
+    """The first region's release installs the CRD (False: it is installed already, e.g. with
+    kubectl, and the releases leave it alone)."""
     prometheus: PrometheusServer | None = None
     installed_at: float = 0.0
     """CLOCK_BOOTTIME just before the first ``helm install``."""
@@ -322,7 +325,7 @@ class PodPool:
         return {
             "pool": {"name": POOL},
             "replicas": self.replicas,
-            "crds": {"enabled": first},
+            "crds": {"enabled": first and self.install_crd},
             "node": {
                 "image": {"repository": node_repo, "tag": node_tag, "pullPolicy": "Never"},
                 "version": "11.0.1",
@@ -408,9 +411,10 @@ class PodPool:
         values = self.values_file(region, first=region == self.regions[0], **overrides)
         self.helm("upgrade", region.name, str(CHART), "-n", region.name, "-f", str(values))
 
-    def stop(self) -> None:
-        """Uninstall what is left and stop Prometheus (the node's teardown removes the rest)."""
-        for region in self.regions:
+    def stop(self, *, uninstall: bool = True) -> None:
+        """Uninstall what is left (unless the node goes anyway) and stop Prometheus (the node's
+        teardown removes the rest)."""
+        for region in self.regions if uninstall else ():
             self.helm("uninstall", region.name, "-n", region.name, "--wait", check=False)
         self._stop.set()
         if self.prometheus is not None:

@@ -12,7 +12,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -357,8 +359,13 @@ def cmd_status(ctx: Context) -> int:
         return 0
     interval = duration_arg(args.interval, "--interval", maximum=3600)
     tty = sys.stdout.isatty()
+    # Ctrl-C ends the watch after the frame in progress (each read is bounded by
+    # --request-timeout): a KeyboardInterrupt raised inside the API client or the pool of
+    # metric readers could leave threads to join at exit or end in a traceback.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _sig, _frame: stop.set())
     try:
-        while True:
+        while not stop.is_set():
             started = time.monotonic()
             try:
                 doc = status_document(collect(ctx.kube, ctx.coordination, scope))
@@ -382,9 +389,10 @@ def cmd_status(ctx: Context) -> int:
                 say(("\x1b[H\x1b[2J" if tty else "") + head + "\n\n" + body + ("" if tty else "\n"))
             else:
                 say(body)
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        return 0
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0
 
 
 # ---- switchover ----------------------------------------------------------------------------------

@@ -34,26 +34,14 @@ from cardano_forge_cli.inventory import Scope, collect
 from cardano_forge_cli.kube import Kube, Target
 
 from tests.cli.cli_run import cardano_forge
+from tests.cli.live_regions import CHART_CLUSTER_TIMING, CHART_TIMING, hand_over, live_regions
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import wait_for
 from tests.harness.forging_log import overlaps
 from tests.harness.node_standin import now
-from tests.harness.pod_objects import host_address, register
-from tests.harness.regions import Regions, create_namespace, install_crd
+from tests.harness.pod_objects import host_address
+from tests.harness.regions import Regions
 
-DEFAULT_TIMING = {
-    "LEASE_DURATION": "15",
-    "LEASE_RENEW_DEADLINE": "10",
-    "LEASE_RETRY_PERIOD": "2",
-    "KUBE_REQUEST_TIMEOUT": "1",
-}
-CLUSTER_TIMING = {
-    "HEALTH_CHECK_INTERVAL": "2",
-    "HEALTH_CHECK_TIMEOUT": "1",
-    "HEALTH_CHECK_FAILURE_THRESHOLD": "3",
-    "CLUSTER_HEARTBEAT_INTERVAL": "5",
-    "CLUSTER_STALE_AFTER": "12",
-}
 WAIT = 180.0
 
 
@@ -89,22 +77,17 @@ def run(runs: int, root: Path, report: Callable[[str], None]) -> bool:
     cp = ControlPlane(root=root / "cp")
     cp.start()
     try:
-        install_crd(cp)
         ns = "bench-cli"
-        create_namespace(cp, ns)
-        r = Regions(
+        with live_regions(
             cp,
             ns,
             root / "regions",
             {"east": 1, "west": 2},
-            via_proxy=False,
-            timing=DEFAULT_TIMING,
-            cluster_timing=CLUSTER_TIMING,
-            extra_env={"METRICS_BIND_ADDRESS": address},
-        )
-        try:
-            r.start(timeout=300.0)
-            register(cp, ns, r.all_pods, address=address)
+            address=address,
+            timing=CHART_TIMING,
+            cluster_timing=CHART_CLUSTER_TIMING,
+            never_two=False,  # counted below, as a figure
+        ) as r:
             wait_for(lambda: forging_region(r) == "east", WAIT, "east to forge")
             wait_for(
                 lambda: (r.cfc("west").get("status") or {}).get("effectivePriority") == 2,
@@ -142,11 +125,7 @@ def run(runs: int, root: Path, report: Callable[[str], None]) -> bool:
                 assert done.code == 0, done
                 wait_for(lambda t=target: forging_region(r) == t, WAIT, f"{target} to forge")
                 new = r.forgers()[0]
-                spans = [s for s in r.spans() if s.end is None or s.end >= started]
-                stop = next(
-                    s.end for s in spans if s.node.startswith(old.node_name + "/") and s.end
-                )
-                start = next(s.start for s in spans if s.node.startswith(new.node_name + "/"))
+                stop, start = hand_over(r, old, new, started)
                 took.append(done.seconds)
                 gaps.append(start - stop)
                 bounds = printed_gap(done.out)
@@ -185,11 +164,7 @@ def run(runs: int, root: Path, report: Callable[[str], None]) -> bool:
                 )
                 assert done.code == 0, done
                 wait_for(lambda p=new: r.forgers() == [p], WAIT, f"{new.name} to forge")
-                spans = [s for s in r.spans() if s.end is None or s.end >= started]
-                stop = next(
-                    s.end for s in spans if s.node.startswith(old.node_name + "/") and s.end
-                )
-                start = next(s.start for s in spans if s.node.startswith(new.node_name + "/"))
+                stop, start = hand_over(r, old, new, started)
                 pod_took.append(done.seconds)
                 pod_gaps.append(start - stop)
                 print(
@@ -202,8 +177,6 @@ def run(runs: int, root: Path, report: Callable[[str], None]) -> bool:
             overlap = sum(o.seconds for o in overlaps(r.spans(), until=now())) * 1000
             report(f"  {'two nodes forging at once':50s} {overlap:.0f} ms   target 0")
             return overlap == 0
-        finally:
-            r.stop()
     finally:
         cp.stop()
 

@@ -57,10 +57,7 @@ func noneLeft(creds []string) func() bool {
 // ---- item 3: the permit file is the manager's ------------------------------------------------------
 
 func TestGuardNeverWritesThePermitFile(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
-	permit := filepath.Join(dir, "permit")
+	_, n, creds, permit := guardedNode(t)
 	g := startGuard(t, guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))...)
 	waitFor(t, "the node up", func() bool { return n.count("up") == 1 })
 	text := writePermit(t, permit, clockNow()+int64(200*time.Millisecond))
@@ -110,10 +107,7 @@ func TestFreshPermitWrittenDuringARevocationIsKept(t *testing.T) {
 // ---- item 4: CLOCK_BOOTTIME, in a versioned format --------------------------------------------------
 
 func TestPermitFormatNamesItsClockAndBoot(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
-	permit := filepath.Join(dir, "permit")
+	dir, n, creds, permit := guardedNode(t)
 	if _, err := readBootID(); err != nil {
 		t.Skip("no boot id on this system")
 	}
@@ -264,14 +258,11 @@ func TestReadOnlyCredentialDirectoryStopsTheNode(t *testing.T) {
 // The manager installs through mkstemp temporaries (".kes.skey.XXXXXXXX") in the credentials
 // directory; one left by a crash holds key material.
 func TestRevocationRemovesTheManagersTemporaries(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
+	dir, n, creds, permit := guardedNode(t)
 	temp := filepath.Join(dir, ".kes.skey.a1b2c3d4")
 	writeFile(t, temp, "key material")
 	keep := filepath.Join(dir, ".keep.me")
 	writeFile(t, keep, "not ours")
-	permit := filepath.Join(dir, "permit")
 	g := startGuard(t, guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))...)
 	waitFor(t, "the node up", func() bool { return n.count("up") == 1 })
 	writePermit(t, permit, clockNow()+int64(100*time.Millisecond))
@@ -286,10 +277,7 @@ func TestRevocationRemovesTheManagersTemporaries(t *testing.T) {
 // A SIGHUP before cardano-node installs its handler kills it. A node started non-producing
 // cannot forge before it is up, so the guard removes the files and leaves it alone.
 func TestBootingNodeIsNotSignalled(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
-	permit := filepath.Join(dir, "permit")
+	_, n, creds, permit := guardedNode(t)
 	writePermit(t, permit, clockNow()+int64(300*time.Millisecond))
 	g := startGuard(t, guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(2*time.Second, "--start-as-non-producing-node"))...)
 	waitFor(t, "the node started", func() bool { return n.count("started") == 1 })
@@ -307,10 +295,7 @@ func TestBootingNodeIsNotSignalled(t *testing.T) {
 // A node started without --start-as-non-producing-node forges as soon as it is up with the keys
 // it read at start; a booting one cannot be signalled safely, so it is stopped.
 func TestBootingProducingNodeIsStopped(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
-	permit := filepath.Join(dir, "permit")
+	_, n, creds, permit := guardedNode(t)
 	writePermit(t, permit, clockNow()+int64(300*time.Millisecond))
 	g := startGuard(t, guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(5*time.Second))...)
 	if code := g.exitStatus(t); code != 128+int(syscall.SIGTERM) {

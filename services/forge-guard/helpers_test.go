@@ -173,3 +173,11 @@ func exists(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
 }
+
+// guardedNode is the usual set-up of a test: a directory of its own, a node stand-in, the
+// credential files in it and the path of the forge permit (not written).
+func guardedNode(t *testing.T) (dir string, n node, creds []string, permit string) {
+	t.Helper()
+	dir = t.TempDir()
+	return dir, newNode(t, dir), credentialsIn(t, dir), filepath.Join(dir, "permit")
+}

@@ -124,10 +124,7 @@ func TestParseArgs(t *testing.T) {
 }
 
 func TestExpiredPermitRemovesCredentialsAndSignalsTheNodeOnce(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
-	permit := filepath.Join(dir, "permit")
+	dir, n, creds, permit := guardedNode(t)
 	g := startGuard(t, guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))...)
 	waitFor(t, "the node up", func() bool { return n.count("up") == 1 })
 	writePermit(t, permit, clockNow()+int64(300*time.Millisecond))
@@ -174,12 +171,9 @@ func TestAbsentPermitLeavesStartupCredentialsAlone(t *testing.T) {
 }
 
 func TestExpiredPermitAtStartIsRevokedBeforeTheNodeStartsAndOnlyOnce(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
+	dir, n, creds, permit := guardedNode(t)
 	temp := filepath.Join(dir, ".node.cert.x1y2z3")
 	writeFile(t, temp, "key material")
-	permit := filepath.Join(dir, "permit")
 	text := writePermit(t, permit, clockNow()-int64(time.Second))
 	args := guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))
 	g := startGuard(t, args...)
@@ -225,10 +219,7 @@ func TestCredentialsThatCannotBeRemovedAtStartKeepTheNodeFromStarting(t *testing
 }
 
 func TestUpNodeWhoseSocketStoppedAnsweringIsStillSignalled(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
-	permit := filepath.Join(dir, "permit")
+	_, n, creds, permit := guardedNode(t)
 	g := startGuard(t, guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))...)
 	waitFor(t, "the node up", func() bool { return n.count("up") == 1 })
 	time.Sleep(100 * time.Millisecond) // the guard sees it answer
@@ -279,10 +270,7 @@ func TestForwardedSignalsReachTheNode(t *testing.T) {
 // A manager of another version installs again under the same permit file, which this guard
 // cannot read: each time, the credentials are removed again.
 func TestCredentialsReappearingUnderAnInvalidPermitAreRemovedAgain(t *testing.T) {
-	dir := t.TempDir()
-	n := newNode(t, dir)
-	creds := credentialsIn(t, dir)
-	permit := filepath.Join(dir, "permit")
+	dir, n, creds, permit := guardedNode(t)
 	writeFile(t, permit, strconv.FormatInt(clockNow()+int64(time.Hour), 10)+"\n") // the old format
 	args := guardArgs(permit, creds, []string{"--interval", "20ms"}, n.command(0, "--start-as-non-producing-node"))
 	g := startGuard(t, args...)

@@ -17,62 +17,33 @@ loopback; needs ``make tools``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import random
-import signal
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from tests.chaos.run import Runner
+from tests.chaos.run import (
+    Runner,
+    chaos_arguments,
+    finish,
+    parse_chaos_arguments,
+    unwind_on_sigterm,
+)
+from tests.chaos.scenarios import PoolWorld
 from tests.harness.controlplane import ControlPlane
-from tests.harness.forge_pod import ForgePod, wait_for
+from tests.harness.forge_pod import ForgePod
 from tests.harness.quorum_regions import QuorumRegions
 from tests.harness.regions import install_crd
 
 PRIORITIES = {"east": 1, "west": 2, "witness": 3}
-START_WAIT = 90.0
 
 
 @dataclass
-class QuorumWorld:
-    cp: ControlPlane
-    regions: QuorumRegions
-    rng: random.Random
-    lease_duration: float
-    renew_deadline: float
-    retry_period: float
-    request_timeout: float
-    notes: list[str] = field(default_factory=list)
-
-    def pick_region(self, prefer_forger: float = 0.7) -> str:
-        forgers = self.regions.forgers()
-        if forgers and self.rng.random() < prefer_forger:
-            return self.regions.region_of(forgers[0])
-        return self.rng.choice(sorted(self.regions.pods))
-
-    def hold(self, low: float, high: float) -> float:
-        seconds = round(self.rng.uniform(low, high), 1)
-        time.sleep(seconds)
-        return seconds
-
-    def kubelet(self) -> None:
-        """Restart every container that is not running (the sidecar first, as in a pod)."""
-        for pod in self.regions.all_pods:
-            if not pod.manager_running():
-                pod.restart_manager()
-        for pod in self.regions.all_pods:
-            if not pod.node_running():
-                with contextlib.suppress(AssertionError):
-                    wait_for(pod.startup_ready, START_WAIT, f"{pod.name} /startup-status")
-                pod.start_node()
+class QuorumWorld(PoolWorld[QuorumRegions]):
+    """The three regions on an etcd quorum, as the quorum kinds get them."""
 
 
 QuorumScenario = Callable[[QuorumWorld], str]
@@ -170,11 +141,16 @@ QUORUM_SCENARIOS: dict[str, QuorumScenario] = {
     "slow_link": slow_link,
 }
 
+# The run described in services/forge-manager/docs/cluster-coordination.md (14 scenarios, two of
+# each kind) took 7 min: about 30 s a scenario, not measured per kind; for the estimate only.
+QUORUM_SCENARIO_S = dict.fromkeys(QUORUM_SCENARIOS, 30.0)
+
 
 class QuorumRunner(Runner):
     """:class:`~tests.chaos.run.Runner` over three regions on an etcd quorum."""
 
     scenarios = QUORUM_SCENARIOS  # type: ignore[assignment]
+    scenario_seconds = QUORUM_SCENARIO_S
 
     def __init__(self, *args: Any, pods_per_region: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, pods_per_region=pods_per_region, **kwargs)
@@ -191,20 +167,7 @@ class QuorumRunner(Runner):
             timing=self.timing,
             cluster_timing=self.cluster_timing,
         )
-        world = QuorumWorld(
-            cp=self.cp,
-            regions=regions,
-            rng=self.rng,
-            lease_duration=float(self.timing["LEASE_DURATION"]),
-            renew_deadline=float(self.timing["LEASE_RENEW_DEADLINE"]),
-            retry_period=float(self.timing["LEASE_RETRY_PERIOD"]),
-            request_timeout=float(self.timing["KUBE_REQUEST_TIMEOUT"]),
-        )
-        self.world = world  # type: ignore[assignment]
-        regions.start()
-        if not self.settle(world):  # type: ignore[arg-type]
-            raise RuntimeError(f"the pool never got a forger:\n{regions.diagnose()}")
-        return world
+        return self.start_world(QuorumWorld, regions)
 
     def undo_everything(self, world: QuorumWorld) -> None:  # type: ignore[override]
         """After an error inside a scenario: no fault may outlive it."""
@@ -220,25 +183,10 @@ class QuorumRunner(Runner):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kinds", help="comma-separated subset of: " + ", ".join(QUORUM_SCENARIOS))
-    parser.add_argument("--max-minutes", type=float, help="stop starting scenarios after this")
+    parser = chaos_arguments(__doc__.split("\n")[0], list(QUORUM_SCENARIOS), scenarios=30)
     parser.add_argument("--pods-per-region", type=int, default=1)
-    parser.add_argument("--report", type=Path, help="also write the outcomes as JSON here")
-    args = parser.parse_args(argv)
-    kinds = args.kinds.split(",") if args.kinds else None
-    unknown = sorted(set(kinds or []) - set(QUORUM_SCENARIOS))
-    if unknown:
-        parser.error(f"unknown kinds {unknown}; known: {', '.join(QUORUM_SCENARIOS)}")
-    if args.scenarios < 1:
-        parser.error("--scenarios must be at least 1")
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally: no process is left behind
-
-    signal.signal(signal.SIGTERM, interrupt)
+    args, kinds = parse_chaos_arguments(parser, argv, list(QUORUM_SCENARIOS))
+    unwind_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="chaos-quorum-") as tmp:
         cp = ControlPlane(root=Path(tmp) / "cp")
         cp.start()
@@ -247,21 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             report = runner.run(args.scenarios, kinds, args.max_minutes)
         finally:
             cp.stop()
-    print(report.summary(), flush=True)
-    if args.report:
-        args.report.write_text(
-            json.dumps(
-                {
-                    "seed": report.seed,
-                    "total_overlap_s": report.total_overlap_s,
-                    "longest_gap_s": report.longest_gap_s,
-                    "wall_s": report.wall_s,
-                    "outcomes": [asdict(o) for o in report.outcomes],
-                },
-                indent=2,
-            )
-        )
-    return 1 if report.total_overlap_s > 0 or report.failures else 0
+    return finish(report, args.report)
 
 
 if __name__ == "__main__":

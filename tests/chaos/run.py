@@ -26,7 +26,6 @@ ran; ``--kinds`` picks kinds; ``--workdir`` keeps every pod's logs and event log
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import random
@@ -36,18 +35,25 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from argparse import ArgumentParser, Namespace
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
-from tests.chaos.scenarios import SCENARIO_S, SCENARIOS, WORLD_S, World, source_ok
+from tests.chaos.scenarios import SCENARIO_S, SCENARIOS, WORLD_S, PoolWorld, World, source_ok
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import FAST_TIMING, ForgePod, write_pool_secret
 from tests.harness.forging_log import Interval, intervals, longest_gap, overlaps, read_events
 from tests.harness.node_standin import now
-from tests.harness.regions import FAST_CLUSTER_TIMING, Regions, create_namespace, install_crd
+from tests.harness.regions import (
+    FAST_CLUSTER_TIMING,
+    RegionPods,
+    Regions,
+    create_namespace,
+    install_crd,
+)
 from tests.harness.unremovable import restore_all
 
 PRIORITIES = {"east": 1, "west": 2}
@@ -58,6 +64,8 @@ TOKEN_SECONDS = 48 * 3600
 RECOVERY_WAIT_S = 180.0
 """Upper bound for the pool to be back to one steady forger after a fault is undone."""
 POLL_S = 0.25
+
+W = TypeVar("W", bound=PoolWorld[Any])
 
 
 @dataclass
@@ -148,6 +156,8 @@ def _clip_overlap(spans: list[Interval], start: float, end: float) -> float:
 class Runner:
     scenarios = SCENARIOS
     """The kinds this runner draws from (``tests.chaos.quorum`` brings its own world and kinds)."""
+    scenario_seconds = SCENARIO_S
+    """Mean wall time of each of those kinds, for the estimate printed at the start."""
 
     def __init__(
         self,
@@ -170,7 +180,7 @@ class Runner:
             FAST_CLUSTER_TIMING if cluster_timing is None else cluster_timing
         )
         self.pods_per_region = pods_per_region
-        self.world: World | None = None
+        self.world: PoolWorld[Any] | None = None
         self.past_pods: list[ForgePod] = []
         self.worlds = 0
 
@@ -200,7 +210,12 @@ class Runner:
             failpoints=True,
             token_seconds=TOKEN_SECONDS,
         )
-        world = World(
+        return self.start_world(World, regions)
+
+    def start_world(self, make: Callable[..., W], regions: RegionPods) -> W:
+        """The world ``make`` builds over ``regions`` with this run's generator and timing, its
+        pods started and one steady forger waited for (bounded)."""
+        world = make(
             cp=self.cp,
             regions=regions,
             rng=self.rng,
@@ -258,7 +273,7 @@ class Runner:
             with contextlib.suppress(Exception):
                 world.regions.set_coordination_rules(region, list_regions=True)
 
-    def settle(self, world: World) -> bool:
+    def settle(self, world: PoolWorld[Any]) -> bool:
         """Bounded wait for one steady forger with every container running."""
         steady_for = 2 * world.retry_period + 1.0
         deadline = time.monotonic() + RECOVERY_WAIT_S
@@ -286,7 +301,7 @@ class Runner:
         plan = schedule(self.rng, count, kinds)
         report = Report(self.seed)
         began = time.monotonic()
-        estimate = (WORLD_S + sum(SCENARIO_S[k] for k in plan)) / 60
+        estimate = (WORLD_S + sum(self.scenario_seconds[k] for k in plan)) / 60
         self.say(
             f"chaos: {count} scenarios, seed {self.seed}, kinds {', '.join(kinds)}; timings "
             f"lease {self.timing['LEASE_DURATION']} s / renew {self.timing['LEASE_RENEW_DEADLINE']}"
@@ -342,30 +357,70 @@ class Runner:
         return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", type=int, default=200)
+def chaos_arguments(description: str, kinds: Sequence[str], scenarios: int) -> ArgumentParser:
+    """The options of both runners (``tests.chaos.quorum`` adds its own)."""
+    parser = ArgumentParser(description=description)
+    parser.add_argument("--scenarios", type=int, default=scenarios)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--kinds", help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--kinds", help="comma-separated subset of: " + ", ".join(kinds))
     parser.add_argument("--max-minutes", type=float, help="stop starting scenarios after this")
     parser.add_argument("--report", type=Path, help="also write the outcomes as JSON here")
+    return parser
+
+
+def parse_chaos_arguments(
+    parser: ArgumentParser, argv: list[str] | None, kinds: Sequence[str]
+) -> tuple[Namespace, list[str] | None]:
+    """The arguments, and the kinds chosen (None: all ``kinds``); exits naming a bad one."""
+    args = parser.parse_args(argv)
+    chosen = args.kinds.split(",") if args.kinds else None
+    unknown = sorted(set(chosen or []) - set(kinds))
+    if unknown:
+        parser.error(f"unknown kinds {unknown}; known: {', '.join(kinds)}")
+    if args.scenarios < 1:
+        parser.error("--scenarios must be at least 1")
+    return args, chosen
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, which unwinds through every finally: no process is left
+    behind."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def finish(report: Report, path: Path | None) -> int:
+    """Prints the summary, writes the outcomes as JSON to ``path`` (if given); the exit status:
+    1 if two nodes ever forged at once or a scenario failed."""
+    print(report.summary(), flush=True)
+    if path:
+        path.write_text(
+            json.dumps(
+                {
+                    "seed": report.seed,
+                    "total_overlap_s": report.total_overlap_s,
+                    "longest_gap_s": report.longest_gap_s,
+                    "wall_s": report.wall_s,
+                    "outcomes": [asdict(o) for o in report.outcomes],
+                },
+                indent=2,
+            )
+        )
+    return 1 if report.total_overlap_s > 0 or report.failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = chaos_arguments(__doc__.split("\n")[0], list(SCENARIOS), scenarios=200)
     parser.add_argument(
         "--workdir",
         type=Path,
         help="keep the pods' logs and event logs in this new directory (default: a temporary one)",
     )
-    args = parser.parse_args(argv)
-    kinds = args.kinds.split(",") if args.kinds else None
-    unknown = sorted(set(kinds or []) - set(SCENARIOS))
-    if unknown:
-        parser.error(f"unknown kinds {unknown}; known: {', '.join(SCENARIOS)}")
-    if args.scenarios < 1:
-        parser.error("--scenarios must be at least 1")
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally: no process is left behind
-
-    signal.signal(signal.SIGTERM, interrupt)
+    args, kinds = parse_chaos_arguments(parser, argv, list(SCENARIOS))
+    unwind_on_sigterm()
     if args.workdir is not None and args.workdir.exists():
         parser.error(f"--workdir {args.workdir} exists: name a new directory")
     with contextlib.ExitStack() as stack:
@@ -381,21 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             restore_all()  # no unremovable file may outlive the run (nor block its clean-up)
             cp.stop()
-    print(report.summary(), flush=True)
-    if args.report:
-        args.report.write_text(
-            json.dumps(
-                {
-                    "seed": report.seed,
-                    "total_overlap_s": report.total_overlap_s,
-                    "longest_gap_s": report.longest_gap_s,
-                    "wall_s": report.wall_s,
-                    "outcomes": [asdict(o) for o in report.outcomes],
-                },
-                indent=2,
-            )
-        )
-    return 1 if report.total_overlap_s > 0 or report.failures else 0
+    return finish(report, args.report)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from forge_manager.failpoints import POINTS
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import ForgePod, wait_for
-from tests.harness.regions import POOL_LEASE, Regions
+from tests.harness.regions import POOL_LEASE, RegionPods, Regions
 from tests.harness.unremovable import make_unremovable
 
 T = TypeVar("T")
+R = TypeVar("R", bound=RegionPods)
 
 SOURCE_FILES = ("kes.skey", "vrf.skey", "node.cert")
 START_WAIT = 90.0
@@ -35,9 +36,12 @@ START_WAIT = 90.0
 
 
 @dataclass
-class World:
+class PoolWorld(Generic[R]):
+    """What a scenario of either runner gets: the regions of guarded forge pods, the seeded
+    generator its parameters come from, and the managers' timing."""
+
     cp: ControlPlane
-    regions: Regions
+    regions: R
     rng: random.Random
     lease_duration: float
     renew_deadline: float
@@ -45,23 +49,11 @@ class World:
     request_timeout: float = 0.5
     notes: list[str] = field(default_factory=list)
 
-    def pick(self, prefer_forger: float = 0.7) -> ForgePod:
-        """The forging pod with probability ``prefer_forger`` (if any), else any pod."""
-        forgers = self.regions.forgers()
-        if forgers and self.rng.random() < prefer_forger:
-            return forgers[0]
-        return self.rng.choice(self.regions.all_pods)
-
     def pick_region(self, prefer_forger: float = 0.7) -> str:
         forgers = self.regions.forgers()
         if forgers and self.rng.random() < prefer_forger:
             return self.regions.region_of(forgers[0])
         return self.rng.choice(sorted(self.regions.pods))
-
-    def forger(self) -> ForgePod:
-        """The forging pod (the runner starts each scenario with exactly one), else any."""
-        forgers = self.regions.forgers()
-        return forgers[0] if forgers else self.rng.choice(self.regions.all_pods)
 
     def hold(self, low: float, high: float) -> float:
         seconds = round(self.rng.uniform(low, high), 1)
@@ -78,6 +70,21 @@ class World:
                 with contextlib.suppress(AssertionError):
                     wait_for(pod.startup_ready, START_WAIT, f"{pod.name} /startup-status")
                 pod.start_node()
+
+
+@dataclass
+class World(PoolWorld[Regions]):
+    def pick(self, prefer_forger: float = 0.7) -> ForgePod:
+        """The forging pod with probability ``prefer_forger`` (if any), else any pod."""
+        forgers = self.regions.forgers()
+        if forgers and self.rng.random() < prefer_forger:
+            return forgers[0]
+        return self.rng.choice(self.regions.all_pods)
+
+    def forger(self) -> ForgePod:
+        """The forging pod (the runner starts each scenario with exactly one), else any."""
+        forgers = self.regions.forgers()
+        return forgers[0] if forgers else self.rng.choice(self.regions.all_pods)
 
 
 Scenario = Callable[[World], str]

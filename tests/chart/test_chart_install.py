@@ -8,7 +8,6 @@ requested token, the calls the forge manager makes succeed and everything else i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +19,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.harness.controlplane import ControlPlane, tool
+from tests.harness.controlplane import ControlPlane
+from tests.harness.helm import run_helm
 
 pytestmark = [pytest.mark.integration, pytest.mark.chart, pytest.mark.slow]
 
@@ -30,30 +30,12 @@ CRD_NAME = "cardanoforgeclusters.cardano.io"
 GROUP, VERSION, PLURAL = "cardano.io", "v1", "cardanoforgeclusters"
 
 
-def helm_binary() -> str:
-    return tool("helm")
-
-
 @pytest.fixture
 def helm(
     control_plane: ControlPlane, tmp_path: Path
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = {
-        **os.environ,
-        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
-        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
-        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
-    }
-
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [helm_binary(), *args, "--kubeconfig", str(control_plane.kubeconfig)],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env=env,
-            check=False,
-        )
+        return run_helm(control_plane.kubeconfig, tmp_path, *args)
 
     return run
 

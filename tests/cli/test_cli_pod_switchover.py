@@ -18,77 +18,44 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cli.cli_run import Run, cardano_forge, one_line_error
+from tests.cli.cli_run import one_line_error
+from tests.cli.live_regions import (
+    CHART_CLUSTER_TIMING,
+    CHART_TIMING,
+    cf,
+    hand_over,
+    live_regions,
+    wait_one_forger,
+)
 from tests.harness.controlplane import ControlPlane
 from tests.harness.forge_pod import ForgePod, wait_for
 from tests.harness.forging_log import overlaps, summary
 from tests.harness.node_standin import now
-from tests.harness.pod_objects import host_address, register
-from tests.harness.regions import Regions, create_namespace, install_crd
+from tests.harness.regions import Regions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 WAIT = 180.0
-START_TIMEOUT = 300.0
-ADDRESS = host_address()
-TIMING = {
-    "LEASE_DURATION": "15",
-    "LEASE_RENEW_DEADLINE": "10",
-    "LEASE_RETRY_PERIOD": "2",
-    "KUBE_REQUEST_TIMEOUT": "1",
-}
-CLUSTER_TIMING = {
-    "HEALTH_CHECK_INTERVAL": "2",
-    "HEALTH_CHECK_TIMEOUT": "1",
-    "HEALTH_CHECK_FAILURE_THRESHOLD": "3",
-    "CLUSTER_HEARTBEAT_INTERVAL": "5",
-    "CLUSTER_STALE_AFTER": "12",
-}
 
 
 @pytest.fixture(scope="module")
 def regions(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Regions]:
-    if ADDRESS is None:
-        pytest.skip("this host has no non-loopback IPv4 address for the API server's pod proxy")
-    install_crd(control_plane)
-    namespace = f"podsw-{os.urandom(4).hex()}"
-    create_namespace(control_plane, namespace)
-    r = Regions(
+    with live_regions(
         control_plane,
-        namespace,
+        f"podsw-{os.urandom(4).hex()}",
         tmp_path_factory.mktemp("pod-switchover"),
         {"east": 1},
-        via_proxy=False,
-        timing=TIMING,
-        cluster_timing=CLUSTER_TIMING,
-        extra_env={"METRICS_BIND_ADDRESS": ADDRESS},
-    )
-    try:
-        r.start(timeout=START_TIMEOUT)
-        register(control_plane, namespace, r.all_pods, address=ADDRESS)
+        timing=CHART_TIMING,
+        cluster_timing=CHART_CLUSTER_TIMING,
+    ) as r:
         wait_forger(r)
         yield r
-    finally:
-        r.stop()
-        found = overlaps(r.spans(), until=now())
-        assert not found, f"two nodes forged at once: {found}\n{summary(r.spans())}"
 
 
 def wait_forger(r: Regions) -> ForgePod:
-    def check() -> bool:
-        return len(r.forgers()) == 1
-
-    try:
-        wait_for(check, WAIT, "exactly one forging node")
-    except AssertionError:
-        raise AssertionError(r.diagnose()) from None
-    return r.forgers()[0]
-
-
-def cf(r: Regions, *args: str, timeout: float = 240.0) -> Run:
-    return cardano_forge(*args, kubeconfig=r.cp.kubeconfig, namespace=r.namespace, timeout=timeout)
+    return wait_one_forger(r, WAIT)
 
 
 def manager_events(r: Regions) -> list[dict[str, Any]]:
@@ -116,10 +83,8 @@ def _pod_switchover(r: Regions, old: ForgePod, new: ForgePod) -> float:
     assert "cardano.io/switchover-request" not in annotations, annotations
     assert "cardano.io/preferred-holder" not in annotations, annotations
     assert json.loads(annotations["cardano.io/switchover-result"])["outcome"] == "done"
-    spans = [s for s in r.spans() if s.end is None or s.end >= started]
-    stop = next(s.end for s in spans if s.node.startswith(old.node_name + "/") and s.end)
-    start = next(s.start for s in spans if s.node.startswith(new.node_name + "/"))
-    assert start > stop, summary(spans)
+    stop, start = hand_over(r, old, new, started)
+    assert start > stop, summary(r.spans())
     print(
         f"pod switchover {old.name} -> {new.name}: command {run.seconds:.1f} s, "
         f"gap {(start - stop) * 1000:.0f} ms (stand-ins)"

@@ -23,68 +23,39 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cli.cli_run import Run, cardano_forge, cli_env, one_line_error
+from tests.cli.cli_run import cli_env, one_line_error
+from tests.cli.live_regions import cf, live_regions, wait_one_forger
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, tool
 from tests.harness.forge_pod import ForgePod, wait_for
 from tests.harness.forging_log import overlaps, summary
 from tests.harness.node_standin import now
-from tests.harness.pod_objects import host_address, register
-from tests.harness.regions import Regions, create_namespace, install_crd
+from tests.harness.regions import Regions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 WAIT = 90.0
-START_TIMEOUT = 300.0
-"""Per pod: interpreter start and first cycle, minutes on a loaded shared machine."""
-ADDRESS = host_address()
 
 
 @pytest.fixture(scope="module")
 def regions(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Regions]:
-    if ADDRESS is None:
-        pytest.skip("this host has no non-loopback IPv4 address for the API server's pod proxy")
-    install_crd(control_plane)
-    namespace = f"cli-{os.urandom(4).hex()}"
-    create_namespace(control_plane, namespace)
-    r = Regions(
+    with live_regions(
         control_plane,
-        namespace,
+        f"cli-{os.urandom(4).hex()}",
         tmp_path_factory.mktemp("cli-regions"),
         {"east": 1, "west": 2},
-        via_proxy=False,
-        extra_env={"METRICS_BIND_ADDRESS": ADDRESS},
-    )
-    try:
-        r.start(timeout=START_TIMEOUT)
-        register(control_plane, namespace, r.all_pods, address=ADDRESS)
+    ) as r:
         wait_forger(r, "east")
         yield r
-    finally:
-        r.stop()
-        found = overlaps(r.spans(), until=now())
-        assert not found, f"two nodes forged at once: {found}\n{summary(r.spans())}"
 
 
 def wait_forger(r: Regions, region: str) -> ForgePod:
-    def check() -> bool:
-        f = r.forgers()
-        return len(f) == 1 and r.region_of(f[0]) == region
-
-    try:
-        wait_for(check, WAIT, f"exactly one forging node, in region {region}")
-    except AssertionError:
-        raise AssertionError(r.diagnose()) from None
-    return r.forgers()[0]
+    return wait_one_forger(r, WAIT, region)
 
 
 def wait_status(r: Regions, region: str, what: str, predicate: Any) -> None:
     wait_for(lambda: predicate(r.cfc(region).get("status") or {}), WAIT, f"{region}: {what}")
-
-
-def cf(r: Regions, *args: str, timeout: float = 240.0) -> Run:
-    return cardano_forge(*args, kubeconfig=r.cp.kubeconfig, namespace=r.namespace, timeout=timeout)
 
 
 def overrides(r: Regions) -> dict[str, Any]:

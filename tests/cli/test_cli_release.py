@@ -6,7 +6,6 @@ an unreachable API, a remote coordination API, and the CLI's side of the pod swi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ from kubernetes import client
 
 from tests.cli.cli_run import Run, cardano_forge, one_line_error
 from tests.harness.controlplane import REPO_ROOT, ControlPlane, free_port, tool
+from tests.harness.helm import run_helm
 from tests.harness.regions import HealthServer, install_crd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -34,20 +34,7 @@ def crd(control_plane: ControlPlane) -> None:
 
 
 def helm(cp: ControlPlane, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "HELM_CONFIG_HOME": str(tmp / "hc"),
-        "HELM_CACHE_HOME": str(tmp / "hk"),
-        "HELM_DATA_HOME": str(tmp / "hd"),
-    }
-    return subprocess.run(
-        [tool("helm"), *args, "--kubeconfig", str(cp.kubeconfig)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        check=False,
-    )
+    return run_helm(cp.kubeconfig, tmp, *args)
 
 
 def release_values(region: str, namespace: str, endpoint: str) -> dict[str, Any]:

@@ -19,7 +19,6 @@ the quorum's own (:meth:`EtcdQuorum.kill`, :meth:`EtcdQuorum.move_leader`...).
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,20 +29,13 @@ from forge_manager.cluster.etcd_store import Keys, lease_record
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.etcd_quorum import EtcdQuorum
-from tests.harness.forge_pod import FAST_TIMING, ForgePod, all_events, write_pool_secret
-from tests.harness.forging_log import Interval, forging_at, intervals, summary
-from tests.harness.node_standin import now
+from tests.harness.forge_pod import ForgePod
+from tests.harness.forging_log import summary
 from tests.harness.regionnet import RegionNet
-from tests.harness.regions import (
-    FAST_CLUSTER_TIMING,
-    POOL_LEASE,
-    HealthServer,
-    create_namespace,
-    read_cfc,
-)
+from tests.harness.regions import POOL_LEASE, RegionPods, create_namespace, read_cfc
 
 
-class QuorumRegions:
+class QuorumRegions(RegionPods):
     def __init__(
         self,
         cp: ControlPlane,
@@ -58,33 +50,20 @@ class QuorumRegions:
         heartbeat_ms: int = 100,
         election_ms: int = 1000,
     ) -> None:
-        self.cp = cp
-        self.root = root
-        self.priorities = dict(priorities)
-        self.pods_per_region = pods_per_region
-        self.guard = guard
-        self.timing = dict(FAST_TIMING if timing is None else timing)
-        self.cluster_timing = dict(
-            FAST_CLUSTER_TIMING if cluster_timing is None else cluster_timing
-        )
-        self.token = uuid.uuid4().hex[:4]
+        super().__init__(cp, root, priorities, pods_per_region, guard, timing, cluster_timing)
         self.prefix = f"/cf-{self.token}"
-        self.generation = 0
         self.net = RegionNet()
         self.quorum = EtcdQuorum(
             root, list(priorities), self.net, heartbeat_ms=heartbeat_ms, election_ms=election_ms
         )
         self.endpoint_order = dict(endpoint_order or {})
         self.namespaces = {region: f"q{self.token}-{region}" for region in priorities}
-        self.health = {region: HealthServer() for region in priorities}
-        self.secrets = {r: write_pool_secret(root / f"{r}-secret") for r in priorities}
         for namespace in self.namespaces.values():
             create_namespace(cp, namespace)
-        self.pods: dict[str, list[ForgePod]] = {
+        self.pods = {
             region: [self._new_pod(region, i) for i in range(pods_per_region)]
             for region in priorities
         }
-        self.retired: list[ForgePod] = []
         self._reader = Etcd(
             EtcdSettings(
                 tuple(m.client_url for m in self.quorum.members.values()),
@@ -101,36 +80,21 @@ class QuorumRegions:
         self.generation += 1
         order = self.endpoint_order.get(region)
         env = {
-            "ENABLE_CLUSTER_MANAGEMENT": "true",
-            "CLUSTER_NAME": region,
-            "CLUSTER_PRIORITY": str(self.priorities[region]),
-            "HEALTH_CHECK_ENDPOINT": self.health[region].url,
+            **self._region_env(region),
             "COORDINATION_ETCD_ENDPOINTS": ",".join(self.quorum.endpoints(region, order)),
             "COORDINATION_ETCD_PREFIX": self.prefix,
             **self.cluster_timing,
         }
-        return ForgePod(
-            f"{region}-{index}",
-            self.root / f"g{self.generation}",
-            self.cp.kubeconfig,
-            self.namespaces[region],
-            self.secrets[region],
-            lease_name=f"{region}-leader",
-            timing=self.timing,
+        return self._forge_pod(
+            region,
+            index,
+            kubeconfig=self.cp.kubeconfig,
+            namespace=self.namespaces[region],
             node_name=f"q{self.token}{region[:2]}{index}g{self.generation}"[:15],
-            extra_env=env,
-            guard=self.guard,
+            env=env,
         )
 
     # ---- lifecycle -----------------------------------------------------------------------------
-    @property
-    def all_pods(self) -> list[ForgePod]:
-        return [p for pods in self.pods.values() for p in pods]
-
-    @property
-    def every_pod(self) -> list[ForgePod]:
-        return self.retired + self.all_pods
-
     def start(self) -> None:
         self.quorum.start()
         for pod in self.all_pods:
@@ -148,16 +112,6 @@ class QuorumRegions:
         self.quorum.start_member(region)
         for pod in list(self.pods[region]):
             self.replace(pod)
-
-    def replace(self, pod: ForgePod) -> ForgePod:
-        region = self.region_of(pod)
-        index = self.pods[region].index(pod)
-        pod.stop()
-        new = self._new_pod(region, int(pod.name.rsplit("-", 1)[1]))
-        self.retired.append(pod)
-        self.pods[region][index] = new
-        new.start()
-        return new
 
     def partition(self, region: str) -> None:
         self.net.partition(region)
@@ -178,16 +132,6 @@ class QuorumRegions:
         self.net.stop()
 
     # ---- observation -----------------------------------------------------------------------------
-    def region_of(self, pod: ForgePod) -> str:
-        return pod.name.rsplit("-", 1)[0]
-
-    def spans(self) -> list[Interval]:
-        return intervals(all_events(self.every_pod))
-
-    def forgers(self) -> list[ForgePod]:
-        active = set(forging_at(self.spans(), now()))
-        return [p for p in self.all_pods if any(a.startswith(p.node_name + "/") for a in active)]
-
     def forging_regions(self) -> list[str]:
         return sorted({self.region_of(p) for p in self.forgers()})
 

@@ -31,12 +31,16 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Literal
 
-Mode = Literal["refuse", "blackhole"]
-POLL_S = 0.05
-BUFFER = 65536
-_LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+from tests.harness.tcpproxy import (
+    BUFFER,
+    LINGER_RST,
+    POLL_S,
+    Mode,
+    ProxyThreads,
+    close_quietly,
+    loopback_listener,
+)
 
 
 def _hex_addr(addr: tuple[str, int]) -> str:
@@ -199,14 +203,10 @@ class LinkProxy:
     def __init__(self, net: RegionNet, upstream_port: int, dst: str, src: str | None) -> None:
         self.net, self.dst, self.src = net, dst, src
         self.upstream = ("127.0.0.1", upstream_port)
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self.port = int(self._listener.getsockname()[1])
+        self._listener, self.port = loopback_listener(128)
         self._lock = threading.Lock()
         self._conns: list[_Conn] = []
-        self._threads: list[threading.Thread] = []
+        self._threads = ProxyThreads()
         self.connections = 0
 
     @property
@@ -214,14 +214,7 @@ class LinkProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._spawn(self._accept_loop)
-
-    def _spawn(self, target: object, *args: object) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        with self._lock:
-            self._threads = [x for x in self._threads if x.is_alive()]
-            self._threads.append(t)
-        t.start()
+        self._threads.spawn(self._accept_loop)
 
     def _track(self, conn: _Conn) -> None:
         with self._lock:
@@ -229,10 +222,7 @@ class LinkProxy:
 
     def _close(self, conn: _Conn) -> None:
         for s in conn.socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
+            close_quietly(s)
         with self._lock, contextlib.suppress(ValueError):
             self._conns.remove(conn)
 
@@ -252,14 +242,14 @@ class LinkProxy:
                 continue
             except OSError:
                 return
-            self._spawn(self._serve, sock)
+            self._threads.spawn(self._serve, sock)
 
     def _serve(self, sock: socket.socket) -> None:
         src = self.src if self.src is not None else self.net.identify(sock)
         mode, _ = self.net.state(src, self.dst)
         if mode == "refuse":
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
             self._close(_Conn(src, self.dst, sock))
             return
         if mode == "blackhole":
@@ -322,8 +312,6 @@ class LinkProxy:
             self._listener.close()
         with self._lock:
             victims = list(self._conns)
-            threads = list(self._threads)
         for conn in victims:
             self._close(conn)
-        for t in threads:
-            t.join(2)
+        self._threads.join()

@@ -208,7 +208,133 @@ def set_coordination_rules(
         rbac.replace_namespaced_role(name, namespace, role)
 
 
-class Regions:
+class RegionPods:
+    """The forge pods of simulated regions (``priorities`` maps region name to priority), a list
+    per region, each region with its own health endpoint and its own copy of the pool's Secret:
+    how a pod is made and replaced, and what is seen of the pods. :class:`Regions` (one control
+    plane) and :class:`~tests.harness.quorum_regions.QuorumRegions` (an etcd quorum) add how the
+    regions reach each other."""
+
+    def __init__(
+        self,
+        cp: ControlPlane,
+        root: Path,
+        priorities: Mapping[str, int],
+        pods_per_region: int,
+        guard: bool,
+        timing: Mapping[str, str] | None,
+        cluster_timing: Mapping[str, str] | None,
+    ) -> None:
+        self.cp = cp
+        self.root = root
+        self.priorities = dict(priorities)
+        self.pods_per_region = pods_per_region
+        self.guard = guard
+        self.timing = dict(FAST_TIMING if timing is None else timing)
+        self.cluster_timing = dict(
+            FAST_CLUSTER_TIMING if cluster_timing is None else cluster_timing
+        )
+        self.token = uuid.uuid4().hex[:4]
+        self.generation = 0
+        self.health = {region: HealthServer() for region in priorities}
+        self.secrets = {r: write_pool_secret(root / f"{r}-secret") for r in priorities}
+        self.pods: dict[str, list[ForgePod]] = {}
+        self.retired: list[ForgePod] = []
+        """Pods replaced by :meth:`replace` (their event logs still count)."""
+
+    def _new_pod(self, region: str, index: int) -> ForgePod:
+        """Pod ``index`` of ``region``, a new incarnation (:attr:`generation`), not started."""
+        raise NotImplementedError
+
+    def _region_env(self, region: str) -> dict[str, str]:
+        """The environment every manager of ``region`` starts with."""
+        return {
+            "ENABLE_CLUSTER_MANAGEMENT": "true",
+            "CLUSTER_NAME": region,
+            "CLUSTER_PRIORITY": str(self.priorities[region]),
+            "HEALTH_CHECK_ENDPOINT": self.health[region].url,
+        }
+
+    def _forge_pod(
+        self,
+        region: str,
+        index: int,
+        *,
+        kubeconfig: Path,
+        namespace: str,
+        node_name: str,
+        env: Mapping[str, str],
+        use_pid_file: bool = False,
+        failpoints: bool = False,
+    ) -> ForgePod:
+        """Pod ``index`` of ``region`` in this incarnation's directory."""
+        return ForgePod(
+            f"{region}-{index}",
+            self.root / f"g{self.generation}",
+            kubeconfig,
+            namespace,
+            self.secrets[region],
+            lease_name=f"{region}-leader",
+            timing=self.timing,
+            # Unique per run and incarnation: managers find their node by exact process name.
+            node_name=node_name,
+            extra_env=env,
+            guard=self.guard,
+            use_pid_file=use_pid_file,
+            failpoints=failpoints,
+        )
+
+    def _pod_stopped(self, pod: ForgePod) -> None:
+        """What goes with a pod that :meth:`replace` stopped (nothing here)."""
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start every pod (and what the regions need to reach each other)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every pod and everything :meth:`start` started."""
+        raise NotImplementedError
+
+    @property
+    def all_pods(self) -> list[ForgePod]:
+        return [p for pods in self.pods.values() for p in pods]
+
+    @property
+    def every_pod(self) -> list[ForgePod]:
+        """Current and replaced pods: the whole forging history."""
+        return self.retired + self.all_pods
+
+    def replace(self, pod: ForgePod, *, start: bool = True) -> ForgePod:
+        """The StatefulSet recreates a deleted pod: same name, fresh emptyDirs, new processes."""
+        region = self.region_of(pod)
+        index = self.pods[region].index(pod)
+        pod.stop()
+        self._pod_stopped(pod)
+        new = self._new_pod(region, int(pod.name.rsplit("-", 1)[1]))
+        self.retired.append(pod)
+        self.pods[region][index] = new
+        if start:
+            new.start()
+        return new
+
+    # ---- observation -----------------------------------------------------------------------------
+    def spans(self) -> list[Interval]:
+        return intervals(all_events(self.every_pod))
+
+    def forgers(self) -> list[ForgePod]:
+        active = set(forging_at(self.spans(), now()))
+        return [p for p in self.all_pods if any(a.startswith(p.node_name + "/") for a in active)]
+
+    def region_of(self, pod: ForgePod) -> str:
+        return pod.name.rsplit("-", 1)[0]
+
+    def diagnose(self, lines: int = 12) -> str:
+        """Who forges now, the forging history and the last ``lines`` of every manager's log."""
+        raise NotImplementedError
+
+
+class Regions(RegionPods):
     """Regions of ``pods_per_region`` pods each; ``priorities`` maps region name to priority."""
 
     def __init__(
@@ -231,28 +357,13 @@ class Regions:
         failpoints: bool = False,
         token_seconds: int = 7200,
     ) -> None:
-        self.cp = cp
+        super().__init__(cp, root, priorities, pods_per_region, guard, timing, cluster_timing)
         self.namespace = namespace
-        self.root = root
-        self.priorities = dict(priorities)
-        self.pods_per_region = pods_per_region
-        self.guard = guard
-        self.timing = dict(FAST_TIMING if timing is None else timing)
-        self.cluster_timing = dict(
-            FAST_CLUSTER_TIMING if cluster_timing is None else cluster_timing
-        )
         self.extra_env = dict(extra_env or {})
         """More environment for every pod (e.g. ``METRICS_BIND_ADDRESS``)."""
-        self.token = uuid.uuid4().hex[:4]
-        self.generation = 0
-        self.health = {region: HealthServer() for region in priorities}
         self.proxies: dict[str, TcpProxy] = {}
         self.api_proxies: dict[str, ApiProxy] = {}
-        self.secrets: dict[str, Path] = {}
         self.kubeconfigs: dict[str, Path] = {}
-        self.pods: dict[str, list[ForgePod]] = {}
-        self.retired: list[ForgePod] = []
-        """Pods replaced by :meth:`replace` (their event logs still count)."""
         self.pid_files = frozenset(pid_files)
         self.failpoints = failpoints
         self.local_api_proxies: dict[str, ApiProxy] = {}
@@ -262,7 +373,6 @@ class Regions:
         for region in priorities:
             if local_proxies:
                 self.local_api_proxies[region] = ApiProxy(cp.apiserver_port, cp.pki).start()
-            self.secrets[region] = write_pool_secret(root / f"{region}-secret")
             server: str | None = None
             upstream = cp.apiserver_port
             if api_proxies:
@@ -296,14 +406,7 @@ class Regions:
 
     def _new_pod(self, region: str, index: int) -> ForgePod:
         self.generation += 1
-        env = {
-            "ENABLE_CLUSTER_MANAGEMENT": "true",
-            "CLUSTER_NAME": region,
-            "CLUSTER_PRIORITY": str(self.priorities[region]),
-            "HEALTH_CHECK_ENDPOINT": self.health[region].url,
-            **self.cluster_timing,
-            **self.extra_env,
-        }
+        env = {**self._region_env(region), **self.cluster_timing, **self.extra_env}
         if region in self.kubeconfigs:
             env["COORDINATION_KUBECONFIG"] = str(self.kubeconfigs[region])
         node_name = f"n{self.token}{region[:2]}{index}g{self.generation}"[:15]
@@ -321,32 +424,23 @@ class Regions:
                 namespace=self.namespace,
                 server=proxy.url,
             )
-        return ForgePod(
-            f"{region}-{index}",
-            self.root / f"g{self.generation}",
-            kubeconfig,
-            self.namespace,
-            self.secrets[region],
-            lease_name=f"{region}-leader",
-            timing=self.timing,
-            # Unique per run and incarnation: managers find their node by exact process name.
+        return self._forge_pod(
+            region,
+            index,
+            kubeconfig=kubeconfig,
+            namespace=self.namespace,
             node_name=node_name,
-            extra_env=env,
-            guard=self.guard,
+            env=env,
             use_pid_file=index in self.pid_files,
             failpoints=self.failpoints,
         )
 
+    def _pod_stopped(self, pod: ForgePod) -> None:
+        proxy = self._local_proxies.pop(pod.node_name, None)
+        if proxy is not None:
+            proxy.stop()
+
     # ---- lifecycle -----------------------------------------------------------------------------
-    @property
-    def all_pods(self) -> list[ForgePod]:
-        return [p for pods in self.pods.values() for p in pods]
-
-    @property
-    def every_pod(self) -> list[ForgePod]:
-        """Current and replaced pods: the whole forging history."""
-        return self.retired + self.all_pods
-
     def start(self, timeout: float = 60.0) -> None:
         """Start every pod; ``timeout`` bounds each pod's start (longer on a loaded machine)."""
         self.exit_watch.start()
@@ -356,21 +450,6 @@ class Regions:
     def local_proxy(self, pod: ForgePod) -> TcpProxy:
         """``pod``'s own connection to its local API (needs ``local_proxies=True``)."""
         return self._local_proxies[pod.node_name]
-
-    def replace(self, pod: ForgePod, *, start: bool = True) -> ForgePod:
-        """The StatefulSet recreates a deleted pod: same name, fresh emptyDirs, new processes."""
-        region = pod.name.rsplit("-", 1)[0]
-        index = self.pods[region].index(pod)
-        pod.stop()
-        proxy = self._local_proxies.pop(pod.node_name, None)
-        if proxy is not None:
-            proxy.stop()
-        new = self._new_pod(region, int(pod.name.rsplit("-", 1)[1]))
-        self.retired.append(pod)
-        self.pods[region][index] = new
-        if start:
-            new.start()
-        return new
 
     def stop(self) -> None:
         for pod in self.all_pods:
@@ -384,16 +463,6 @@ class Regions:
             api_proxy.stop()
 
     # ---- observation -----------------------------------------------------------------------------
-    def spans(self) -> list[Interval]:
-        return intervals(all_events(self.every_pod))
-
-    def forgers(self) -> list[ForgePod]:
-        active = set(forging_at(self.spans(), now()))
-        return [p for p in self.all_pods if any(a.startswith(p.node_name + "/") for a in active)]
-
-    def region_of(self, pod: ForgePod) -> str:
-        return pod.name.rsplit("-", 1)[0]
-
     def diagnose(self, lines: int = 12) -> str:
         logs = "\n".join(f"--- {p.name}\n{p.log_tail(lines)}" for p in self.all_pods)
         return f"forgers now: {[p.name for p in self.forgers()]}\n{summary(self.spans())}\n{logs}"

@@ -18,26 +18,64 @@ import contextlib
 import select
 import socket
 import threading
+from collections.abc import Callable
 from typing import Literal
 
 Mode = Literal["refuse", "blackhole"]
 POLL_S = 0.05
 BUFFER = 65536
+LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+"""``SO_LINGER`` on, 0 s: closing the socket resets the connection."""
+
+
+def loopback_listener(backlog: int) -> tuple[socket.socket, int]:
+    """A TCP socket listening on a free loopback port, and that port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    return listener, int(listener.getsockname()[1])
+
+
+def close_quietly(sock: socket.socket) -> None:
+    """Shut ``sock`` down both ways and close it; one already gone is fine."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class ProxyThreads:
+    """A proxy's threads: daemons, the finished ones forgotten as new ones start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def spawn(self, target: Callable[..., object], *args: object) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads = [x for x in self._threads if x.is_alive()]
+            self._threads.append(t)
+        t.start()
+
+    def join(self, timeout: float = 2.0) -> None:
+        """Wait for each thread at most ``timeout`` seconds (they end with their proxy)."""
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(timeout)
 
 
 class TcpProxy:
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
         self.upstream = (upstream_host, upstream_port)
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.port = int(self._listener.getsockname()[1])
+        self._listener, self.port = loopback_listener(64)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._mode: Mode | None = None
         self._open: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
+        self._threads = ProxyThreads()
         self._delay = 0.0
         self.connections = 0
 
@@ -51,15 +89,8 @@ class TcpProxy:
             return self._mode is not None
 
     def start(self) -> TcpProxy:
-        self._spawn(self._accept_loop)
+        self._threads.spawn(self._accept_loop)
         return self
-
-    def _spawn(self, target: object, *args: object) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        with self._lock:
-            self._threads = [x for x in self._threads if x.is_alive()]
-            self._threads.append(t)
-        t.start()
 
     def _track(self, *socks: socket.socket) -> None:
         with self._lock:
@@ -67,10 +98,7 @@ class TcpProxy:
 
     def _close(self, *socks: socket.socket) -> None:
         for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
+            close_quietly(s)
             with self._lock:
                 self._open.discard(s)
 
@@ -86,9 +114,7 @@ class TcpProxy:
             with self._lock:
                 mode = self._mode
             if mode == "refuse":
-                conn.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
                 self._close(conn)
                 continue
             self._track(conn)
@@ -101,7 +127,7 @@ class TcpProxy:
                 continue
             self._track(up)
             self.connections += 1
-            self._spawn(self._pump, conn, up)
+            self._threads.spawn(self._pump, conn, up)
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         """``a`` is the client's connection, ``b`` upstream's."""
@@ -156,10 +182,8 @@ class TcpProxy:
             self._listener.close()
         with self._lock:
             victims = list(self._open)
-            threads = list(self._threads)
         self._close(*victims)
-        for t in threads:
-            t.join(2)
+        self._threads.join()
 
     def __enter__(self) -> TcpProxy:
         return self.start()

@@ -13,22 +13,20 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
-from tests.harness.controlplane import ControlPlane, tool
+from tests.harness.controlplane import ControlPlane
+from tests.harness.helm import install_chart
 
 pytestmark = [pytest.mark.integration, pytest.mark.chart, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART = REPO_ROOT / "charts" / "cardano-forge"
 PREPROD_GENESIS = (
     REPO_ROOT / "services" / "forge-manager" / "tests" / "fixtures" / "genesis-preprod"
 )
@@ -47,16 +45,7 @@ def test_network_and_relays_are_enough(
                                     {"address": "relay2.example.com", "port": 3001}]},
         },
     }  # fmt: skip
-    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
-    env = {**os.environ, "HELM_CONFIG_HOME": str(tmp_path / "hc"),
-           "HELM_CACHE_HOME": str(tmp_path / "hk"),
-           "HELM_DATA_HOME": str(tmp_path / "hd")}  # fmt: skip
-    result = subprocess.run(
-        [tool("helm"), "install", "bp", str(CHART), "-n", namespace, "-f",
-         str(tmp_path / "values.yaml"), "--kubeconfig", str(control_plane.kubeconfig)],
-        capture_output=True, text=True, timeout=180, env=env, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    install_chart(control_plane.kubeconfig, tmp_path, "bp", namespace, values)
 
     with control_plane.api_client() as api:
         config_map = client.CoreV1Api(api).read_namespaced_config_map(

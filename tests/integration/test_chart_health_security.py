@@ -25,18 +25,16 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 from forge_manager.cluster.health_check import probe
 from kubernetes import client
 
-from tests.harness.controlplane import ControlPlane, free_port, tool
+from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.fake_exporters import FakeCardanoNode, FakeNodeExporter
+from tests.harness.helm import install_chart
 from tests.harness.prometheus import PrometheusServer, static_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.chart, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART = REPO_ROOT / "charts" / "cardano-forge"
 FULLNAME = "bp-cardano-forge"
 REGION = "east"
 
@@ -80,16 +78,7 @@ def helm_install(control_plane: ControlPlane, tmp_path: Path, namespace: str) ->
             "tls": {"existingSecret": "health-tls"},
         },
     }
-    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
-    env = {**os.environ, "HELM_CONFIG_HOME": str(tmp_path / "hc"),
-           "HELM_CACHE_HOME": str(tmp_path / "hk"),
-           "HELM_DATA_HOME": str(tmp_path / "hd")}  # fmt: skip
-    result = subprocess.run(
-        [tool("helm"), "install", "bp", str(CHART), "-n", namespace, "-f",
-         str(tmp_path / "values.yaml"), "--kubeconfig", str(control_plane.kubeconfig)],
-        capture_output=True, text=True, timeout=180, env=env, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    install_chart(control_plane.kubeconfig, tmp_path, "bp", namespace, values)
 
 
 def lay_out_volumes(

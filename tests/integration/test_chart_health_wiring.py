@@ -19,8 +19,6 @@ the node_exporter selector); the CPU rule reads a node_exporter that started sec
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,8 +33,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
-from tests.harness.controlplane import ControlPlane, tool
+from tests.harness.controlplane import ControlPlane
 from tests.harness.fake_exporters import Exporter, FakeCardanoNode, FakeNodeExporter
+from tests.harness.helm import run_helm
 from tests.harness.prometheus import static_job
 from tests.harness.servicemonitor import KubernetesSDPrometheus, scrape_configs
 
@@ -87,20 +86,7 @@ class FakeForgeManager(Exporter):
 
 
 def helm(control_plane: ControlPlane, tmp_path: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
-        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
-        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
-    }
-    result = subprocess.run(
-        [tool("helm"), *args, "--kubeconfig", str(control_plane.kubeconfig)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        check=False,
-    )
+    result = run_helm(control_plane.kubeconfig, tmp_path, *args)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

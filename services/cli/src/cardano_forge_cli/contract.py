@@ -25,26 +25,38 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-CAPABILITIES_ANNOTATION = "cardano.io/forge-manager-capabilities"
-"""Comma-separated capabilities of the forge manager that wrote the Lease record."""
-POD_SWITCHOVER = "pod-switchover/v1"
-"""The capability: this holder honours :data:`REQUEST_ANNOTATION` as described above."""
-REQUEST_ANNOTATION = "cardano.io/switchover-request"
-READY_ANNOTATION = "cardano.io/switchover-ready"
-"""The named pod's answer ``{"id", "pod"}``: it is eligible; the holder hands over after it."""
-RESULT_ANNOTATION = "cardano.io/switchover-result"
-PREFERRED_ANNOTATION = "cardano.io/preferred-holder"
-"""Written by the holder's release: the pod the Lease was handed to (the others stand aside)."""
-MAX_REQUEST_SECONDS = 300.0
-"""A request lives at most this long (``expiresAt - requestedAt``); the managers' stand-aside
-window is bounded by it."""
+# The manager's own names and parsing: the two sides of the contract cannot drift apart.
+from forge_manager.events import COMPONENT as MANAGER_COMPONENT
+from forge_manager.switchover import (
+    CAPABILITIES_ANNOTATION,
+    MAX_REQUEST_SECONDS,
+    POD_SWITCHOVER,
+    PREFERRED_ANNOTATION,
+    READY_ANNOTATION,
+    REQUEST_ANNOTATION,
+    RESULT_ANNOTATION,
+    request_time,
+)
+
+__all__ = [
+    "CAPABILITIES_ANNOTATION",
+    "MANAGER_COMPONENT",
+    "MAX_REQUEST_SECONDS",
+    "POD_SWITCHOVER",
+    "PREFERRED_ANNOTATION",
+    "READY_ANNOTATION",
+    "REPORTING_COMPONENT",
+    "REQUEST_ANNOTATION",
+    "RESULT_ANNOTATION",
+    "SWITCHOVER_REASON_PREFIX",
+    "SwitchoverRequest",
+    "SwitchoverResult",
+    "capabilities",
+]
 
 REPORTING_COMPONENT = "cardano-forge-cli"
 """``reportingComponent`` of the Events the CLI records for its own actions."""
-MANAGER_COMPONENT = "cardano-forge-manager"
-"""``reportingComponent`` (or ``source.component``) of the forge managers' Events."""
 SWITCHOVER_REASON_PREFIX = "switchover to "
 """Overrides whose reason starts with this were written by ``switchover --to-region``; a later
 switchover or ``resume`` may replace or remove them without asking."""
@@ -57,15 +69,6 @@ def capabilities(annotations: Mapping[str, str] | None) -> frozenset[str]:
 
 def _time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: Any, field: str) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} is missing")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(f"{field} has no time zone")
-    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,8 @@ class SwitchoverRequest:
         to, ident, who = data.get("to"), data.get("id"), data.get("requestedBy", "")
         if not isinstance(to, str) or not to or not isinstance(ident, str) or not ident:
             raise ValueError("'to' and 'id' must be non-empty strings")
-        requested = _parse_time(data.get("requestedAt"), "requestedAt")
-        expires = _parse_time(data.get("expiresAt"), "expiresAt")
+        requested = request_time(data.get("requestedAt"), "requestedAt")
+        expires = request_time(data.get("expiresAt"), "expiresAt")
         if not requested < expires:
             raise ValueError("expiresAt must be after requestedAt")
         return cls(to, ident, str(who), requested, expires)

@@ -125,11 +125,24 @@ def _number(env: Mapping[str, str], name: str, default: str, *, integer: bool = 
 
 
 def _path(env: Mapping[str, str], name: str, default: str | None = None) -> Path:
-    raw = _get(env, name, default)
+    return absolute_path(_get(env, name, default), name)
+
+
+def absolute_path(raw: str, name: str, error: type[ValueError] = ConfigError) -> Path:
+    """``raw``, the value of the variable ``name``, as a path; ``error`` (one line naming the
+    variable) unless it is absolute."""
     path = Path(raw)
     if not path.is_absolute():
-        raise ConfigError(f"{name}={raw!r} is not valid: expected an absolute path")
+        raise error(f"{name}={raw!r} is not valid: expected an absolute path")
     return path
+
+
+def optional_path(
+    env: Mapping[str, str], name: str, error: type[ValueError] = ConfigError
+) -> Path | None:
+    """The absolute path in ``name``; None when it is unset or blank (see :func:`absolute_path`)."""
+    raw = env.get(name, "").strip()
+    return absolute_path(raw, name, error) if raw else None
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 log = logging.getLogger("forge_manager.events")
 
 COMPONENT = "cardano-forge-manager"
+"""``reportingComponent`` and ``source.component`` of the forge managers' Events (the CLI's
+``history`` reads them by it)."""
 NORMAL, WARNING = "Normal", "Warning"
 
 

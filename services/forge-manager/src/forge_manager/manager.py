@@ -76,7 +76,7 @@ from forge_manager.switchover import (
     stands_aside,
 )
 from forge_manager.timing import DEMOTION_BUDGET_S
-from forge_manager.watch import LeaseObservation, is_newer
+from forge_manager.watch import LeaseWatch, take_watched
 
 log = logging.getLogger("forge_manager")
 
@@ -97,16 +97,6 @@ class LeaseBackend(Protocol):
     def release(self, current: LeaseRecord, edits: Edits | None = None) -> LeaseRecord: ...
     def annotate(self, current: LeaseRecord, edits: Edits) -> LeaseRecord: ...
     def new_renew_stamp(self) -> str: ...
-
-
-class LeaseWatch(Protocol):
-    """The Lease as a watch sees it (``watch.WatchedLease``); unit tests provide their own."""
-
-    def observed(self) -> LeaseObservation | None:
-        """The record last seen and when; None while the watch is not live."""
-
-    def resync(self) -> None:
-        """Restart the stream: a quorum read found a version it has not delivered."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,18 +513,9 @@ class ForgeManager:
     def _take_watched(self) -> bool:
         """Take the watched record into the view when it is newer than what the view shows;
         False when the watch cannot be used (not live, or versions that cannot be compared)."""
-        if self._watch is None:
-            return False
-        seen = self._watch.observed()
-        if seen is None:
-            return False
-        with self._lock:
-            newer = is_newer(seen.version, self._view_version)
-            if newer is None:
-                return False
-            if newer:
-                self._observe_record(seen.record, seen.seen_at, watched=True, version=seen.version)
-        return True
+        return take_watched(
+            self._watch, self._lock, lambda: self._view_version, self._observe_record
+        )
 
     def _decide_election(self, error: str | None) -> _Election:
         """Decide from the view (and this cycle's switchover plan); no I/O."""

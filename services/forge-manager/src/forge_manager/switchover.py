@@ -31,15 +31,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+# The contract with the CLI (which takes these names from here: services/cli, contract.py).
 CAPABILITIES_ANNOTATION = "cardano.io/forge-manager-capabilities"
+"""Comma-separated capabilities of the forge manager that wrote the Lease record."""
 POD_SWITCHOVER = "pod-switchover/v1"
+"""The capability: this holder honours :data:`REQUEST_ANNOTATION` as described above."""
 CAPABILITIES = POD_SWITCHOVER
 REQUEST_ANNOTATION = "cardano.io/switchover-request"
 READY_ANNOTATION = "cardano.io/switchover-ready"
+"""The named pod's answer ``{"id", "pod"}``: it is eligible; the holder hands over after it."""
 RESULT_ANNOTATION = "cardano.io/switchover-result"
 PREFERRED_ANNOTATION = "cardano.io/preferred-holder"
+"""Written by the holder's release: the pod the Lease was handed to (the others stand aside)."""
 MAX_REQUEST_SECONDS = 300.0
-"""Longest request honoured (``expiresAt - requestedAt``); a longer one is refused."""
+"""Longest request honoured (``expiresAt - requestedAt``); a longer one is refused. The managers'
+stand-aside window is bounded by it."""
 FAST_POLL_S = 0.2
 """How often a target that answered ready reads the Lease, so it takes the release at once."""
 
@@ -57,13 +63,15 @@ class Request:
     expires_at: float
 
 
-def _wall(value: object, field: str) -> float:
+def request_time(value: object, field: str) -> datetime:
+    """A request's ``requestedAt`` or ``expiresAt`` (RFC 3339 with a time zone) in UTC; raises
+    ValueError (one line naming ``field``) on anything else."""
     if not isinstance(value, str):
         raise ValueError(f"{field} is missing")
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError(f"{field} has no time zone")
-    return parsed.astimezone(UTC).timestamp()
+    return parsed.astimezone(UTC)
 
 
 def parse_request(raw: str) -> Request:
@@ -77,8 +85,8 @@ def parse_request(raw: str) -> Request:
     to, ident = data.get("to"), data.get("id")
     if not isinstance(to, str) or not to or not isinstance(ident, str) or not ident:
         raise ValueError("'to' and 'id' must be non-empty strings")
-    requested = _wall(data.get("requestedAt"), "requestedAt")
-    expires = _wall(data.get("expiresAt"), "expiresAt")
+    requested = request_time(data.get("requestedAt"), "requestedAt").timestamp()
+    expires = request_time(data.get("expiresAt"), "expiresAt").timestamp()
     if not requested < expires:
         raise ValueError("expiresAt must be after requestedAt")
     if expires - requested > MAX_REQUEST_SECONDS + 1:

@@ -611,6 +611,55 @@ class WatchedLease:
         self.watcher.stop()
 
 
+# ---- a follower taking the watched record -------------------------------------------------------
+class LeaseWatch(Protocol):
+    """A Lease as a watch sees it (:class:`WatchedLease`); unit tests provide their own."""
+
+    def observed(self) -> LeaseObservation | None:
+        """The record last seen and when; None while the watch is not live."""
+
+    def resync(self) -> None:
+        """Restart the stream: a quorum read found a version it has not delivered."""
+
+
+class ObserveRecord(Protocol):
+    """How a consumer records what it saw (the lock held): the record (None: missing), when this
+    pod saw it; ``watched`` and ``version`` as :func:`take_watched` passes them."""
+
+    def __call__(
+        self, rec: LeaseRecord | None, seen_at: float, /, *, watched: bool, version: str | None
+    ) -> None: ...
+
+
+def take_watched(
+    watch: LeaseWatch | None,
+    lock: contextlib.AbstractContextManager[object],
+    held_version: Callable[[], str],
+    observe: ObserveRecord,
+    taken: Callable[[], None] = lambda: None,
+) -> bool:
+    """Take the watched record when it is newer than the one held; False when the watch cannot
+    be used (none, not live, or versions that cannot be compared): read instead.
+
+    The watch is asked outside ``lock`` (its own lock is never taken under the consumer's).
+    Under ``lock``, in one step: ``held_version()`` (the resourceVersion the consumer holds, ""
+    for none) is compared with the watched one; when newer, ``observe(record, seen_at,
+    watched=True, version=...)``; when the two could be compared at all, ``taken()``."""
+    if watch is None:
+        return False
+    seen = watch.observed()
+    if seen is None:
+        return False
+    with lock:
+        newer = is_newer(seen.version, held_version())
+        if newer is None:
+            return False
+        if newer:
+            observe(seen.record, seen.seen_at, watched=True, version=seen.version)
+        taken()
+    return True
+
+
 class Runnable(Protocol):
     """A watch whose thread its owner starts and stops."""
 

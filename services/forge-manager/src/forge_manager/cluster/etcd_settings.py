@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from forge_manager.config import optional_path
+
 DEFAULT_PREFIX = "/cardano-forge"
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 
@@ -41,13 +43,7 @@ class EtcdSettings:
 
 
 def _file(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    path = Path(raw)
-    if not path.is_absolute():
-        raise EtcdConfigError(f"{name}={raw!r} is not valid: expected an absolute path")
-    return path
+    return optional_path(env, name, EtcdConfigError)
 
 
 def _endpoint(raw: str) -> str:

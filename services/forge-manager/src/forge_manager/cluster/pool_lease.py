@@ -32,7 +32,7 @@ from typing import Protocol
 from forge_manager.cluster.policy import PoolLeaseView
 from forge_manager.cluster.round_trips import RoundTrips
 from forge_manager.lease import LeaseError, LeaseLost, LeaseRecord
-from forge_manager.watch import LeaseObservation, is_newer
+from forge_manager.watch import LeaseWatch, take_watched
 from forge_manager.write_stamps import SentWrites
 
 
@@ -42,13 +42,6 @@ class LeaseBackend(Protocol):
     def renew(self, current: LeaseRecord, stamp: str) -> LeaseRecord: ...
     def release(self, current: LeaseRecord) -> LeaseRecord: ...
     def new_renew_stamp(self) -> str: ...
-
-
-class LeaseWatch(Protocol):
-    """The pool-wide Lease as a watch sees it (``watch.WatchedLease``)."""
-
-    def observed(self) -> LeaseObservation | None: ...
-    def resync(self) -> None: ...
 
 
 class PoolLease:
@@ -166,20 +159,14 @@ class PoolLease:
     def _take_watched(self) -> bool:
         """Take the watched record when it is newer than the one held; False when the watch
         cannot be used (not live, or versions that cannot be compared)."""
-        if self._watch is None:
-            return False
-        seen = self._watch.observed()
-        if seen is None:
-            return False
-        with self._lock:
-            newer = is_newer(seen.version, self._version)
-            if newer is None:
-                return False
-            if newer:
-                self._observe(seen.record, seen.seen_at, watched=True, version=seen.version)
-            self._error = None
-            self._watched = True
-        return True
+        return take_watched(
+            self._watch, self._lock, lambda: self._version, self._observe, self._took_watched
+        )
+
+    def _took_watched(self) -> None:
+        """The watch was usable (the lock held): the record is the watched one."""
+        self._error = None
+        self._watched = True
 
     def _confirm_current(self) -> str | None:
         """Before acquiring on what the watch showed: a quorum read must find the same version

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from forge_manager.cluster.etcd_settings import EtcdConfigError, EtcdSettings, load_etcd_settings
 from forge_manager.cluster.model import HealthCheckSpec, ParseError, parse_duration
+from forge_manager.config import optional_path
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -121,13 +122,7 @@ def _seconds(env: Mapping[str, str], name: str, default: str) -> float:
 
 
 def _file(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    path = Path(raw)
-    if not path.is_absolute():
-        raise ClusterConfigError(f"{name}={raw!r} is not valid: expected an absolute path")
-    return path
+    return optional_path(env, name, ClusterConfigError)
 
 
 def _name(value: str, variable: str, *, label: bool = False) -> str:

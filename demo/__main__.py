@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(args.dir).resolve()
     try:
-        choice = choose(args.mode, probe(REPO_ROOT, SHARED_CLUSTER))
+        choice = choose(args.mode, probe(REPO_ROOT, SHARED_CLUSTER, workdir / "cluster" / "node"))
     except ModeError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2

@@ -38,6 +38,8 @@ class HostFacts:
     """A Go toolchain on PATH (to build the node tools when they are not built)."""
     busy_node: str | None = None
     """The state directory of a running test node the demo cannot use (one node per host)."""
+    long_state_dir: str | None = None
+    """Why the node's state directory under the demo's ``--dir`` cannot hold its sockets."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def obstacle(facts: HostFacts) -> str | None:
         )
     if not facts.node_tools_built and not facts.go:
         return "the node tools are not built and no Go is on PATH: install Go 1.26+"
+    if facts.long_state_dir is not None:
+        return facts.long_state_dir.replace("use a directory", "use a --dir")
     if facts.busy_node is not None:
         return (
             f"another test node runs on this host ({facts.busy_node}; one per host): "
@@ -89,7 +93,7 @@ def choose(requested: str, facts: HostFacts) -> Choice:
     return Choice(PROCESSES, problem)
 
 
-def probe(repo_root: Path, shared_cluster: Path) -> HostFacts:
+def probe(repo_root: Path, shared_cluster: Path, node_root: Path | None = None) -> HostFacts:
     """The host as ``choose`` needs it (reads /proc, the node's host journal, PATH)."""
     if not sys.platform.startswith("linux"):
         return HostFacts(linux=False, root=False)
@@ -112,6 +116,7 @@ def probe(repo_root: Path, shared_cluster: Path) -> HostFacts:
     return HostFacts(
         linux=True,
         root=True,
+        long_state_dir=node.state_dir_problem(node_root) if node_root is not None else None,
         cgroup_missing=missing,
         node_tools_built=built,
         go=shutil.which("go") is not None,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from demo.mode import PODS, PROCESSES, HostFacts, ModeError, choose
+from tests.harness.node import state_dir_problem
 
 CAPABLE = HostFacts(linux=True, root=True)
 
@@ -28,6 +31,16 @@ def test_auto_runs_on_pods_where_the_node_can_start() -> None:
         (
             HostFacts(linux=True, root=True, node_tools_built=False, go=False),
             "the node tools are not built and no Go is on PATH: install Go 1.26+",
+        ),
+        (
+            HostFacts(
+                linux=True,
+                root=True,
+                long_state_dir=state_dir_problem(Path("/srv/" + "d" * 80 + "/cluster/node")),
+            ),
+            "the node's state directory /srv/" + "d" * 80 + "/cluster/node is too long for its "
+            "unix sockets (134 bytes with kubelet/device-plugins/kubelet.sock, at most 107): use "
+            "a --dir of at most 71 bytes",
         ),
         (
             HostFacts(linux=True, root=True, busy_node="/srv/x/node"),

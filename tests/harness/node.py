@@ -108,6 +108,26 @@ class NodeError(ControlPlaneError):
     """A one-line explanation of what is wrong and what to run."""
 
 
+#: A unix socket's path is at most 107 bytes (sun_path is 108 with its NUL). The node puts its
+#: sockets under its state directory; the longest is the kubelet's device-plugin socket.
+SOCKET_PATH_MAX = 107
+LONGEST_SOCKET = "kubelet/device-plugins/kubelet.sock"
+
+
+def state_dir_problem(root: Path) -> str | None:
+    """Why the node cannot use ``root`` as its state directory (its sockets would not fit), one
+    line naming the fix, or None."""
+    longest = len(str(root.resolve() / LONGEST_SOCKET).encode())
+    if longest <= SOCKET_PATH_MAX:
+        return None
+    room = SOCKET_PATH_MAX - len(LONGEST_SOCKET) - 1
+    return (
+        f"the node's state directory {root} is too long for its unix sockets ({longest} bytes "
+        f"with {LONGEST_SOCKET}, at most {SOCKET_PATH_MAX}): use a directory of at most {room} "
+        "bytes"
+    )
+
+
 def ownership(state_dir: Path) -> hoststate.Ownership:
     return hoststate.Ownership(
         state_dir=str(state_dir.resolve()),
@@ -531,6 +551,9 @@ class Node:
 
     # ---- checks ----------------------------------------------------------------------------------
     def _check_prerequisites(self) -> dict[str, str]:
+        problem = state_dir_problem(self.root)
+        if problem is not None:
+            raise NodeError(problem)
         if os.geteuid() != 0:
             raise NodeError(
                 "the test node runs containers and changes host settings: run it as root "

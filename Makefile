@@ -13,8 +13,8 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 # Tests that change this host (the kubelet-backed node, runc containers; markers node, images)
 # run in a pytest run of their own beside the run of all the others: both mostly wait on timers.
-HOST_TESTS := node or images
-NON_HOST_TESTS := not ($(HOST_TESTS)) and not quorum
+HOST_TESTS := (node or images) and not pod_demo
+NON_HOST_TESTS := not (node or images) and not quorum
 # The other tests split by whole files into this many runs side by side (most wait on timers).
 INTEGRATION_RUNS ?= 3
 
@@ -22,7 +22,7 @@ SERVICES := services/forge-manager services/health-endpoint services/cli
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
 NODE_STAMP := .tools/bin/.node-stamp-$(KUBERNETES_VERSION)-$(COREDNS_VERSION)
 
-.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration durations quorum chart chart-docs alerts test demo chaos bench bench-pods clean
+.PHONY: help venv tools node-tools images images-lock images-clean cluster-up cluster-down node-up node-down lint unit integration durations pod-demo-test quorum chart chart-docs alerts test demo chaos bench bench-pods clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -105,6 +105,9 @@ integration: venv tools node-tools ## tests against the real control plane, Prom
 
 durations: venv ## keep the per-file seconds of the last make integration in tests/durations.json (balances its runs)
 	$(PY) -m tests.harness.shards merge tests/durations.json .test-logs/durations-*.json
+
+pod-demo-test: venv tools node-tools images ## make demo on real pods end to end (root; its own node; 5-11 min, not in make test)
+	CARDANO_FORGE_REQUIRE_IMAGES=1 $(PYTEST) -m pod_demo tests/demo
 
 quorum: venv tools ## three regions on an etcd quorum end to end (lost, partitioned, slow regions)
 	$(PYTEST) tests -m quorum

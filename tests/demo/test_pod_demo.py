@@ -3,9 +3,9 @@ control plane and a kubelet node of its own, installs both regions with helm, pl
 (first forger, forced delete of the forging pod, east unhealthy and back), prints the figures
 with 0 ms of two forgers, and at the end leaves the host as it found it.
 
-About 5-8 minutes on the 2-core machine (node start, image loading, three transitions, node
-stop). Runs in the pytest run of the tests that change this host, before the session's
-``kube_node`` starts (one node per host): this test starts and stops its own.
+About 5-11 minutes on the 2-core machine (node start, image loading, three transitions, node
+stop), on the one node a host can run, so it is not part of ``make test`` (the tests that change
+this host run one after another there): ``make pod-demo-test``. It starts and stops its own node.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.harness import hoststate
 from tests.harness import node as nodes
 from tests.harness.controlplane import REPO_ROOT
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+pytestmark = [pytest.mark.node, pytest.mark.pod_demo, pytest.mark.slow]
 
 TRANSITIONS = ("initial election", "local failover", "health failover", "failback")
 

@@ -11,10 +11,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
-INTEGRATION_TESTS := not quorum and not pod_demo
-# The integration tests split by whole files into this many runs side by side (most wait on
-# timers); the last run has every file with tests that change this host (node, images).
-INTEGRATION_RUNS ?= 4
+# Tests that change this host (the kubelet-backed node, runc containers; markers node, images)
+# run in a pytest run of their own beside the run of all the others: both mostly wait on timers.
+HOST_TESTS := (node or images) and not pod_demo
+NON_HOST_TESTS := not (node or images) and not quorum
+# The other tests split by whole files into this many runs side by side (most wait on timers).
+INTEGRATION_RUNS ?= 3
 
 SERVICES := services/forge-manager services/health-endpoint services/cli
 TOOL_STAMP := .tools/bin/.stamp-$(KUBERNETES_VERSION)-$(ETCD_VERSION)-$(HELM_VERSION)-$(HELM_DOCS_VERSION)-$(PROMETHEUS_SD_VERSION)
@@ -84,17 +86,20 @@ unit: venv ## fast unit tests of the services and the CLI (Python) and of forge-
 
 integration: venv tools node-tools ## tests against the real control plane, Prometheus, helm, promtool and the node
 	@mkdir -p .test-logs
-	@echo "integration: $(INTEGRATION_RUNS) runs of whole test files side by side, balanced by tests/durations.json; the last one has the tests that change this host, one after another; the others' output follows at the end (.test-logs/)"
+	@echo "integration: $(INTEGRATION_RUNS) runs of whole test files (balanced by tests/durations.json) and the tests that change this host, side by side; the others' output follows at the end (.test-logs/)"
 	@pids=""; \
+	$(PYTEST) --durations=15 -m "$(HOST_TESTS)" tests > .test-logs/host.log 2>&1 & pids="$$pids $$!"; \
 	for k in $$(seq 2 $(INTEGRATION_RUNS)); do \
-	  $(PYTEST) --durations=10 -m "$(INTEGRATION_TESTS)" --shard $$k/$(INTEGRATION_RUNS) \
+	  $(PYTEST) --durations=10 -m "$(NON_HOST_TESTS)" --shard $$k/$(INTEGRATION_RUNS) \
 	    --record-durations .test-logs/durations-$$k.json tests > .test-logs/run-$$k.log 2>&1 & pids="$$pids $$!"; \
 	done; \
-	rc=0; $(PYTEST) --durations=10 -m "$(INTEGRATION_TESTS)" --shard 1/$(INTEGRATION_RUNS) \
+	rc=0; $(PYTEST) --durations=10 -m "$(NON_HOST_TESTS)" --shard 1/$(INTEGRATION_RUNS) \
 	  --record-durations .test-logs/durations-1.json tests || rc=1; \
 	for p in $$pids; do wait $$p || rc=1; done; \
 	for k in $$(seq 2 $(INTEGRATION_RUNS)); do echo "---- run $$k of $(INTEGRATION_RUNS) (.test-logs/run-$$k.log) ----"; cat .test-logs/run-$$k.log; done; \
+	echo "---- tests that change this host (.test-logs/host.log) ----"; cat .test-logs/host.log; \
 	for k in $$(seq 2 $(INTEGRATION_RUNS)); do tail -n 1 .test-logs/run-$$k.log | sed "s/^/run $$k: /"; done; \
+	tail -n 1 .test-logs/host.log | sed "s/^/host: /"; \
 	echo "integration: exit $$rc (per-file seconds: .test-logs/durations-*.json; make durations keeps them)"; \
 	exit $$rc
 

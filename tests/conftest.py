@@ -25,8 +25,8 @@ from tests.harness.prometheus import prometheus_factory  # noqa: F401  (a fixtur
 
 HOST_MARKERS = "node or images"
 """Tests that change this host (the kubelet-backed node: one per host) or run containers with
-runc: with ``--shard`` every file that has one goes to the last run, where they run one at a time,
-beside the runs of the other files (see the Makefile)."""
+runc: ``make integration`` runs them in a pytest run of their own, one at a time, beside the run of
+all the others (``-m``, see the Makefile)."""
 
 
 DURATIONS_TABLE = Path(__file__).parent / "durations.json"
@@ -38,8 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--shard",
         metavar="K/N",
         help="run only the K-th of N runs that split the selected tests by whole files, balanced "
-        "by the seconds in tests/durations.json; files with node or images tests all go to run N "
-        "(make integration runs them side by side)",
+        "by the seconds in tests/durations.json (make integration runs them side by side)",
     )
     group.addoption(
         "--record-durations",
@@ -71,16 +70,8 @@ def pytest_collection_modifyitems(
         k, n = shards.parse_shard(text)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    host = {
-        item.nodeid.split("::")[0]
-        for item in items
-        if item.get_closest_marker("node") or item.get_closest_marker("images")
-    }
     runs = shards.assign(
-        (item.nodeid.split("::")[0] for item in items),
-        shards.load_weights(DURATIONS_TABLE),
-        n,
-        pinned=host,
+        (item.nodeid.split("::")[0] for item in items), shards.load_weights(DURATIONS_TABLE), n
     )
     keep = [item for item in items if runs[item.nodeid.split("::")[0]] == k]
     drop = [item for item in items if runs[item.nodeid.split("::")[0]] != k]

@@ -1,10 +1,8 @@
 """Splitting the integration tests into runs that go side by side (``make integration``).
 
-Whole test files go to one run each (module fixtures are set up once). The files with tests
-that change this host (markers ``node``, ``images``: one node per host) all go to the last run;
-the others are assigned longest first to the run with the least time so far, by the seconds
-each file took when last measured (``tests/durations.json``; a file not in it counts
-``UNKNOWN_FILE_S``). The assignment depends
+Whole test files go to one run each (module fixtures are set up once), assigned longest first to
+the run with the least time so far, by the seconds each file took when last measured
+(``tests/durations.json``; a file not in it counts ``UNKNOWN_FILE_S``). The assignment depends
 only on the table and the selected files, so every run computes the same split.
 
 ``python -m tests.harness.shards merge OUT IN...`` writes the per-file seconds recorded by runs
@@ -33,20 +31,12 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def assign(
-    files: Iterable[str], weights: Mapping[str, float], n: int, pinned: Iterable[str] = ()
-) -> dict[str, int]:
-    """Each file -> its run (1..n): ``pinned`` files to run n (the tests that change this host,
-    which must run one after another), then the others longest first to the least loaded run
-    (ties: lowest run, then file name, so the result is deterministic)."""
+def assign(files: Iterable[str], weights: Mapping[str, float], n: int) -> dict[str, int]:
+    """Each file -> its run (1..n): longest first to the least loaded run (ties: lowest run,
+    then file name, so the result is deterministic)."""
     load = [0.0] * n
     out: dict[str, int] = {}
-    fixed = set(pinned)
-    for f in sorted(fixed):
-        load[n - 1] += weights.get(f, UNKNOWN_FILE_S)
-        out[f] = n
-    rest = set(files) - fixed
-    for f in sorted(rest, key=lambda f: (-weights.get(f, UNKNOWN_FILE_S), f)):
+    for f in sorted(set(files), key=lambda f: (-weights.get(f, UNKNOWN_FILE_S), f)):
         run = min(range(n), key=lambda i: (load[i], i))
         load[run] += weights.get(f, UNKNOWN_FILE_S)
         out[f] = run + 1

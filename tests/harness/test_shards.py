@@ -44,10 +44,3 @@ def test_merge_keeps_files_not_run_and_takes_the_new_figures(tmp_path: Path) -> 
     run.write_text(json.dumps({"b.py": 7.25, "c.py": 3}))
     assert shards.merge(table, [run]) == {"a.py": 10.0, "b.py": 7.2, "c.py": 3.0}
     assert json.loads(table.read_text()) == {"a.py": 10.0, "b.py": 7.2, "c.py": 3.0}
-
-
-def test_pinned_files_go_to_the_last_run_and_count_in_its_load() -> None:
-    weights = {"host.py": 100.0, "a.py": 60.0, "b.py": 50.0, "c.py": 40.0}
-    runs = shards.assign(weights, weights, 2, pinned=["host.py"])
-    assert runs["host.py"] == 2
-    assert runs == {"host.py": 2, "a.py": 1, "b.py": 1, "c.py": 2}

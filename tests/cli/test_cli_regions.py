@@ -54,8 +54,19 @@ def wait_forger(r: Regions, region: str) -> ForgePod:
     return wait_one_forger(r, WAIT, region)
 
 
+def cfc_status(r: Regions, region: str) -> dict[str, Any]:
+    """The region's CardanoForgeCluster status; empty while its manager has not created it yet."""
+    try:
+        status: dict[str, Any] = r.cfc(region).get("status") or {}
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return {}
+        raise
+    return status
+
+
 def wait_status(r: Regions, region: str, what: str, predicate: Any) -> None:
-    wait_for(lambda: predicate(r.cfc(region).get("status") or {}), WAIT, f"{region}: {what}")
+    wait_for(lambda: predicate(cfc_status(r, region)), WAIT, f"{region}: {what}")
 
 
 def overrides(r: Regions) -> dict[str, Any]:

@@ -420,6 +420,17 @@ def _status_error(status: int, body: bytes) -> Exception:
     return WatchGone(text) if status == 410 else WatchError(text[:300])
 
 
+def close_stream(sock: socket.socket | None, *closers: Callable[[], object]) -> None:
+    """End a streaming response: shut its socket down first (unblocks a read in progress in
+    another thread), then each closer, every failure ignored (the stream is being abandoned)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    for close in closers:
+        with contextlib.suppress(Exception):
+            close()
+
+
 class _HttpStream:
     """The lines of one watch response, each parsed as an event."""
 
@@ -445,13 +456,7 @@ class _HttpStream:
         if self._closed:
             return
         self._closed = True
-        if self._sock is not None:  # unblocks a read in progress in another thread
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self._resp.close()
-        with contextlib.suppress(Exception):
-            self._resp.release_conn()
+        close_stream(self._sock, self._resp.close, self._resp.release_conn)
 
 
 class LeaseWatchSource:

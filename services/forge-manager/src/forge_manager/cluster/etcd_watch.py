@@ -40,7 +40,6 @@ per compaction and per broken stream. It replaces a range read per retry period 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import socket
@@ -61,7 +60,7 @@ from forge_manager.cluster.etcd_client import (
     session_for,
 )
 from forge_manager.cluster.etcd_settings import EtcdSettings
-from forge_manager.watch import KEEPALIVE, WatchError, WatchGone, WatchStream
+from forge_manager.watch import KEEPALIVE, WatchError, WatchGone, WatchStream, close_stream
 
 log = logging.getLogger("forge_manager.cluster.etcd_watch")
 
@@ -165,11 +164,7 @@ class _HttpRawWatch:
         if self._closed:
             return
         self._closed = True
-        if self._sock is not None:  # unblocks a read in progress in another thread
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self._resp.close()
+        close_stream(self._sock, self._resp.close)
 
 
 class HttpWatchTransport:
